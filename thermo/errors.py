@@ -1,0 +1,47 @@
+"""Exceptions raised by the analog solver.
+
+Every bad input gets its own class so callers can react to the cause (retry with more damping,
+more bits, a smaller right-hand side) rather than parse messages. All input problems derive from
+``ValueError`` so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class ThermoError(Exception):
+    """Base class of every error raised by :mod:`thermo`."""
+
+
+class InputError(ThermoError, ValueError):
+    """An argument is unusable: wrong shape, non-finite, non-symmetric or not definite."""
+
+
+class ShapeMismatchError(InputError):
+    """Arrays whose shapes do not fit together (e.g. ``A`` is 4x4 and ``b`` has 5 entries)."""
+
+
+class NonFiniteInputError(InputError):
+    """An input contains NaN or infinity."""
+
+
+class NotSymmetricError(InputError):
+    """A matrix that must be symmetric is not (beyond the stated tolerance)."""
+
+
+class NotPositiveDefiniteError(InputError):
+    """A matrix that must be positive definite is indefinite or singular.
+
+    Raised for the user's matrix and also for the matrix the hardware actually realizes, which can
+    lose definiteness through DAC quantization or mismatch.
+    """
+
+
+class HardwareSpecError(ThermoError, ValueError):
+    """A hardware description asks for something physically impossible or inconsistent."""
+
+
+class DivergenceError(ThermoError, RuntimeError):
+    """The simulated analog state diverged (unstable realized dynamics or a non-finite state).
+
+    The solver raises this rather than return a number computed from a run that blew up.
+    """
