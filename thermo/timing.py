@@ -1,0 +1,1104 @@
+"""Timing and energy model: how long a primitive would take on the device, without simulating it.
+
+Units. All analog dynamics are in units of ``tau`` (``HardwareSpec.tau_s``); results carry both
+tau and seconds. The chip holds the scaled, dimensionless ``A_hat`` (eigenvalues ``lam_i > 0`` in
+units of ``1/tau``) and ``b_hat`` (volts). Per eigenmode ``u_i`` (deviation from the fixed point,
+``A_hat = V diag(lam) V^T``) the dynamics are
+
+* overdamped:  ``du = -lam u dt + sqrt(2 kT) dW``;
+* underdamped: ``du = w dt``, ``m dw = -lam u dt - w dt + sqrt(2 kT) dW`` (``m = mass_tau2``),
+
+both with stationary position variance ``s^2 = kT / lam``. Readout samples every
+``h = HardwareSpec.sample_interval_tau``.
+
+Derivations (tested in ``tests/thermo/test_timing.py``)
+----------------------------------------------------------
+**Mode response.** For ``t >= 0`` the normalized position autocorrelation and the response of
+``u`` to an initial displacement with zero velocity are the same function
+``phi(t) = [exp(F t)]_00``: ``phi(t) = exp(-lam t)`` (overdamped) or, with
+``F = [[0, 1], [-lam/m, -1/m]]`` and roots ``r_+-`` of ``m r^2 + r + lam = 0``,
+``phi(t) = c_+ e^{r_+ t} + c_- e^{r_- t}``, ``c_+ = -r_-/(r_+ - r_-)``, ``c_- = r_+/(r_+ - r_-)``.
+
+**Equilibration.** Overdamped: ``|x(t) - x*| <= e^{-lam_min t} |x0 - x*|``, so the initial error
+ratio ``r0 = |x0 - x*| / |x*|`` falls below ``eps`` after ``t0 = max(0, ln(r0/eps)) / lam_min``.
+Underdamped: the slowest decay rate is ``-max Re r = (1 - sqrt(max(0, 1 - 4 m lam))) / (2m)``
+(:func:`relaxation_rate`; it tends to ``lam`` as ``m -> 0`` and saturates at ``1/(2m)`` past
+critical damping ``4 m lam = 1``), at ``lam_min`` since the rate grows with ``lam``. A pure
+exponential at that rate is optimistic near critical damping (the response is
+``(1 + t/(2m)) e^{-t/(2m)}`` there), so ``t0`` solves ``max_i E_i(t0) = eps / r0`` for the
+monotone envelope ``E`` of ``|phi|`` (exact ``phi`` on the real-root branch, where it is positive
+and decreasing; ``e^{-t/(2m)} min(sqrt(1 + 1/(2 m w)^2), 1 + t/(2m))`` for oscillating modes of
+frequency ``w``). Assumes a start at rest (zero velocity). ``t0 >= ln(r0/eps) / rate`` always,
+with equality as ``m -> 0``.
+
+Inversion starts from zero volts; the position covariance of a mode approaches ``s^2`` with a
+relative deficit ``D(t) = phi(t)^2 + (lam/m) [exp(F t)]_01^2`` (``e^{-2 lam t}`` overdamped),
+non-increasing because the accumulated covariance only grows. The burn-in solves
+``max_i D_i(t0) = eps`` (overdamped: ``ln(1/eps) / (2 lam_min)``), which bounds the relative
+Frobenius bias of the covariance.
+
+**Solve window.** The time average of ``N`` samples of a stationary mode has variance
+``(s^2/N) sum_{|k|<N} (1 - |k|/N) phi(|k| h)``. Large ``N``: ``(s^2/N) g`` with
+``g = sum_{k in Z} phi(|k| h)``; overdamped ``g = (1 + rho)/(1 - rho)``, ``rho = e^{-lam h}``
+(the AR(1) result; :func:`mean_variance_factor` also gives the exact finite-``N`` form). As
+``h -> 0``, ``g h -> int phi = 2/lam`` in both regimes: the integrated position autocovariance
+``S(0) = 2 kT |1/(lam - m w^2 + i w)|^2_{w=0} = 2 kT / lam^2`` does not depend on the mass, so
+continuous averaging over ``T`` gives ``E|xbar - x*|^2 = 2 kT tr(A_hat^-2) / T`` in both
+regimes. Summing modes, ``E|xbar - x*|^2 = (kT/N) sum_i g_i / lam_i``; the target
+``eps |x*|`` (rms) needs ``N = ceil(kT sum_i g_i/lam_i / (eps^2 |x*|^2))``, window ``N h``.
+With bounds only, ``d max_lam g(lam)/lam`` replaces the sum (the worst spectrum; overdamped it
+is all eigenvalues at ``lam_min``). Without ``|x*|`` the rms-typical
+``|A_hat^-1 b_hat| = input_range sqrt(sum lam^-2)`` (``b_hat`` filling the input range, random
+direction) is assumed; the noise-to-signal ratio is then at most ``max_lam kT lam g(lam) /
+input_range^2`` (worst spectrum: all eigenvalues at ``lam_max`` overdamped).
+
+**Inverse window.** The estimator is ``(1/N) sum_j x_j x_j^T / kT`` (``b = 0``). In the
+eigenbasis, for Gaussian modes ``Cov(y_i y_j (0), y_i y_j (t)) = (1 + delta_ij) C_i(t) C_j(t)``,
+so the sample mean of ``y_i y_j`` has variance ``s_i^2 s_j^2 (1 + delta_ij) G_ij / N`` with
+``G_ij = sum_{k in Z} phi_i(|k|h) phi_j(|k|h)`` (overdamped ``(1 + rho_ij)/(1 - rho_ij)``,
+``rho_ij = e^{-(lam_i + lam_j) h}``). The Frobenius norm is rotation invariant, so the relative
+Frobenius error is ``err^2 = P / N`` with
+``P = sum_ij (1 + delta_ij) G_ij / (lam_i lam_j) / sum_i lam_i^-2`` (``kT`` cancels). With
+bounds only, ``P <= (d + 1) max G`` (Cauchy-Schwarz), attained by all eigenvalues at
+``lam_min`` overdamped. The double sum is evaluated in row blocks (``O(d)`` memory, ``O(d^2)``
+time) above :data:`PAIR_DENSE_MAX` (underdamped: always). Large-``N`` forms overstate the exact finite-``N`` variance
+of a positively correlated stationary sequence, so planned windows are conservative.
+
+Digital and hardware overheads are documented at :func:`estimate_solve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Sequence, Union
+
+import numpy as np
+
+from .errors import (
+    HardwareSpecError,
+    InputError,
+    NonFiniteInputError,
+    NotPositiveDefiniteError,
+    NotSymmetricError,
+)
+from .hardware import HardwareSpec
+
+Bound = Literal["exact", "worst-case"]
+BlockSchedule = Literal["gauss-seidel", "jacobi"]
+
+HOST_FLOAT_BITS = 32
+"""Bits per value on the link for an ideal converter (``bits_* = None``): float32 host format."""
+PAIR_DENSE_MAX = 2048
+"""Above this size the inverse pair sum is evaluated in row blocks instead of one ``d x d`` array."""
+_PAIR_BLOCK_ELEMENTS = 1 << 21
+_GRID_POINTS = 129
+_CRITICAL_GAP = 1e-5
+
+
+# ------------------------------------------------------------------------------------------------
+# spectrum
+@dataclass(frozen=True)
+class SpectrumInfo:
+    """What is known of the chip matrix ``A_hat`` (dimensionless, eigenvalues in ``1/tau``).
+
+    Either the full ``eigenvalues`` (``(d,)``; results are ``"exact"``) or only the bounds
+    ``lambda_min <= lambda_i <= lambda_max`` and the size ``d`` (results are the worst case over
+    every spectrum within the bounds, ``"worst-case"``).
+    """
+
+    lambda_min: float
+    lambda_max: float
+    d: int
+    eigenvalues: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.d, bool) or not isinstance(self.d, (int, np.integer)) or self.d < 1:
+            raise InputError(f"SpectrumInfo.d must be an integer >= 1, got {self.d!r}")
+        object.__setattr__(self, "d", int(self.d))
+        for name in ("lambda_min", "lambda_max"):
+            value = getattr(self, name)
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"SpectrumInfo.{name} must be a number, got {value!r}") from None
+            if not math.isfinite(value):
+                raise InputError(f"SpectrumInfo.{name} must be finite, got {value!r}")
+            if value <= 0:
+                raise NotPositiveDefiniteError(
+                    f"SpectrumInfo.{name} must be > 0 (the dynamics need a positive definite "
+                    f"A_hat), got {value!r}"
+                )
+            object.__setattr__(self, name, value)
+        if self.lambda_min > self.lambda_max:
+            raise InputError(
+                f"SpectrumInfo.lambda_min ({self.lambda_min!r}) exceeds lambda_max ({self.lambda_max!r})"
+            )
+        if self.eigenvalues is not None:
+            lam = np.sort(np.asarray(self.eigenvalues, dtype=np.float64).ravel())
+            if lam.size != self.d:
+                raise InputError(f"SpectrumInfo.eigenvalues has {lam.size} entries but d = {self.d}")
+            tol = 1e-12 * lam[-1] if lam.size else 0.0
+            if abs(lam[0] - self.lambda_min) > tol or abs(lam[-1] - self.lambda_max) > tol:
+                raise InputError(
+                    "SpectrumInfo.lambda_min/lambda_max must equal the smallest/largest of "
+                    "eigenvalues: build it with SpectrumInfo.from_eigenvalues"
+                )
+            lam.flags.writeable = False
+            object.__setattr__(self, "eigenvalues", lam)
+
+    @property
+    def exact(self) -> bool:
+        """True when every eigenvalue is known."""
+        return self.eigenvalues is not None
+
+    @property
+    def bound(self) -> Bound:
+        return "exact" if self.exact else "worst-case"
+
+    @property
+    def condition_number(self) -> float:
+        return self.lambda_max / self.lambda_min
+
+    @classmethod
+    def from_eigenvalues(cls, eigenvalues: Sequence[float] | np.ndarray) -> "SpectrumInfo":
+        """From the eigenvalues of ``A_hat`` (any order), shape ``(d,)``; all must be > 0."""
+        lam = np.asarray(eigenvalues, dtype=np.float64).ravel()
+        if lam.size == 0:
+            raise InputError("eigenvalues must not be empty")
+        if not np.all(np.isfinite(lam)):
+            raise NonFiniteInputError("eigenvalues must be finite")
+        if not lam.min() > 0:
+            raise NotPositiveDefiniteError(
+                f"eigenvalues must all be > 0 (positive definite A_hat), smallest is {lam.min():.3e}"
+            )
+        return cls(float(lam.min()), float(lam.max()), int(lam.size), lam)
+
+    @classmethod
+    def from_bounds(cls, lambda_min: float, lambda_max: float, d: int) -> "SpectrumInfo":
+        """Only bounds and size known: estimates are worst case within the bounds."""
+        return cls(lambda_min, lambda_max, d)
+
+    @classmethod
+    def from_matrix(
+        cls, a: np.ndarray, hw: HardwareSpec | None = None, *, symmetry_rtol: float = 1e-8
+    ) -> "SpectrumInfo":
+        """Eigenvalues (``numpy.linalg.eigvalsh``) of a dense symmetric ``a`` ``(d, d)``.
+
+        With ``hw`` the matrix is first scaled as the chip would hold it,
+        ``A_hat = A * coupling_range / max|A_ij|`` (as :func:`thermo.program.program_matrix`,
+        without quantization or mismatch); without it ``a`` is taken to be ``A_hat`` already.
+        """
+        arr = np.asarray(a, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+            raise InputError(f"a must be a non-empty square matrix, got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise NonFiniteInputError("a contains non-finite values (NaN or inf)")
+        scale = float(np.abs(arr).max())
+        if scale == 0:
+            raise NotPositiveDefiniteError("a is the zero matrix")
+        if float(np.abs(arr - arr.T).max()) > symmetry_rtol * scale:
+            raise NotSymmetricError(f"a is not symmetric (relative tolerance {symmetry_rtol:g})")
+        if hw is not None:
+            arr = arr * (hw.coupling_range / scale)
+        return cls.from_eigenvalues(np.linalg.eigvalsh(0.5 * (arr + arr.T)))
+
+
+SpectrumLike = Union[SpectrumInfo, Sequence[float], np.ndarray, float]
+
+
+def _as_spectrum(spectrum: SpectrumLike) -> SpectrumInfo:
+    if isinstance(spectrum, SpectrumInfo):
+        return spectrum
+    return SpectrumInfo.from_eigenvalues(np.atleast_1d(np.asarray(spectrum, dtype=np.float64)))
+
+
+def _grid(spectrum: SpectrumInfo, extra: Sequence[float] = ()) -> np.ndarray:
+    """Candidate eigenvalues for a worst case over ``[lambda_min, lambda_max]`` (endpoints included)."""
+    lo, hi = spectrum.lambda_min, spectrum.lambda_max
+    pts = np.geomspace(lo, hi, _GRID_POINTS) if hi > lo else np.array([lo])
+    more = [x for x in extra if lo < x < hi]
+    return np.unique(np.concatenate([pts, np.asarray(more, dtype=np.float64)]))
+
+
+# ------------------------------------------------------------------------------------------------
+# argument checks
+def _check_eps(eps: float, name: str = "eps") -> float:
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number in (0, 1), got {eps!r}") from None
+    if not (0 < value < 1):
+        raise InputError(f"{name} must be in (0, 1) (a relative error), got {eps!r}")
+    return value
+
+
+def _check_mass(mass: float) -> float:
+    try:
+        value = float(mass)
+    except (TypeError, ValueError):
+        raise InputError(f"mass_tau2 must be a number >= 0, got {mass!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"mass_tau2 must be a finite number >= 0 (0 is overdamped), got {mass!r}")
+    return value
+
+
+def _check_h(h: float | None, *, required: bool) -> float | None:
+    if h is None:
+        if required:
+            raise InputError("sample_interval_tau is required (the readout samples at a finite rate)")
+        return None
+    value = float(h)
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"sample_interval_tau must be a finite number > 0, got {h!r}")
+    return value
+
+
+def _check_kT(kT: float) -> float:
+    value = float(kT)
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"kT must be a finite number >= 0 (V^2), got {kT!r}")
+    return value
+
+
+def _check_positive(value: float, name: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number > 0, got {value!r}") from None
+    if not math.isfinite(out) or out <= 0:
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+    return out
+
+
+def _check_count(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# per-mode response: phi(t) = sum_k c_k exp(r_k t)
+def _modes(lam: np.ndarray, mass: float) -> tuple[np.ndarray, np.ndarray]:
+    """Roots ``r`` and weights ``c`` (shape ``lam.shape + (K,)``) with ``phi(t) = sum c e^{r t}``.
+
+    ``K = 1`` (real) overdamped, ``K = 2`` (complex) underdamped. Exactly critical modes are
+    moved a relative ``1e-5`` onto the real branch (an ``O(1e-10)`` change of ``lam``) so that
+    the two roots stay distinct.
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    if mass == 0:
+        return (-lam)[..., None], np.ones(lam.shape + (1,))
+    s = -0.5 / mass
+    q = np.sqrt((s * s - lam / mass).astype(np.complex128))
+    q = np.where(np.abs(q) < _CRITICAL_GAP * abs(s), _CRITICAL_GAP * abs(s), q)
+    r_minus = s - q  # no cancellation: Re q >= 0 and s < 0
+    r_plus = (lam / mass) / r_minus  # product of the roots is lam/m (avoids s + q cancelling)
+    gap = r_plus - r_minus
+    r = np.stack([r_plus, r_minus], axis=-1)
+    c = np.stack([-r_minus / gap, r_plus / gap], axis=-1)
+    return r, c
+
+
+def _fejer(x: np.ndarray, n: int | None) -> np.ndarray:
+    """``sum_{k=0}^{n-1} (1 - k/n) e^{x k}`` (``n=None``: ``sum_{k>=0} e^{x k}``), ``Re x < 0``."""
+    em1 = np.expm1(x)
+    geometric = -1.0 / em1
+    if n is None:
+        return geometric
+    z = np.exp(x)
+    return geometric - z * (-np.expm1(n * x)) / (n * em1 * em1)
+
+
+def relaxation_rate(lam: float | np.ndarray, mass_tau2: float = 0.0) -> float | np.ndarray:
+    """Decay rate (``1/tau``) of the slowest component of a mode of eigenvalue ``lam``.
+
+    Overdamped: ``lam``. Underdamped (``m = mass_tau2 > 0``): ``-max Re`` of the eigenvalues of
+    ``[[0, 1], [-lam/m, -1/m]]``, ``(1 - sqrt(max(0, 1 - 4 m lam))) / (2 m)``, evaluated as
+    ``2 lam / (1 + sqrt(1 - 4 m lam))`` below critical damping (no cancellation for small ``m``).
+    """
+    mass = _check_mass(mass_tau2)
+    lam_arr = np.asarray(lam, dtype=np.float64)
+    if mass == 0:
+        out = lam_arr.copy()
+    else:
+        disc = 1.0 - 4.0 * mass * lam_arr
+        out = np.where(disc > 0, 2.0 * lam_arr / (1.0 + np.sqrt(np.clip(disc, 0.0, None))), 0.5 / mass)
+    return float(out) if out.ndim == 0 else out
+
+
+def _solve_envelope(lam: np.ndarray, t: float, mass: float) -> np.ndarray:
+    """Monotone upper envelope ``E_i(t)`` of ``|phi_i(t)|`` (start at rest), shape ``lam.shape``."""
+    if mass == 0:
+        return np.exp(-lam * t)
+    s = -0.5 / mass
+    q2 = s * s - lam / mass
+    out = np.empty_like(lam)
+    real = q2 >= 0
+    if real.any():
+        r, c = _modes(lam[real], mass)
+        out[real] = np.real(np.sum(c * np.exp(r * t), axis=-1))
+    if (~real).any():
+        omega = np.sqrt(-q2[~real])
+        prefactor = np.minimum(np.sqrt(1.0 + (s / omega) ** 2), 1.0 + abs(s) * t)
+        out[~real] = math.exp(s * t) * prefactor
+    return out
+
+
+def _covariance_deficit(lam: np.ndarray, t: float, mass: float) -> np.ndarray:
+    """Relative deficit of the position variance after ``t`` from rest at zero, ``D_i(t)``."""
+    if mass == 0:
+        return np.exp(-2.0 * lam * t)
+    r, c = _modes(lam, mass)
+    e = np.exp(r * t)
+    phi00 = np.real(np.sum(c * e, axis=-1))
+    phi01 = np.real((e[..., 0] - e[..., 1]) / (r[..., 0] - r[..., 1]))
+    return phi00**2 + (lam / mass) * phi01**2
+
+
+def _first_time_below(f, target: float, rate: float) -> float:
+    """Smallest ``t >= 0`` with ``f(t) <= target`` for a non-increasing ``f`` with ``f(0) = 1``."""
+    if target >= 1.0:
+        return 0.0
+    hi = max(math.log(1.0 / target) / rate, 1e-300)
+    while f(hi) > target:
+        hi *= 2.0
+    lo = 0.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return hi
+
+
+def _candidates(spectrum: SpectrumInfo, mass: float) -> np.ndarray:
+    if spectrum.exact:
+        return spectrum.eigenvalues  # type: ignore[return-value]
+    critical = [0.25 / mass] if mass > 0 else []
+    return _grid(spectrum, critical)
+
+
+def equilibration_time_tau(
+    spectrum: SpectrumLike,
+    eps: float,
+    *,
+    initial_error_ratio: float = 1.0,
+    mass_tau2: float = 0.0,
+) -> float:
+    """Burn-in (tau) that reduces the initial error ``|x0 - x*|`` to ``eps |x*|``.
+
+    ``initial_error_ratio`` is ``r0 = |x0 - x*| / |x*|`` (1 for a start at zero volts). Overdamped:
+    ``max(0, ln(r0/eps)) / lambda_min``. Underdamped (``mass_tau2 > 0``, start at rest): the time
+    the monotone envelope of the slowest mode response falls to ``eps / r0`` (see the module
+    docstring); at least ``ln(r0/eps) / relaxation_rate(lambda_min, m)``.
+    """
+    spec = _as_spectrum(spectrum)
+    eps = _check_eps(eps)
+    mass = _check_mass(mass_tau2)
+    r0 = float(initial_error_ratio)
+    if not math.isfinite(r0) or r0 < 0:
+        raise InputError(f"initial_error_ratio must be a finite number >= 0, got {initial_error_ratio!r}")
+    if r0 <= eps:
+        return 0.0
+    if mass == 0:
+        return math.log(r0 / eps) / spec.lambda_min
+    lam = _candidates(spec, mass)
+    rate = float(relaxation_rate(spec.lambda_min, mass))
+    return _first_time_below(lambda t: float(_solve_envelope(lam, t, mass).max()), eps / r0, rate)
+
+
+def inverse_equilibration_time_tau(spectrum: SpectrumLike, eps: float, *, mass_tau2: float = 0.0) -> float:
+    """Burn-in (tau) from zero volts until the covariance deficit is at most ``eps`` (relative).
+
+    Overdamped ``ln(1/eps) / (2 lambda_min)``; underdamped the time ``max_i D_i(t) = eps`` with
+    ``D = phi^2 + (lam/m) [exp(F t)]_01^2`` (module docstring).
+    """
+    spec = _as_spectrum(spectrum)
+    eps = _check_eps(eps)
+    mass = _check_mass(mass_tau2)
+    if mass == 0:
+        return math.log(1.0 / eps) / (2.0 * spec.lambda_min)
+    lam = _candidates(spec, mass)
+    rate = 2.0 * float(relaxation_rate(spec.lambda_min, mass))
+    return _first_time_below(lambda t: float(_covariance_deficit(lam, t, mass).max()), eps, rate)
+
+
+# ------------------------------------------------------------------------------------------------
+# solve window
+def mean_variance_factor(
+    lam: float | np.ndarray,
+    sample_interval_tau: float,
+    n_samples: int | None = None,
+    *,
+    mass_tau2: float = 0.0,
+) -> np.ndarray:
+    """``g`` with ``Var(mean of n samples of a stationary mode) = (kT / lam) g / n``.
+
+    ``g = sum_{|k| < n} (1 - |k|/n) phi(|k| h)``; ``n_samples=None`` is the large-``n`` limit
+    ``sum_{k in Z} phi(|k| h)``, overdamped ``(1 + rho) / (1 - rho)`` with ``rho = exp(-lam h)``
+    (exact finite ``n``: minus ``2 rho (1 - rho^n) / (n (1 - rho)^2)``). Shape of ``lam``.
+    """
+    h = _check_h(sample_interval_tau, required=True)
+    mass = _check_mass(mass_tau2)
+    lam_arr = np.asarray(lam, dtype=np.float64)
+    if np.any(~np.isfinite(lam_arr)) or np.any(lam_arr <= 0):
+        raise NotPositiveDefiniteError("lam must be finite and > 0")
+    if n_samples is not None:
+        n_samples = _check_count(n_samples, "n_samples")
+    if mass == 0 and n_samples is None:
+        return 1.0 / np.tanh(0.5 * lam_arr * h)
+    r, c = _modes(lam_arr, mass)
+    return np.real(2.0 * np.sum(c * _fejer(r * h, n_samples), axis=-1) - 1.0)
+
+
+def _solve_mode_cost(lam: np.ndarray, h: float | None, n: int | None, mass: float) -> np.ndarray:
+    """``kappa`` with per-mode ``Var = kT kappa / N`` (``h`` given) or ``kT kappa / T`` (continuous)."""
+    if h is None:
+        return 2.0 / lam**2  # int phi = 2/lam, mass independent
+    return mean_variance_factor(lam, h, n, mass_tau2=mass) / lam
+
+
+def typical_solution_norm(spectrum: SpectrumLike, input_range_v: float) -> float:
+    """rms-typical ``|A_hat^-1 b_hat|`` (V) for ``b_hat`` of size ``input_range_v`` per entry in a
+    random direction: ``input_range_v sqrt(sum lam^-2)``; with bounds only, the smallest value
+    ``input_range_v sqrt(d) / lambda_max``."""
+    spec = _as_spectrum(spectrum)
+    rng = _check_positive(input_range_v, "input_range_v")
+    if spec.exact:
+        return rng * math.sqrt(float(np.sum(spec.eigenvalues**-2.0)))  # type: ignore[operator]
+    return rng * math.sqrt(spec.d) / spec.lambda_max
+
+
+def _solve_noise_ratio(
+    spec: SpectrumInfo,
+    kT: float,
+    solution_norm: float | None,
+    input_range_v: float | None,
+    h: float | None,
+    n: int | None,
+    mass: float,
+) -> float:
+    """``E|xbar - x*|^2 / |x*|^2`` times ``N`` (or ``T`` when continuous)."""
+    if solution_norm is not None:
+        norm = float(solution_norm)
+        if not math.isfinite(norm) or norm <= 0:
+            raise InputError(
+                f"solution_norm must be a finite number > 0 (a relative error needs x* != 0), got {solution_norm!r}"
+            )
+        if spec.exact:
+            total = float(np.sum(_solve_mode_cost(spec.eigenvalues, h, n, mass)))  # type: ignore[arg-type]
+        else:
+            total = spec.d * float(np.max(_solve_mode_cost(_grid(spec), h, n, mass)))
+        return kT * total / norm**2
+    if input_range_v is None:
+        raise InputError("give solution_norm (V) or input_range_v for the rms-typical fallback")
+    rng = _check_positive(input_range_v, "input_range_v")
+    if spec.exact:
+        lam = spec.eigenvalues
+        total = float(np.sum(_solve_mode_cost(lam, h, n, mass)))  # type: ignore[arg-type]
+        return kT * total / (rng**2 * float(np.sum(lam**-2.0)))  # type: ignore[operator]
+    grid = _grid(spec)
+    return kT * float(np.max(_solve_mode_cost(grid, h, n, mass) * grid**2)) / rng**2
+
+
+def solve_samples(
+    spectrum: SpectrumLike,
+    kT: float,
+    eps: float,
+    solution_norm: float | None = None,
+    *,
+    sample_interval_tau: float,
+    mass_tau2: float = 0.0,
+    input_range_v: float | None = None,
+) -> int:
+    """Readout samples (>= 1) for an rms relative error ``eps`` of the time-averaged solution.
+
+    ``N = ceil(kT sum_i g_i / lam_i / (eps^2 |x*|^2))`` with the large-``N`` factor ``g`` of
+    :func:`mean_variance_factor`; ``solution_norm`` is ``|x*| = |A_hat^-1 b_hat|`` (V). If it is
+    None, ``input_range_v`` gives the rms-typical fallback of :func:`typical_solution_norm`.
+    """
+    spec = _as_spectrum(spectrum)
+    kT = _check_kT(kT)
+    eps = _check_eps(eps)
+    h = _check_h(sample_interval_tau, required=True)
+    mass = _check_mass(mass_tau2)
+    ratio = _solve_noise_ratio(spec, kT, solution_norm, input_range_v, h, None, mass)
+    return max(1, math.ceil(ratio / eps**2 * (1 - 1e-12)))
+
+
+def solve_window_tau(
+    spectrum: SpectrumLike,
+    kT: float,
+    eps: float,
+    solution_norm: float | None = None,
+    *,
+    sample_interval_tau: float | None = None,
+    mass_tau2: float = 0.0,
+    input_range_v: float | None = None,
+) -> float:
+    """Averaging window (tau) for an rms relative error ``eps``: ``solve_samples(...) * h``.
+
+    ``sample_interval_tau=None`` gives continuous averaging,
+    ``T = 2 kT sum_i lam_i^-2 / (eps^2 |x*|^2)`` (both regimes).
+    """
+    h = _check_h(sample_interval_tau, required=False)
+    if h is not None:
+        return solve_samples(
+            spectrum, kT, eps, solution_norm, sample_interval_tau=h, mass_tau2=mass_tau2,
+            input_range_v=input_range_v,
+        ) * h
+    spec = _as_spectrum(spectrum)
+    kT = _check_kT(kT)
+    eps = _check_eps(eps)
+    _check_mass(mass_tau2)
+    return _solve_noise_ratio(spec, kT, solution_norm, input_range_v, None, None, 0.0) / eps**2
+
+
+def solve_relative_error(
+    spectrum: SpectrumLike,
+    kT: float,
+    *,
+    window: float,
+    solution_norm: float | None = None,
+    sample_interval_tau: float | None = None,
+    mass_tau2: float = 0.0,
+    input_range_v: float | None = None,
+) -> float:
+    """Predicted rms relative error of the time average over ``window`` (tau), from stationarity.
+
+    With ``sample_interval_tau`` the ``N = max(1, round(window / h))`` samples use the exact
+    finite-``N`` variance (:func:`mean_variance_factor`), so the error at
+    ``solve_window_tau(eps)`` is at most ``eps``; without it, continuous averaging.
+    """
+    spec = _as_spectrum(spectrum)
+    kT = _check_kT(kT)
+    w = _check_positive(window, "window")
+    h = _check_h(sample_interval_tau, required=False)
+    mass = _check_mass(mass_tau2)
+    if h is None:
+        return math.sqrt(_solve_noise_ratio(spec, kT, solution_norm, input_range_v, None, None, mass) / w)
+    n = max(1, int(round(w / h)))
+    return math.sqrt(_solve_noise_ratio(spec, kT, solution_norm, input_range_v, h, n, mass) / n)
+
+
+# ------------------------------------------------------------------------------------------------
+# inverse window
+def _pair_factor(li: np.ndarray, lj: np.ndarray, h: float | None, mass: float) -> np.ndarray:
+    """``G_ij = sum_{k in Z} phi_i(|k|h) phi_j(|k|h)`` (per sample) or ``int phi_i phi_j`` (tau)."""
+    if mass == 0:
+        total = li + lj
+        return 2.0 / total if h is None else 1.0 / np.tanh(0.5 * total * h)
+    ri, ci = _modes(li, mass)
+    rj, cj = _modes(lj, mass)
+    x = ri[..., :, None] + rj[..., None, :]
+    cc = ci[..., :, None] * cj[..., None, :]
+    if h is None:
+        return np.real(2.0 * np.sum(cc * (-1.0 / x), axis=(-2, -1)))
+    return np.real(2.0 * np.sum(cc * _fejer(x * h, None), axis=(-2, -1)) - 1.0)
+
+
+def inverse_error_constant(
+    spectrum: SpectrumLike,
+    *,
+    sample_interval_tau: float | None,
+    mass_tau2: float = 0.0,
+    block_rows: int | None = None,
+) -> float:
+    """``P`` with relative Frobenius error ``err^2 = P / N`` of the second-moment inverse estimator
+    (``P / T`` with ``T`` in tau when ``sample_interval_tau`` is None: continuous averaging).
+
+    ``P = sum_ij (1 + delta_ij) G_ij / (lam_i lam_j) / sum_i lam_i^-2``; exact eigenvalues are
+    summed in blocks of ``block_rows`` rows (default overdamped: all rows up to
+    :data:`PAIR_DENSE_MAX`, then blocks of about ``2^21 / d`` rows, so memory stays ``O(d)``;
+    underdamped: always blocks of about ``2^19 / d`` rows). Time is ``O(d^2)``: about 0.3 s
+    overdamped and 1 s underdamped at ``d = 2048``. Bounds give the worst case ``(d + 1) max G``.
+    """
+    spec = _as_spectrum(spectrum)
+    h = _check_h(sample_interval_tau, required=False)
+    mass = _check_mass(mass_tau2)
+    if not spec.exact:
+        grid = _grid(spec, [0.25 / mass] if mass > 0 else [])
+        if mass == 0:
+            g_max = float(_pair_factor(grid[:1], grid[:1], h, 0.0)[0])  # G decreases with lam_i + lam_j
+        else:
+            g_max = float(np.max(_pair_factor(grid[:, None], grid[None, :], h, mass)))
+        return (spec.d + 1) * g_max
+    lam = spec.eigenvalues
+    assert lam is not None
+    d = lam.size
+    w = 1.0 / lam
+    if block_rows is None:
+        if mass == 0:
+            block_rows = d if d <= PAIR_DENSE_MAX else max(1, _PAIR_BLOCK_ELEMENTS // d)
+        else:  # four complex root pairs per mode pair: always blocked (and symmetric, half the work)
+            block_rows = min(d, max(1, _PAIR_BLOCK_ELEMENTS // (4 * d)))
+    block_rows = _check_count(block_rows, "block_rows")
+    total = 0.0
+    for start in range(0, d, block_rows):
+        # rows [start, stop) against columns >= start: G is symmetric, so the pairs right of the
+        # diagonal block stand for both orders
+        stop = min(d, start + block_rows)
+        g = _pair_factor(lam[start:stop, None], lam[None, start:], h, mass)
+        wr = w[start:stop]
+        total += float(wr @ g[:, : stop - start] @ wr) + 2.0 * float(wr @ g[:, stop - start :] @ w[stop:])
+    total += float(np.sum(w * w * _pair_factor(lam, lam, h, mass)))  # the (1 + delta_ij) term
+    return total / float(np.sum(w * w))
+
+
+def inverse_samples(
+    spectrum: SpectrumLike, eps: float, *, sample_interval_tau: float, mass_tau2: float = 0.0
+) -> int:
+    """Readout samples (>= 1) for a relative Frobenius error ``eps`` of the inverse: ``ceil(P/eps^2)``.
+
+    Independent of ``kT`` (it cancels). For independent samples and equal eigenvalues ``P = d+1``.
+    """
+    eps = _check_eps(eps)
+    h = _check_h(sample_interval_tau, required=True)
+    p = inverse_error_constant(spectrum, sample_interval_tau=h, mass_tau2=mass_tau2)
+    return max(1, math.ceil(p / eps**2 * (1 - 1e-12)))
+
+
+def inverse_window_tau(
+    spectrum: SpectrumLike, eps: float, *, sample_interval_tau: float | None = None, mass_tau2: float = 0.0
+) -> float:
+    """Window (tau) for the inverse: ``inverse_samples * h``, or ``P_continuous / eps^2``."""
+    h = _check_h(sample_interval_tau, required=False)
+    if h is not None:
+        return inverse_samples(spectrum, eps, sample_interval_tau=h, mass_tau2=mass_tau2) * h
+    eps = _check_eps(eps)
+    return inverse_error_constant(spectrum, sample_interval_tau=None, mass_tau2=mass_tau2) / eps**2
+
+
+def inverse_relative_error(
+    spectrum: SpectrumLike, n_samples: int, *, sample_interval_tau: float, mass_tau2: float = 0.0
+) -> float:
+    """Predicted relative Frobenius error of the inverse from ``n_samples`` samples, ``sqrt(P/N)``."""
+    n = _check_count(n_samples, "n_samples")
+    h = _check_h(sample_interval_tau, required=True)
+    return math.sqrt(inverse_error_constant(spectrum, sample_interval_tau=h, mass_tau2=mass_tau2) / n)
+
+
+# ------------------------------------------------------------------------------------------------
+# device time
+@dataclass(frozen=True)
+class TimingBreakdown:
+    """Projected wall-clock cost of one primitive call on the device (seconds unless stated).
+
+    Phases run one after the other (critical path): ``total_s`` is their sum. ``analog_time_tau``
+    is the analog wall-clock time (``(equilibrate_s + window_s) / tau_s``); ``n_samples`` and
+    ``burn_in_tau``/``window_tau`` are per analog run (one chain), ``n_runs`` the analog runs in
+    sequence. ``bound`` is ``"exact"`` (all eigenvalues known) or ``"worst-case"``.
+    """
+
+    program_s: float
+    """Couplings: link transfer (latency + bits/bandwidth), row-parallel DAC conversion."""
+    input_s: float
+    """Inputs ``b_hat``: link transfer, DAC conversion and settling, per run."""
+    equilibrate_s: float
+    """Burn-in, summed over sequential runs."""
+    window_s: float
+    """Sampling windows, summed over sequential runs."""
+    readout_s: float
+    """ADC latency: the last conversion of each run (the others overlap the run)."""
+    transfer_s: float
+    """Results back over the link (exposed part only for a streamed readout)."""
+    total_s: float
+    analog_time_tau: float
+    n_samples: int
+    n_tiles: int
+    energy_j: float
+    bound: Bound
+    burn_in_tau: float = 0.0
+    window_tau: float = 0.0
+    n_runs: int = 1
+    n_sweeps: int = 1
+    n_chips_used: int = 1
+    n_dac_conversions: int = 0
+    n_adc_conversions: int = 0
+    notes: tuple[str, ...] = ()
+
+    @property
+    def analog_time_s(self) -> float:
+        return self.equilibrate_s + self.window_s
+
+    def as_dict(self) -> dict[str, object]:
+        """All fields as a flat dict (``notes`` joined by ``"; "``), for tables and CSV rows."""
+        out = dataclasses.asdict(self)
+        out["notes"] = "; ".join(self.notes)
+        return out
+
+
+@dataclass
+class _Tally:
+    program: float = 0.0
+    inputs: float = 0.0
+    equilibrate: float = 0.0
+    window: float = 0.0
+    readout: float = 0.0
+    transfer: float = 0.0
+    energy: float = 0.0
+    dac: int = 0
+    adc: int = 0
+    runs: int = 0
+
+    def add(self, other: "_Tally", times: int = 1) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + times * getattr(other, f.name))
+
+    @property
+    def analog(self) -> float:
+        return self.equilibrate + self.window + self.readout
+
+
+@dataclass(frozen=True)
+class _Bits:
+    coupling: int
+    inputs: int
+    adc: int
+
+
+def _bits(hw: HardwareSpec, notes: list[str]) -> _Bits:
+    def one(value: int | None, name: str) -> int:
+        if value is None:
+            notes.append(f"{name}=None (ideal converter): its values cross the link as {HOST_FLOAT_BITS}-bit host floats")
+            return HOST_FLOAT_BITS
+        return value
+
+    return _Bits(one(hw.bits_A, "bits_A"), one(hw.bits_b, "bits_b"), one(hw.bits_adc, "bits_adc"))
+
+
+def _link_s(hw: HardwareSpec, n_values: float, bits: int) -> float:
+    return hw.link_latency_s + n_values * bits / hw.link_bandwidth_bps if n_values > 0 else 0.0
+
+
+def _job(
+    hw: HardwareSpec,
+    bits: _Bits,
+    *,
+    n: int,
+    columns: int,
+    chips: int,
+    burn_in_tau: float,
+    n_samples: int,
+    values_per_column: int,
+    has_inputs: bool,
+) -> _Tally:
+    """One programmed ``n x n`` block running ``columns`` independent chains on ``chips`` chips.
+
+    Couplings are sent to every chip used (one link, no broadcast) and converted row-parallel
+    (``n`` DAC slots); each round of up to ``chips`` chains re-sends only its inputs.
+    """
+    t = _Tally()
+    used = min(chips, columns)
+    t.program = _link_s(hw, used * n * n, bits.coupling) + n * hw.dac_conversion_s
+    t.dac = used * n * n
+    h_s = hw.sample_interval_tau * hw.tau_s
+    burn_s = burn_in_tau * hw.tau_s
+    win_s = n_samples * h_s
+    full, rest = divmod(columns, chips)
+    for c, count in ((chips, full), (rest, 1 if rest else 0)):
+        if count == 0:
+            continue
+        r = _Tally(runs=1)
+        if has_inputs:
+            r.inputs = _link_s(hw, c * n, bits.inputs) + hw.dac_conversion_s + hw.program_settle_s
+            r.dac = c * n
+        else:
+            r.inputs = hw.program_settle_s
+        r.equilibrate, r.window = burn_s, win_s
+        r.readout = hw.adc_conversion_s
+        r.adc = c * n * n_samples
+        if hw.readout == "accumulate":
+            r.transfer = _link_s(hw, c * values_per_column, bits.adc)
+        else:
+            stream_s = c * n * n_samples * bits.adc / hw.link_bandwidth_bps
+            last_s = c * n * bits.adc / hw.link_bandwidth_bps
+            r.transfer = hw.link_latency_s + max(stream_s - win_s, last_s)
+        r.energy = hw.power_per_unit_w * n * c * (burn_s + win_s)
+        t.add(r, count)
+    t.energy += hw.energy_per_conversion_j * (t.dac + t.adc)
+    return t
+
+
+def _mass(hw: HardwareSpec) -> float:
+    return hw.mass_tau2 if hw.regime == "underdamped" else 0.0
+
+
+def _check_hw(hw: HardwareSpec) -> None:
+    if not isinstance(hw, HardwareSpec):
+        raise InputError(f"hw must be a HardwareSpec, got {type(hw).__name__}")
+
+
+def _breakdown(
+    hw: HardwareSpec,
+    tally: _Tally,
+    *,
+    n_samples: int,
+    n_tiles: int,
+    bound: Bound,
+    burn_in_tau: float,
+    window_tau: float,
+    n_sweeps: int,
+    chips_used: int,
+    notes: list[str],
+    analog_override_s: float | None = None,
+) -> TimingBreakdown:
+    total = tally.program + tally.inputs + tally.equilibrate + tally.window + tally.readout + tally.transfer
+    analog_s = tally.equilibrate + tally.window if analog_override_s is None else analog_override_s
+    return TimingBreakdown(
+        program_s=tally.program,
+        input_s=tally.inputs,
+        equilibrate_s=tally.equilibrate,
+        window_s=tally.window,
+        readout_s=tally.readout,
+        transfer_s=tally.transfer,
+        total_s=total,
+        analog_time_tau=analog_s / hw.tau_s,
+        n_samples=n_samples,
+        n_tiles=n_tiles,
+        energy_j=tally.energy,
+        bound=bound,
+        burn_in_tau=burn_in_tau,
+        window_tau=window_tau,
+        n_runs=tally.runs,
+        n_sweeps=n_sweeps,
+        n_chips_used=chips_used,
+        n_dac_conversions=tally.dac,
+        n_adc_conversions=tally.adc,
+        notes=tuple(dict.fromkeys(notes)),
+    )
+
+
+def default_sweeps(target_rel_error: float, sweep_contraction: float = 0.1, schedule: BlockSchedule = "gauss-seidel") -> int:
+    """Block sweeps for a tiled solve: ``ceil(ln(1/eps) / ln(1/c)) + 1``.
+
+    ``c`` is the assumed error contraction per block Gauss-Seidel sweep (0.1: one digit per
+    sweep); block Jacobi contracts by about ``sqrt(c)`` (``rho_J^2 = rho_GS`` for consistently
+    ordered matrices). The extra sweep is the one that sees the change fall below the target
+    (the simulator's stopping test).
+    """
+    eps = _check_eps(target_rel_error, "target_rel_error")
+    c = float(sweep_contraction)
+    if not 0 < c < 1:
+        raise InputError(f"sweep_contraction must be in (0, 1), got {sweep_contraction!r}")
+    if schedule == "jacobi":
+        c = math.sqrt(c)
+    elif schedule != "gauss-seidel":
+        raise InputError(f"block_schedule must be 'gauss-seidel' or 'jacobi', got {schedule!r}")
+    return max(1, math.ceil(math.log(1.0 / eps) / math.log(1.0 / c) * (1 - 1e-12))) + 1
+
+
+def _tiled(
+    hw: HardwareSpec,
+    spec: SpectrumInfo,
+    bits: _Bits,
+    *,
+    eps: float,
+    columns: int,
+    initial_error_ratio: float,
+    sweeps: int | None,
+    sweep_contraction: float,
+    schedule: BlockSchedule,
+    notes: list[str],
+) -> TimingBreakdown:
+    assert hw.n_units is not None
+    d, nu = spec.d, hw.n_units
+    sizes = [min(nu, d - start) for start in range(0, d, nu)]
+    nb = len(sizes)
+    n_sweeps = default_sweeps(eps, sweep_contraction, schedule) if sweeps is None else _check_count(sweeps, "sweeps")
+    mass, h = _mass(hw), hw.sample_interval_tau
+    block_samples = {
+        n: solve_samples(
+            SpectrumInfo.from_bounds(spec.lambda_min, spec.lambda_max, n), hw.kT, eps,
+            sample_interval_tau=h, mass_tau2=mass, input_range_v=hw.input_range_v,
+        )
+        for n in set(sizes)
+    }
+    total = _Tally()
+    first_burn = 0.0
+    analog_s = 0.0
+    chips_used = 1
+    for sweep in range(n_sweeps):
+        r0 = initial_error_ratio * sweep_contraction**sweep
+        burn = equilibration_time_tau(
+            SpectrumInfo.from_bounds(spec.lambda_min, spec.lambda_max, max(sizes)), eps,
+            initial_error_ratio=r0, mass_tau2=mass,
+        )
+        if sweep == 0:
+            first_burn = burn
+        jobs: list[_Tally] = []
+        if schedule == "gauss-seidel":
+            for n in sizes:
+                jobs.append(_job(hw, bits, n=n, columns=columns, chips=hw.n_chips, burn_in_tau=burn,
+                                 n_samples=block_samples[n], values_per_column=n, has_inputs=True))
+                chips_used = max(chips_used, min(hw.n_chips, columns))
+            for job in jobs:
+                total.add(job)
+                analog_s += job.equilibrate + job.window
+        else:  # jacobi: blocks of a sweep are independent and share out the chips
+            per_block = max(1, hw.n_chips // nb)
+            concurrent = min(nb, hw.n_chips)
+            chips_used = max(chips_used, concurrent * min(per_block, columns))
+            for wave_start in range(0, nb, concurrent):
+                wave = [
+                    _job(hw, bits, n=n, columns=columns, chips=per_block, burn_in_tau=burn,
+                         n_samples=block_samples[n], values_per_column=n, has_inputs=True)
+                    for n in sizes[wave_start : wave_start + concurrent]
+                ]
+                merged = _Tally()
+                for job in wave:
+                    merged.add(job)  # link phases and energy add (one shared link)
+                slowest = max(wave, key=lambda j: j.analog)
+                merged.equilibrate, merged.window, merged.readout = slowest.equilibrate, slowest.window, slowest.readout
+                merged.runs = slowest.runs
+                total.add(merged)
+                analog_s += slowest.equilibrate + slowest.window
+    notes.append(
+        f"d={d} > n_units={nu}: tiled into {nb} diagonal blocks ({nb * nb} tiles), {n_sweeps} block "
+        f"{schedule} sweeps (assumed contraction {sweep_contraction:g} per Gauss-Seidel sweep); block "
+        "spectra bounded by the global one (Cauchy interlacing), block right-hand sides scaled to the "
+        "input range (rms-typical solution norm); host-side off-diagonal products not timed"
+    )
+    if schedule == "gauss-seidel":
+        notes.append("Gauss-Seidel is sequential: blocks run one after another; chips only parallelize right-hand sides")
+    else:
+        notes.append("block Jacobi: the blocks of a sweep run concurrently on the chips (link transfers serialized); "
+                     "convergence needs 2 D - A positive definite, not guaranteed for every SPD matrix")
+    if sweeps is None:
+        notes.append("sweeps from default_sweeps(target_rel_error); pass sweeps= to override")
+    return _breakdown(
+        hw, total, n_samples=max(block_samples.values()), n_tiles=nb * nb, bound="worst-case",
+        burn_in_tau=first_burn, window_tau=max(block_samples.values()) * h, n_sweeps=n_sweeps,
+        chips_used=chips_used, notes=notes, analog_override_s=analog_s,
+    )
+
+
+def _regime_note(hw: HardwareSpec, notes: list[str]) -> None:
+    if hw.regime == "underdamped":
+        notes.append(
+            f"underdamped (m = {hw.mass_tau2:g} tau^2): burn-in from the exact response envelope "
+            "(start at rest), window from the exact sampled position autocorrelation"
+        )
+
+
+def estimate_solve(
+    hw: HardwareSpec,
+    spectrum: SpectrumLike,
+    *,
+    target_rel_error: float,
+    solution_norm: float | None = None,
+    n_rhs: int = 1,
+    initial_error_ratio: float = 1.0,
+    sweeps: int | None = None,
+    sweep_contraction: float = 0.1,
+    block_schedule: BlockSchedule = "gauss-seidel",
+) -> TimingBreakdown:
+    """Projected device time and energy of ``solve`` for ``A_hat`` (``spectrum``, ``d x d``) and
+    ``n_rhs`` right-hand sides, each to an rms relative error ``target_rel_error``.
+
+    Analog: burn-in :func:`equilibration_time_tau` (with ``initial_error_ratio``) then a window of
+    :func:`solve_samples` samples. ``solution_norm`` is ``|A_hat^-1 b_hat|`` (V); if None, the
+    rms-typical ``input_range_v sqrt(sum lam^-2)`` is assumed (noted).
+
+    Overheads (``HardwareSpec`` fields), phases in sequence:
+
+    * program: couplings, ``d^2`` values of ``bits_A`` bits (32 if None) per chip used over the
+      link (``link_latency_s + bits / link_bandwidth_bps``), converted row-parallel
+      (``d`` DAC slots: ``d * dac_conversion_s``); once per call;
+    * inputs: per round, ``d`` values of ``bits_b`` bits per chain, one ``dac_conversion_s`` and
+      ``program_settle_s``;
+    * right-hand sides run as chains on ``n_chips`` chips: ``ceil(n_rhs / n_chips)`` rounds in
+      sequence, each reusing the programmed couplings;
+    * readout: ADC conversions overlap the run, only the last adds ``adc_conversion_s``;
+      ``accumulate`` ships ``d`` values per chain at ``bits_adc`` bits (32 if None); ``stream``
+      ships every sample (``N d`` values per chain) during the window, so only what exceeds the
+      window (at least the last sample) is exposed;
+    * tiling: if ``d > n_units``, ``ceil(d/n_units)`` diagonal blocks (``n_tiles`` is its square)
+      are solved by block sweeps (:func:`default_sweeps` unless ``sweeps`` is given), each block
+      reprogrammed on every visit, with worst-case block spectra and the fallback block norm;
+      ``block_schedule="gauss-seidel"`` (default) runs blocks sequentially, ``"jacobi"`` runs the
+      blocks of a sweep concurrently on the chips;
+    * energy: ``power_per_unit_w * active units * analog time + energy_per_conversion_j * (DAC +
+      ADC conversions)``.
+    """
+    _check_hw(hw)
+    spec = _as_spectrum(spectrum)
+    eps = _check_eps(target_rel_error, "target_rel_error")
+    k = _check_count(n_rhs, "n_rhs")
+    r0 = float(initial_error_ratio)
+    if not math.isfinite(r0) or r0 < 0:
+        raise InputError(f"initial_error_ratio must be a finite number >= 0, got {initial_error_ratio!r}")
+    notes: list[str] = []
+    bits = _bits(hw, notes)
+    _regime_note(hw, notes)
+    if hw.n_units is not None and spec.d > hw.n_units:
+        return _tiled(hw, spec, bits, eps=eps, columns=k, initial_error_ratio=r0, sweeps=sweeps,
+                      sweep_contraction=sweep_contraction, schedule=block_schedule, notes=notes)
+    mass, h = _mass(hw), hw.sample_interval_tau
+    if solution_norm is None:
+        notes.append(
+            "solution_norm not given: assumed the rms-typical |A_hat^-1 b_hat| = input_range_v * "
+            "sqrt(sum lambda^-2) (b_hat filling the input range)"
+        )
+    n = solve_samples(spec, hw.kT, eps, solution_norm, sample_interval_tau=h, mass_tau2=mass,
+                      input_range_v=hw.input_range_v)
+    burn = equilibration_time_tau(spec, eps, initial_error_ratio=r0, mass_tau2=mass)
+    if not spec.exact:
+        notes.append("only eigenvalue bounds known: window for the worst spectrum within them")
+    tally = _job(hw, bits, n=spec.d, columns=k, chips=hw.n_chips, burn_in_tau=burn, n_samples=n,
+                 values_per_column=spec.d, has_inputs=True)
+    return _breakdown(hw, tally, n_samples=n, n_tiles=1, bound=spec.bound, burn_in_tau=burn,
+                      window_tau=n * h, n_sweeps=1, chips_used=min(hw.n_chips, k), notes=notes)
+
+
+def estimate_inverse(
+    hw: HardwareSpec,
+    spectrum: SpectrumLike,
+    *,
+    target_rel_error: float,
+    sweeps: int | None = None,
+    sweep_contraction: float = 0.1,
+    block_schedule: BlockSchedule = "gauss-seidel",
+) -> TimingBreakdown:
+    """Projected device time and energy of ``inverse`` to a relative Frobenius error
+    ``target_rel_error``.
+
+    From zero volts, burn-in :func:`inverse_equilibration_time_tau` then :func:`inverse_samples`
+    samples of the second moment. The samples are split over the ``n_chips`` chips as parallel
+    chains (each programmed, each with its own burn-in, ``ceil(N / n_chips)`` samples each; the
+    sums add). Inputs are held at zero (no transfer; settling only). ``accumulate`` ships
+    ``d (d + 1) / 2`` values per chip, ``stream`` every sample. A matrix larger than the chip is
+    inverted as the simulator does, a tiled solve of the ``d`` columns of the identity
+    (:func:`estimate_solve`'s tiling model). Other overheads as in :func:`estimate_solve`.
+    """
+    _check_hw(hw)
+    spec = _as_spectrum(spectrum)
+    eps = _check_eps(target_rel_error, "target_rel_error")
+    notes: list[str] = []
+    bits = _bits(hw, notes)
+    _regime_note(hw, notes)
+    if hw.n_units is not None and spec.d > hw.n_units:
+        notes.append("inverse as a tiled solve of the d identity columns")
+        return _tiled(hw, spec, bits, eps=eps, columns=spec.d, initial_error_ratio=1.0, sweeps=sweeps,
+                      sweep_contraction=sweep_contraction, schedule=block_schedule, notes=notes)
+    if hw.kT == 0:
+        raise HardwareSpecError("inversion reads the thermal covariance: HardwareSpec.kT must be > 0")
+    mass, h = _mass(hw), hw.sample_interval_tau
+    n_total = inverse_samples(spec, eps, sample_interval_tau=h, mass_tau2=mass)
+    chips = min(hw.n_chips, n_total)
+    n_chain = math.ceil(n_total / chips)
+    burn = inverse_equilibration_time_tau(spec, eps, mass_tau2=mass)
+    if not spec.exact:
+        notes.append("only eigenvalue bounds known: window for the worst spectrum within them")
+    if chips > 1:
+        notes.append(f"{n_total} samples split over {chips} chips as parallel chains of {n_chain}")
+    d = spec.d
+    tally = _job(hw, bits, n=d, columns=chips, chips=chips, burn_in_tau=burn, n_samples=n_chain,
+                 values_per_column=d * (d + 1) // 2, has_inputs=False)
+    return _breakdown(hw, tally, n_samples=n_chain, n_tiles=1, bound=spec.bound, burn_in_tau=burn,
+                      window_tau=n_chain * h, n_sweeps=1, chips_used=chips, notes=notes)
