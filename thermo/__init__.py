@@ -1,0 +1,59 @@
+"""Simulator of an analog thermodynamic (Langevin) co-processor for linear algebra.
+
+The chip relaxes, under thermal noise, to the Gaussian law ``N(A^-1 b, kT A^-1)``: its
+time-averaged mean solves ``A x = b`` and its time-averaged covariance inverts ``A``. This package
+simulates it with the hardware's non-idealities (converters, rails, noise, mismatch, drift, chip
+size) and a timing model. It knows nothing about training (the ``digital`` package builds on it).
+
+Quick start::
+
+    import numpy as np
+    from thermo import HardwareSpec, ThermodynamicSolver
+
+    solver = ThermodynamicSolver(HardwareSpec.published(), seed=0)
+    result = solver.solve(A, b)          # A symmetric positive definite (d, d), b (d,) or (d, k)
+    result.x, result.diagnostics.analog_time_s
+"""
+
+from .errors import (
+    DivergenceError,
+    HardwareSpecError,
+    InputError,
+    NonFiniteInputError,
+    NotPositiveDefiniteError,
+    NotSymmetricError,
+    ShapeMismatchError,
+    ThermoError,
+)
+from .hardware import PRESETS, HardwareSpec, johnson_noise_variance, preset
+from .solver import (
+    AnalogState,
+    Diagnostics,
+    InverseResult,
+    SolveResult,
+    SolverConfig,
+    ThermodynamicSolver,
+    ThermoWarning,
+)
+
+__all__ = [
+    "AnalogState",
+    "Diagnostics",
+    "DivergenceError",
+    "HardwareSpec",
+    "HardwareSpecError",
+    "InputError",
+    "InverseResult",
+    "NonFiniteInputError",
+    "NotPositiveDefiniteError",
+    "NotSymmetricError",
+    "PRESETS",
+    "ShapeMismatchError",
+    "SolveResult",
+    "SolverConfig",
+    "ThermoError",
+    "ThermoWarning",
+    "ThermodynamicSolver",
+    "johnson_noise_variance",
+    "preset",
+]

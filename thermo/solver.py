@@ -1,0 +1,624 @@
+"""The thermodynamic solver: ``solve(A, b)`` from the time-averaged mean and ``inverse(A)`` from
+the time-averaged second moment of a simulated Langevin chip, with every hardware non-ideality
+of a :class:`~thermo.hardware.HardwareSpec`.
+
+A call (1) validates the inputs, (2) programs the chip: scales ``A`` and ``b`` into the DAC
+ranges, quantizes them and applies the chip's mismatch, (3) plans burn-in and window from the
+timing model unless given, (4) runs the dynamics with the exact eigenbasis integrator when the
+realized dynamics are linear and symmetric, else stepwise, (5) reads samples through the ADC into
+the estimators, retrying with a smaller input when the readout clips ("bound management"), and
+(6) undoes the scaling. Matrices larger than the chip are block-iterated (:mod:`thermo.tiling`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from . import timing
+from .backends import Array, ArrayBackend, get_backend
+from .errors import InputError, NotPositiveDefiniteError, ShapeMismatchError
+from .exact import EigenOU, ModeState
+from .hardware import HardwareSpec
+from .program import ProgrammedMatrix, program_inputs, program_matrix
+from .quantize import Quantizer
+from .readout import SampleAccumulator
+from .stepwise import DriftProcess, StepwiseLangevin, spectral_abscissa_bound
+from .validation import check_finite, check_system, to_host
+
+
+class ThermoWarning(UserWarning):
+    """A run finished but its result is less accurate than asked (capped samples, clipping)."""
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """How the simulator runs a primitive. Times are in units of the hardware ``tau``."""
+
+    method: Literal["auto", "exact", "stepwise"] = "auto"
+    """``exact`` eigenbasis integrator, ``stepwise`` integrator, or ``auto`` (exact if possible)."""
+    integrator: Literal["auto", "euler_maruyama", "exact_step"] = "auto"
+    """Stepwise integrator; ``auto`` takes ``exact_step`` for static linear dynamics."""
+    dt_tau: float | None = None
+    """Stepwise time step (tau); default ``min(sample interval, 0.05 / |lambda|_max)`` for EM."""
+    target_rel_error: float = 1e-2
+    """Accuracy that the planned burn-in and window aim at (relative, rms)."""
+    burn_in_tau: float | None = None
+    """Burn-in before sampling (tau); None plans it from the smallest eigenvalue."""
+    window_tau: float | None = None
+    """Sampling window (tau); None plans it from the target error."""
+    max_samples: int = 1_000_000
+    """Cap on readout samples per run (simulation cost); a capped run warns."""
+    closed_form: bool = True
+    """Draw ideal-readout solve averages from their exact law instead of sampling a path."""
+    input_scaling: Literal["fit_output", "absmax"] = "fit_output"
+    """How ``b`` is scaled onto the input DAC. ``absmax``: ``b_hat`` fills the input range and
+    only bound management reacts to clipping. ``fit_output``: the host's estimate of the solution
+    (here the exact solution of the programmed system, an idealized digital estimate; in a
+    training loop the warm start plays this role) sets the input amplitude so that the solution
+    fills ``output_fill`` of the rails, trading thermal SNR against clipping."""
+    output_fill: float = 0.5
+    bound_management: bool = True
+    """Retry a solve with half the input amplitude when the readout clips too often."""
+    max_bound_retries: int = 4
+    clip_tolerance: float = 1e-3
+    """Largest acceptable fraction of clipped readout values."""
+    backend: Literal["numpy", "torch"] = "numpy"
+    device: str | None = None
+    dtype: Literal["float32", "float64"] = "float64"
+    symmetry_rtol: float = 1e-8
+    chunk_samples: int = 512
+    n_batches: int = 16
+
+    def __post_init__(self) -> None:
+        if self.method not in ("auto", "exact", "stepwise"):
+            raise InputError(f"SolverConfig.method must be auto, exact or stepwise, got {self.method!r}")
+        if self.integrator not in ("auto", "euler_maruyama", "exact_step"):
+            raise InputError(f"SolverConfig.integrator is unknown: {self.integrator!r}")
+        if not 0 < self.target_rel_error < 1:
+            raise InputError(f"SolverConfig.target_rel_error must be in (0, 1), got {self.target_rel_error!r}")
+        for name in ("dt_tau", "window_tau"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"SolverConfig.{name} must be None or > 0, got {value!r}")
+        if self.burn_in_tau is not None and not (math.isfinite(self.burn_in_tau) and self.burn_in_tau >= 0):
+            raise InputError(f"SolverConfig.burn_in_tau must be None or >= 0, got {self.burn_in_tau!r}")
+        if not 0 < self.output_fill <= 1:
+            raise InputError(f"SolverConfig.output_fill must be in (0, 1], got {self.output_fill!r}")
+        if self.input_scaling not in ("fit_output", "absmax"):
+            raise InputError(f"SolverConfig.input_scaling must be fit_output or absmax, got {self.input_scaling!r}")
+        if self.max_samples < 1 or self.chunk_samples < 1 or self.n_batches < 1:
+            raise InputError("SolverConfig.max_samples, chunk_samples and n_batches must be >= 1")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"SolverConfig.dtype must be float32 or float64, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """What a primitive cost and how far to trust it. Times in seconds and in tau."""
+
+    method: str
+    integrator: str | None
+    analog_time_s: float
+    analog_time_tau: float
+    burn_in_tau: float
+    window_tau: float
+    n_samples: int
+    estimated_rel_error: float | None
+    """Relative error estimated from the run itself (batch means, or the exact law)."""
+    predicted_rel_error: float | None
+    """Relative error the OU theory predicts for the planned window (thermal noise only)."""
+    matrix_scale: float
+    rhs_scale: np.ndarray | None
+    dac_A_rel_error: float
+    dac_b_rel_error: float
+    realized_A_rel_error: float
+    adc_clip_fraction: float
+    bound_retries: int
+    realized_condition_number: float | None
+    n_tiles: int = 1
+    device_time: timing.TimingBreakdown | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnalogState:
+    """The chip's node voltages at the end of a run, in the units of the solution (for warm
+    starts): ``x`` is ``(d,)`` or ``(d, k)``; ``velocity`` (underdamped) in solution units per tau."""
+
+    x: np.ndarray
+    velocity: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    x: Array
+    """Estimate of ``A^-1 b``, same shape and array type as ``b``."""
+    stderr: np.ndarray | None
+    """Estimated standard error of each entry of ``x`` (host array), when available."""
+    state: AnalogState
+    diagnostics: Diagnostics
+
+
+@dataclass(frozen=True)
+class InverseResult:
+    inverse: Array
+    """Estimate of ``A^-1`` (symmetric), same array type as ``A``."""
+    diagnostics: Diagnostics
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping of one primitive call."""
+
+    analog_tau: float = 0.0
+    retries: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class ThermodynamicSolver:
+    """Simulated thermodynamic co-processor.
+
+    ``seed`` makes every random draw (thermal noise, stochastic rounding, drift) reproducible;
+    the chip's static mismatch follows ``hardware.chip_seed`` instead, so one chip keeps its
+    pattern across calls. Successive calls continue the random stream.
+    """
+
+    def __init__(
+        self, hardware: HardwareSpec | None = None, config: SolverConfig | None = None, seed: int = 0
+    ) -> None:
+        self.hw = hardware if hardware is not None else HardwareSpec.ideal()
+        self.config = config if config is not None else SolverConfig()
+        self.backend: ArrayBackend = get_backend(self.config.backend, self.config.device)
+        self.rng = self.backend.random(seed)
+        self._seed = seed
+        self._calls = 0
+
+    # ------------------------------------------------------------------------------------------
+    def solve(self, A: Array, b: Array, x0: Array | AnalogState | None = None) -> SolveResult:
+        """Estimate ``A^-1 b`` for symmetric positive definite ``A`` (``d x d``) and ``b`` of shape
+        ``(d,)`` or ``(d, k)`` (``k`` right-hand sides run as parallel chains).
+
+        ``x0`` warm-starts the analog state (solution units, or the ``state`` of a previous
+        result); otherwise the chip starts from zero volts.
+        """
+        a = to_host(A, "A")
+        bh = to_host(b, "b")
+        check_system(a, bh, self.config.symmetry_rtol)
+        a = 0.5 * (a + a.T)
+        vector = bh.ndim == 1
+        b2 = bh[:, None] if vector else bh
+        x0h, v0h = self._warm_start(x0, b2.shape)
+        if self.hw.n_units is not None and a.shape[0] > self.hw.n_units:
+            from .tiling import tiled_solve
+
+            return tiled_solve(self, a, b2, x0h, vector, like=b)
+        x, stderr, state, diag = self._solve_block(a, b2, x0h, v0h)
+        if vector:
+            x, stderr = x[:, 0], (None if stderr is None else stderr[:, 0])
+            state = AnalogState(state.x[:, 0], None if state.velocity is None else state.velocity[:, 0])
+        return SolveResult(_like(x, b), stderr, state, diag)
+
+    def inverse(self, A: Array) -> InverseResult:
+        """Estimate ``A^-1`` from the stationary covariance ``kT A_hat^-1`` (``b = 0``)."""
+        a = to_host(A, "A")
+        check_system(a, None, self.config.symmetry_rtol)
+        a = 0.5 * (a + a.T)
+        if self.hw.n_units is not None and a.shape[0] > self.hw.n_units:
+            from .tiling import tiled_inverse
+
+            return tiled_inverse(self, a, like=A)
+        if self.hw.kT == 0:
+            raise InputError("inversion reads the thermal covariance: HardwareSpec.kT must be > 0")
+        inv, diag = self._inverse_block(a)
+        return InverseResult(_like(inv, A), diag)
+
+    # ------------------------------------------------------------------------------------------
+    def _warm_start(self, x0: object, shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if x0 is None:
+            return None, None
+        velocity = None
+        if isinstance(x0, AnalogState):
+            velocity = None if x0.velocity is None else to_host(x0.velocity, "x0.velocity")
+            x0 = x0.x
+        xh = to_host(x0, "x0")
+        check_finite(xh, "x0")
+        if xh.ndim == 1:
+            xh = xh[:, None]
+        if xh.shape != shape:
+            raise ShapeMismatchError(f"x0 must match b: expected shape {shape}, got {xh.shape}")
+        if velocity is not None and velocity.ndim == 1:
+            velocity = velocity[:, None]
+        return xh, velocity
+
+    def _program(self, a: np.ndarray, chip_index: int = 0) -> ProgrammedMatrix:
+        programmed = program_matrix(a, self.hw, self.rng, self.backend, chip_index)
+        return programmed
+
+    def _method(self, programmed: ProgrammedMatrix) -> str:
+        exact_ok = self.hw.linear_symmetric and programmed.symmetric
+        if self.config.method == "exact" and not exact_ok:
+            raise InputError(
+                "method='exact' needs linear, static, symmetric dynamics; this hardware has "
+                "non-symmetric mismatch, drift or clipping inside the dynamics: use 'stepwise'"
+            )
+        if self.config.method == "stepwise" or not exact_ok:
+            return "stepwise"
+        return "exact"
+
+    def _spectrum(self, realized: np.ndarray, ou: EigenOU | None) -> np.ndarray:
+        if ou is not None:
+            return ou.eigenvalues
+        sym = 0.5 * (realized + realized.T)
+        lam = np.linalg.eigvalsh(sym)
+        if not lam[0] > 0:
+            raise NotPositiveDefiniteError(
+                f"the realized coupling matrix lost definiteness (smallest eigenvalue of its "
+                f"symmetric part {lam[0]:.3e}) through quantization or mismatch: use more "
+                "coupling bits, less mismatch or more damping"
+            )
+        return lam
+
+    def _make_ou(self, programmed: ProgrammedMatrix, method: str) -> EigenOU | None:
+        if method != "exact":
+            return None
+        try:
+            return EigenOU(
+                self.backend.asarray(programmed.realized, self.config.dtype),
+                self.hw.kT,
+                self.hw.mass_tau2,
+                self.backend,
+                self.config.dtype,
+            )
+        except NotPositiveDefiniteError as exc:
+            raise NotPositiveDefiniteError(
+                f"{exc}. The user matrix is positive definite, so quantization (bits_A="
+                f"{self.hw.bits_A}) or mismatch (sigma={self.hw.mismatch_sigma}) destroyed it: use "
+                "more coupling bits, less mismatch or more damping"
+            ) from None
+
+    def _stepwise(self, programmed: ProgrammedMatrix, b_hat: Array, lam_max: float) -> StepwiseLangevin:
+        cfg, hw = self.config, self.hw
+        integrator = cfg.integrator
+        linear_static = hw.drift_sigma == 0 and not hw.clip_in_dynamics
+        if integrator == "auto":
+            integrator = "exact_step" if linear_static else "euler_maruyama"
+        h = hw.sample_interval_tau
+        dt = cfg.dt_tau
+        if dt is None:
+            dt = h if integrator == "exact_step" else min(h, 0.05 / lam_max)
+        drift = None
+        if hw.drift_sigma > 0:
+            drift = DriftProcess(hw.drift_sigma, hw.drift_timescale_tau, hw.mismatch_symmetric, self._seed + self._calls)
+        return StepwiseLangevin(
+            programmed.realized,
+            b_hat,
+            kT=hw.kT,
+            mass=hw.mass_tau2,
+            dt=dt,
+            integrator=integrator,
+            backend=self.backend,
+            dtype=cfg.dtype,
+            clip=hw.v_range_v if hw.clip_in_dynamics else None,
+            drift=drift,
+        )
+
+    def _schedule(self, burn_in: float, window: float, dt_align: float | None) -> tuple[float, int, int]:
+        """Sample interval ``h`` (tau), burn-in in samples and the number of window samples."""
+        h = self.hw.sample_interval_tau
+        n = max(1, int(math.ceil(window / h - 1e-9)))
+        if n > self.config.max_samples:
+            warnings.warn(
+                f"the planned window needs {n} samples; capped at max_samples={self.config.max_samples}: "
+                "the result is less accurate than target_rel_error",
+                ThermoWarning,
+                stacklevel=4,
+            )
+            n = self.config.max_samples
+        return h, max(0, int(math.ceil(burn_in / h - 1e-9))), n
+
+    # ------------------------------------------------------------------------------------------
+    def _solve_block(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        x0: np.ndarray | None,
+        v0: np.ndarray | None,
+        chip_index: int = 0,
+    ) -> tuple[np.ndarray, np.ndarray | None, AnalogState, Diagnostics]:
+        """One chip-sized solve on host float64 arrays ``a (d, d)`` and ``b (d, c)``.
+
+        Columns of ``b`` that are exactly zero have the solution zero: the host keeps them off
+        the chip (block Gauss-Seidel produces such columns).
+        """
+        nonzero = np.any(b != 0, axis=0)
+        if not nonzero.all() and nonzero.any():
+            x, stderr, state, diag = self._solve_block(a, b[:, nonzero], None if x0 is None else x0[:, nonzero], None if v0 is None else v0[:, nonzero], chip_index)
+            return (
+                _scatter(x, nonzero),
+                None if stderr is None else _scatter(stderr, nonzero),
+                AnalogState(_scatter(state.x, nonzero), None if state.velocity is None else _scatter(state.velocity, nonzero)),
+                dataclasses.replace(diag, rhs_scale=_scatter(diag.rhs_scale[None, :], nonzero)[0]),
+            )
+        if not nonzero.any():
+            raise InputError("b is zero: the solution is zero, there is nothing to run on the chip")
+        self._calls += 1
+        cfg, hw, be = self.config, self.hw, self.backend
+        d, c = b.shape
+        programmed = self._program(a, chip_index)
+        method = self._method(programmed)
+        ou = self._make_ou(programmed, method)
+        lam = self._spectrum(programmed.realized, ou)
+        spectrum = timing.SpectrumInfo.from_eigenvalues(lam)
+        # Plan in chip units: the solution norm is that of the scaled problem.
+        run = _Run()
+        headroom = np.ones(c)
+        if cfg.input_scaling == "fit_output" and math.isfinite(hw.v_range_v):
+            probe = program_inputs(b, hw, self.rng, be, cfg.dtype, headroom)
+            peak = np.abs(_chip_solution(programmed, probe, ou, be)).max(axis=0)
+            headroom = np.minimum(1.0, cfg.output_fill * hw.v_range_v / np.maximum(peak, 1e-300))
+        ideal_readout = hw.bits_adc is None and not math.isfinite(hw.v_range_v)
+        while True:
+            inputs = program_inputs(b, hw, self.rng, be, cfg.dtype, headroom)
+            x_star_hat = _chip_solution(programmed, inputs, ou, be)
+            sol_norm = float(np.linalg.norm(x_star_hat, axis=0).min())
+            x0_hat = None if x0 is None else x0 * (programmed.alpha / inputs.beta)
+            init_ratio = 1.0 if x0_hat is None else float(
+                np.max(np.linalg.norm(x0_hat - x_star_hat, axis=0) / np.maximum(np.linalg.norm(x_star_hat, axis=0), 1e-300))
+            )
+            burn_in = cfg.burn_in_tau
+            if burn_in is None:
+                burn_in = timing.equilibration_time_tau(
+                    spectrum, cfg.target_rel_error, initial_error_ratio=init_ratio, mass_tau2=hw.mass_tau2
+                )
+            window = cfg.window_tau
+            if window is None:
+                window = timing.solve_window_tau(
+                    spectrum, hw.kT, cfg.target_rel_error, sol_norm,
+                    sample_interval_tau=hw.sample_interval_tau, mass_tau2=hw.mass_tau2,
+                )
+            h, n_burn, n = self._schedule(burn_in, window, None)
+            accumulator = SampleAccumulator(
+                be, cfg.dtype, d, c, n, Quantizer(hw.bits_adc, hw.v_range_v, hw.rounding), self.rng, n_batches=cfg.n_batches
+            )
+            v0_hat = None if v0 is None else v0 * (programmed.alpha / inputs.beta)
+            if method == "exact":
+                mean_hat, var_hat, final_x, final_v = self._exact_solve(
+                    ou, inputs.b_hat, x0_hat, v0_hat, n_burn * h, h, n, accumulator, ideal_readout
+                )
+                integrator = None
+            else:
+                stepper = self._stepwise(programmed, inputs.b_hat, float(lam[-1]) if programmed.symmetric else spectral_abscissa_bound(programmed.realized))
+                mean_hat, var_hat, final_x, final_v = self._stepwise_run(
+                    stepper, x0_hat, v0_hat, h, n_burn, n, accumulator, d, c
+                )
+                integrator = stepper.integrator
+            run.analog_tau += (n_burn + n) * h
+            if (
+                accumulator.clip_fraction > cfg.clip_tolerance
+                and cfg.bound_management
+                and run.retries < cfg.max_bound_retries
+            ):
+                run.retries += 1
+                headroom = headroom / 2
+                continue
+            break
+        if accumulator.clip_fraction > cfg.clip_tolerance:
+            msg = f"{accumulator.clip_fraction:.2%} of readout values clipped at the rails"
+            run.notes.append(msg)
+            warnings.warn(msg + ": the result is biased", ThermoWarning, stacklevel=3)
+        scale = inputs.beta / programmed.alpha  # x = scale * x_hat, per column
+        x = mean_hat * scale
+        stderr = None if var_hat is None else np.sqrt(var_hat) * scale
+        norm_x = np.linalg.norm(x, axis=0)
+        est = None
+        if stderr is not None:
+            est = float(np.max(np.sqrt((stderr**2).sum(0)) / np.maximum(norm_x, 1e-300)))
+        predicted = timing.solve_relative_error(
+            spectrum, hw.kT, window=n * h, solution_norm=sol_norm, sample_interval_tau=h, mass_tau2=hw.mass_tau2
+        )
+        state = AnalogState(final_x * scale, None if final_v is None else final_v * scale)
+        diag = Diagnostics(
+            method=method,
+            integrator=integrator,
+            analog_time_s=run.analog_tau * hw.tau_s,
+            analog_time_tau=run.analog_tau,
+            burn_in_tau=n_burn * h,
+            window_tau=n * h,
+            n_samples=n,
+            estimated_rel_error=est,
+            predicted_rel_error=predicted,
+            matrix_scale=programmed.alpha,
+            rhs_scale=inputs.beta,
+            dac_A_rel_error=programmed.dac_rel_error,
+            dac_b_rel_error=inputs.dac_rel_error,
+            realized_A_rel_error=programmed.total_rel_error,
+            adc_clip_fraction=accumulator.clip_fraction,
+            bound_retries=run.retries,
+            realized_condition_number=float(lam[-1] / lam[0]),
+            device_time=timing.estimate_solve(
+                hw, spectrum, target_rel_error=cfg.target_rel_error, solution_norm=sol_norm, n_rhs=c,
+                initial_error_ratio=init_ratio,
+            ),
+            notes=tuple(run.notes),
+        )
+        return x, stderr, state, diag
+
+    def _exact_solve(
+        self,
+        ou: EigenOU,
+        b_hat: Array,
+        x0_hat: np.ndarray | None,
+        v0_hat: np.ndarray | None,
+        burn_in: float,
+        h: float,
+        n: int,
+        accumulator: SampleAccumulator,
+        ideal_readout: bool,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+        be, dt = self.backend, self.config.dtype
+        shape = tuple(b_hat.shape)
+        x_init = be.zeros(shape, dt) if x0_hat is None else be.asarray(x0_hat, dt)
+        v_init = None if v0_hat is None else be.asarray(v0_hat, dt)
+        mu = ou.mode_mean(b_hat)
+        state = ou.propagate(ou.state_from_x(x_init, mu, v_init), burn_in, self.rng)
+        if ideal_readout and self.config.closed_form:
+            ubar, final = ou.window_average(state, h, n, self.rng)
+            mean_hat = be.to_numpy(ou.x_from_state(ModeState(ubar, None), mu)).astype(np.float64)
+            var_modes = _window_mode_variance(ou, h, n)  # (d,), exact law of the average
+            v = be.to_numpy(ou.eigenvectors).astype(np.float64)
+            var_hat = np.repeat(((v * v) @ var_modes)[:, None], shape[1], axis=1)
+            accumulator.seen = n
+        else:
+            final = state
+            for chunk, final in ou.sample_chunks(state, h, n, self.rng, self.config.chunk_samples):
+                accumulator.add(ou.eigenvectors @ (chunk + mu))
+            mean_hat = be.to_numpy(accumulator.mean()).astype(np.float64)
+            err = accumulator.stderr()
+            var_hat = None if err is None else be.to_numpy(err).astype(np.float64) ** 2
+        final_x = be.to_numpy(ou.x_from_state(final, mu)).astype(np.float64)
+        final_v = None if final.w is None else be.to_numpy(ou.from_modes(final.w)).astype(np.float64)
+        return mean_hat, var_hat, final_x, final_v
+
+    def _stepwise_run(
+        self,
+        stepper: StepwiseLangevin,
+        x0_hat: np.ndarray | None,
+        v0_hat: np.ndarray | None,
+        h: float,
+        n_burn: int,
+        n: int,
+        accumulator: SampleAccumulator,
+        d: int,
+        c: int,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+        be, dt = self.backend, self.config.dtype
+        steps = max(1, int(round(h / stepper.dt)))
+        x = be.zeros((d, c), dt) if x0_hat is None else be.asarray(x0_hat, dt)
+        v = None if v0_hat is None else be.asarray(v0_hat, dt)
+        x, v = stepper.run(x, v, steps, n_burn, self.rng)
+        x, v = stepper.run(x, v, steps, n, self.rng, on_sample=accumulator.add)
+        mean_hat = be.to_numpy(accumulator.mean()).astype(np.float64)
+        err = accumulator.stderr()
+        var_hat = None if err is None else be.to_numpy(err).astype(np.float64) ** 2
+        final_v = None if v is None else be.to_numpy(v).astype(np.float64)
+        return mean_hat, var_hat, be.to_numpy(x).astype(np.float64), final_v
+
+    # ------------------------------------------------------------------------------------------
+    def _inverse_block(self, a: np.ndarray, chip_index: int = 0) -> tuple[np.ndarray, Diagnostics]:
+        self._calls += 1
+        cfg, hw, be = self.config, self.hw, self.backend
+        d = a.shape[0]
+        programmed = self._program(a, chip_index)
+        method = self._method(programmed)
+        ou = self._make_ou(programmed, method)
+        lam = self._spectrum(programmed.realized, ou)
+        spectrum = timing.SpectrumInfo.from_eigenvalues(lam)
+        # The covariance relaxes at twice the slowest rate; start from zero volts.
+        burn_in = cfg.burn_in_tau
+        if burn_in is None:
+            burn_in = timing.inverse_equilibration_time_tau(spectrum, cfg.target_rel_error, mass_tau2=hw.mass_tau2)
+        window = cfg.window_tau
+        if window is None:
+            n_needed = timing.inverse_samples(
+                spectrum, cfg.target_rel_error, sample_interval_tau=hw.sample_interval_tau, mass_tau2=hw.mass_tau2
+            )
+            window = n_needed * hw.sample_interval_tau
+        h, n_burn, n = self._schedule(burn_in, window, None)
+        adc = Quantizer(hw.bits_adc, hw.v_range_v, hw.rounding)
+        ideal_readout = hw.bits_adc is None and not math.isfinite(hw.v_range_v)
+        zeros = be.zeros((d, 1), cfg.dtype)
+        accumulator = SampleAccumulator(be, cfg.dtype, d, 1, n, adc, self.rng, second_moment=True, n_batches=1)
+        if method == "exact":
+            mu = ou.mode_mean(zeros)
+            state = ou.propagate(ou.state_from_x(zeros, mu), n_burn * h, self.rng)
+            for chunk, state in ou.sample_chunks(state, h, n, self.rng, self.config.chunk_samples):
+                # Ideal readout: accumulate in the eigenbasis and rotate once at the end.
+                accumulator.add(chunk if ideal_readout else ou.eigenvectors @ chunk)
+            second = accumulator.second_moment()
+            if ideal_readout:
+                second = ou.eigenvectors @ second @ ou.eigenvectors.T
+            integrator = None
+        else:
+            stepper = self._stepwise(programmed, zeros, spectral_abscissa_bound(programmed.realized))
+            steps = max(1, int(round(h / stepper.dt)))
+            x, v = stepper.run(zeros, None, steps, n_burn, self.rng)
+            stepper.run(x, v, steps, n, self.rng, on_sample=accumulator.add)
+            second = accumulator.second_moment()
+            integrator = stepper.integrator
+        second = be.to_numpy(second).astype(np.float64)
+        inv = 0.5 * (second + second.T) / (hw.kT * programmed.alpha)
+        if accumulator.clip_fraction > cfg.clip_tolerance:
+            warnings.warn(
+                f"{accumulator.clip_fraction:.2%} of readout values clipped: the noise (kT) is too "
+                "large for the rails; the inverse is biased low",
+                ThermoWarning,
+                stacklevel=3,
+            )
+        analog = (n_burn + n) * h
+        predicted = timing.inverse_relative_error(spectrum, n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
+        diag = Diagnostics(
+            method=method,
+            integrator=integrator,
+            analog_time_s=analog * hw.tau_s,
+            analog_time_tau=analog,
+            burn_in_tau=n_burn * h,
+            window_tau=n * h,
+            n_samples=n,
+            estimated_rel_error=predicted,
+            predicted_rel_error=predicted,
+            matrix_scale=programmed.alpha,
+            rhs_scale=None,
+            dac_A_rel_error=programmed.dac_rel_error,
+            dac_b_rel_error=0.0,
+            realized_A_rel_error=programmed.total_rel_error,
+            adc_clip_fraction=accumulator.clip_fraction,
+            bound_retries=0,
+            realized_condition_number=float(lam[-1] / lam[0]),
+            device_time=timing.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error),
+        )
+        return inv, diag
+
+
+def _scatter(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Place ``values (r, k)`` into the ``columns`` (boolean mask) of a zero ``(r, c)`` array."""
+    out = np.zeros((values.shape[0], columns.size))
+    out[:, columns] = values
+    return out
+
+
+def _chip_solution(programmed: ProgrammedMatrix, inputs, ou: EigenOU | None, be: ArrayBackend) -> np.ndarray:
+    """``A_realized^-1 b_hat`` on the host (the fixed point the chip relaxes to), ``(d, c)``."""
+    return np.linalg.solve(programmed.realized, be.to_numpy(inputs.b_hat).astype(np.float64))
+
+
+def _window_mode_variance(ou: EigenOU, h: float, n: int) -> np.ndarray:
+    """Exact variance of the average of ``n`` samples of each mode, in stationarity (d,)."""
+    from .exact import mode_transition, power, with_accumulator
+
+    f, q = power(with_accumulator(mode_transition(ou.eigenvalues, h, ou.kT, ou.mass)), n)
+    # Start in stationarity: add the propagated stationary covariance of the initial state.
+    k = ou.k
+    s0 = np.zeros_like(q)
+    s0[:, 0, 0] = ou.kT / ou.eigenvalues
+    if k == 2:
+        s0[:, 1, 1] = ou.kT / ou.mass
+    total = f @ s0 @ np.swapaxes(f, 1, 2) + q
+    return total[:, k, k] / n**2
+
+
+def _like(x: np.ndarray, reference: object) -> Array:
+    """Return ``x`` as the array type (and device) of ``reference``."""
+    try:
+        import torch
+
+        if isinstance(reference, torch.Tensor):
+            return torch.as_tensor(x, dtype=reference.dtype if reference.is_floating_point() else torch.float64, device=reference.device)
+    except ImportError:  # pragma: no cover
+        pass
+    return x
