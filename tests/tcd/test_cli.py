@@ -1,0 +1,40 @@
+import csv
+
+import pytest
+
+from tcd.cli import build_parser, main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "presets" in out
+
+
+def test_presets_prints_every_field(capsys):
+    assert main(["presets", "published"]) == 0
+    out = capsys.readouterr().out
+    assert "tau_s" in out and "bits_adc" in out and "1e-06" in out
+
+
+def test_demo_runs_writes_outputs_and_resumes(tmp_path, capsys):
+    args = ["demo", "--size", "6", "--kappa", "10", "--presets", "ideal,published", "--windows", "2,8",
+            "--seeds", "2", "--workers", "1", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "rms rel err" in out and "published" in out
+    rows = list(csv.DictReader((tmp_path / "solver_demo.csv").open()))
+    assert len(rows) == 2 * 2 * 2
+    assert all(0 <= float(r["rel_error"]) < 1 and float(r["analog_time_s"]) > 0 for r in rows)
+    assert (tmp_path / "solver_demo.png").stat().st_size > 0
+    assert "OU theory" in (tmp_path / "solver_demo.md").read_text()
+    # a rerun finds every point done and appends nothing
+    assert main(args) == 0
+    assert len(list(csv.DictReader((tmp_path / "solver_demo.csv").open()))) == 8
+
+
+def test_bad_arguments_give_a_clear_error(tmp_path, capsys):
+    assert main(["demo", "--presets", "quantum", "--out", str(tmp_path)]) == 2
+    assert "unknown presets" in capsys.readouterr().err
