@@ -1,0 +1,1 @@
+"""Reproducible studies: each writes a CSV of every point, a PNG plot and a short report."""

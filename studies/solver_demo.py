@@ -1,0 +1,202 @@
+"""Demo study: accuracy of a thermodynamic linear solve against simulated analog time.
+
+For one random SPD system (size ``d``, condition number ``kappa``) and each hardware preset,
+solve ``A x = b`` with sampling windows from ``windows_tau`` (burn-in planned by the timing
+model) over several seeds, and record the relative error against ``numpy.linalg.solve``, the
+analog time and the error the OU theory predicts. Points run on a local process pool, are
+appended to the CSV as they finish, and a restarted run skips the points already in the CSV.
+Writes ``solver_demo.csv``, ``solver_demo.png`` and ``solver_demo.md`` into ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = [
+    "preset",
+    "window_tau",
+    "seed",
+    "rel_error",
+    "predicted_rel_error",
+    "estimated_rel_error",
+    "analog_time_s",
+    "analog_time_tau",
+    "burn_in_tau",
+    "n_samples",
+    "method",
+    "device_total_s",
+]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    size: int = 64
+    condition_number: float = 100.0
+    presets: tuple[str, ...] = ("ideal", "published", "noisy")
+    windows_tau: tuple[float, ...] = (1.0, 4.0, 16.0, 64.0, 256.0)
+    seeds: int = 3
+    matrix_seed: int = 0
+    workers: int | None = None
+    out_dir: Path = field(default=Path("results/demo"))
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.condition_number < 1 or self.seeds < 1:
+            raise ValueError("size, condition_number and seeds must be >= 1")
+        if not self.windows_tau or min(self.windows_tau) <= 0:
+            raise ValueError("windows_tau must be a non-empty tuple of positive times")
+        from thermo.hardware import PRESETS
+
+        unknown = set(self.presets) - set(PRESETS)
+        if unknown:
+            raise ValueError(f"unknown presets {sorted(unknown)}; choose from {sorted(PRESETS)}")
+
+
+def _problem(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
+    from thermo.matrices import random_spd
+
+    a = random_spd(cfg.size, cfg.condition_number, seed=cfg.matrix_seed)
+    b = np.random.default_rng(cfg.matrix_seed + 1).standard_normal(cfg.size)
+    return a, b
+
+
+def run_point(cfg: DemoConfig, preset_name: str, window_tau: float, seed: int) -> dict:
+    """One solve; returns a CSV row."""
+    from thermo import SolverConfig, ThermodynamicSolver, preset
+
+    a, b = _problem(cfg)
+    exact = np.linalg.solve(a, b)
+    solver = ThermodynamicSolver(preset(preset_name), SolverConfig(window_tau=window_tau), seed=seed)
+    result = solver.solve(a, b)
+    diag = result.diagnostics
+    return {
+        "preset": preset_name,
+        "window_tau": window_tau,
+        "seed": seed,
+        "rel_error": float(np.linalg.norm(result.x - exact) / np.linalg.norm(exact)),
+        "predicted_rel_error": diag.predicted_rel_error,
+        "estimated_rel_error": diag.estimated_rel_error,
+        "analog_time_s": diag.analog_time_s,
+        "analog_time_tau": diag.analog_time_tau,
+        "burn_in_tau": diag.burn_in_tau,
+        "n_samples": diag.n_samples,
+        "method": diag.method,
+        "device_total_s": None if diag.device_time is None else diag.device_time.total_s,
+    }
+
+
+def _key(row: dict) -> tuple[str, float, int]:
+    return (str(row["preset"]), float(row["window_tau"]), int(row["seed"]))
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def run(cfg: DemoConfig, progress: bool = True) -> Path:
+    """Run the missing points, then write the plot and report; return the CSV path."""
+    from tqdm.auto import tqdm
+
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = cfg.out_dir / "solver_demo.csv"
+    done = {_key(r) for r in read_rows(csv_path)}
+    todo = [
+        (p, w, s)
+        for p in cfg.presets
+        for w in cfg.windows_tau
+        for s in range(cfg.seeds)
+        if (p, float(w), s) not in done
+    ]
+    new_file = not csv_path.exists()
+    with csv_path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        workers = cfg.workers or min(len(todo), os.cpu_count() or 1) or 1
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(run_point, cfg, *point) for point in todo]
+            for fut in tqdm(as_completed(futures), total=len(futures), desc="solves", disable=not progress):
+                writer.writerow(fut.result())
+                fh.flush()  # each point is on disk as soon as it finishes
+    rows = read_rows(csv_path)
+    plot(rows, cfg.out_dir / "solver_demo.png", cfg)
+    report(rows, cfg.out_dir / "solver_demo.md", cfg)
+    return csv_path
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean over seeds of each (preset, window)."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["preset"], float(r["window_tau"])), []).append(r)
+    out = []
+    for (p, w), rs in sorted(groups.items()):
+        errs = np.array([float(r["rel_error"]) for r in rs])
+        out.append(
+            {
+                "preset": p,
+                "window_tau": w,
+                "rel_error_rms": float(np.sqrt(np.mean(errs**2))),
+                "predicted_rel_error": float(rs[0]["predicted_rel_error"]),
+                "analog_time_us": float(np.mean([float(r["analog_time_s"]) for r in rs])) * 1e6,
+                "seeds": len(rs),
+            }
+        )
+    return out
+
+
+def plot(rows: list[dict], path: Path, cfg: DemoConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    summary = summarize(rows)
+    for p in cfg.presets:
+        pts = [s for s in summary if s["preset"] == p]
+        if not pts:
+            continue
+        w = [s["window_tau"] for s in pts]
+        line = ax.loglog(w, [s["rel_error_rms"] for s in pts], "o-", label=f"{p}: measured (rms over seeds)")
+        ax.loglog(w, [s["predicted_rel_error"] for s in pts], "--", color=line[0].get_color(), alpha=0.7, label=f"{p}: OU theory (noise only)")
+    ax.set_xlabel("sampling window T (units of tau)")
+    ax.set_ylabel("relative error of x vs numpy.linalg.solve")
+    ax.set_title(f"Thermodynamic solve, d={cfg.size}, kappa={cfg.condition_number:g}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def report(rows: list[dict], path: Path, cfg: DemoConfig) -> None:
+    lines = [
+        "# Thermodynamic solve demo",
+        "",
+        f"Problem: random SPD matrix, d = {cfg.size}, condition number {cfg.condition_number:g}, "
+        f"Gaussian right-hand side (matrix seed {cfg.matrix_seed}); {cfg.seeds} noise seeds per point.",
+        "Burn-in planned by the timing model for 1% error; window as listed. Theory line: thermal-noise "
+        "error of the time average, (2 kT tr(A_hat^-2) / T)^(1/2) / |x_hat| with discrete sampling; it "
+        "excludes converter and mismatch errors, which set the floor of the non-ideal presets.",
+        "",
+        "| preset | window (tau) | rms rel. error | OU theory | analog time (us) |",
+        "|---|---|---|---|---|",
+    ]
+    for s in summarize(rows):
+        lines.append(
+            f"| {s['preset']} | {s['window_tau']:g} | {s['rel_error_rms']:.3e} | "
+            f"{s['predicted_rel_error']:.3e} | {s['analog_time_us']:.1f} |"
+        )
+    lines.append("")
+    lines.append("Hardware presets: see `thermo.hardware.HardwareSpec` (ideal, published, noisy).")
+    path.write_text("\n".join(lines) + "\n")
+

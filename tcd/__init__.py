@@ -1,0 +1,1 @@
+"""``tcd``: the command-line front end of the thermodynamic co-design simulator."""
