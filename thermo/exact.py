@@ -124,16 +124,20 @@ def psd_sqrt(q: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 @numba.njit(cache=True)
 def _ar1_path_inplace(noise: np.ndarray, u0: np.ndarray, rho: np.ndarray, sigma: np.ndarray) -> None:
-    """Overwrite ``noise`` (n, d, c) with ``u_j = rho u_{j-1} + sigma z_j``, ``u_{-1} = u0``."""
+    """Overwrite ``noise`` (n, d, c) with ``u_j = rho u_{j-1} + sigma z_j``, ``u_{-1} = u0``.
+
+    Time is the outer loop so the inner loop runs over contiguous memory (and vectorizes).
+    """
     n, d, c = noise.shape
     for i in range(d):
-        r = rho[i]
-        s = sigma[i]
         for col in range(c):
-            u = u0[i, col]
-            for j in range(n):
-                u = r * u + s * noise[j, i, col]
-                noise[j, i, col] = u
+            noise[0, i, col] = rho[i] * u0[i, col] + sigma[i] * noise[0, i, col]
+    for j in range(1, n):
+        for i in range(d):
+            r = rho[i]
+            s = sigma[i]
+            for col in range(c):
+                noise[j, i, col] = r * noise[j - 1, i, col] + s * noise[j, i, col]
 
 
 @dataclass
@@ -285,10 +289,13 @@ def _ar1_varying_inplace(noise: np.ndarray, u0: np.ndarray, rho: np.ndarray, sig
     n, d, c = noise.shape
     for i in range(d):
         for col in range(c):
-            u = u0[i, col]
-            for j in range(n):
-                u = rho[j, i] * u + sigma[j, i] * noise[j, i, col]
-                noise[j, i, col] = u
+            noise[0, i, col] = rho[0, i] * u0[i, col] + sigma[0, i] * noise[0, i, col]
+    for j in range(1, n):
+        for i in range(d):
+            r = rho[j, i]
+            s = sigma[j, i]
+            for col in range(c):
+                noise[j, i, col] = r * noise[j - 1, i, col] + s * noise[j, i, col]
 
 
 def sample_ou(
