@@ -181,10 +181,12 @@ class EigenOU:
 
     # --- basis changes --------------------------------------------------------------------------
     def to_modes(self, x: Array) -> Array:
-        return self.eigenvectors.T @ x
+        """``V^T x`` for ``x`` of shape ``(d, c)`` or ``(m, d, c)``."""
+        return self.backend.matmul(self.eigenvectors.T, x)
 
     def from_modes(self, y: Array) -> Array:
-        return self.eigenvectors @ y
+        """``V y`` for ``y`` of shape ``(d, c)`` or ``(m, d, c)``."""
+        return self.backend.matmul(self.eigenvectors, y)
 
     def mode_mean(self, b_hat: Array) -> Array:
         """Fixed point in the eigenbasis, ``V^T b_hat / lam``, shape ``(d, c)``."""
@@ -351,5 +353,5 @@ def sample_ou(
     y = path[:, :, 0] + mu[:, 0]  # (n, d) in the eigenbasis
     out = be.empty((n + 1, ou.d), dtype)
     out[0] = be.asarray(x0, dtype)
-    out[1:] = y @ ou.eigenvectors.T
+    out[1:] = be.matmul(y, ou.eigenvectors.T)
     return out

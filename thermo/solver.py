@@ -477,7 +477,7 @@ class ThermodynamicSolver:
         else:
             final = state
             for chunk, final in ou.sample_chunks(state, h, n, self.rng, self.config.chunk_samples):
-                accumulator.add(ou.eigenvectors @ (chunk + mu))
+                accumulator.add(ou.from_modes(chunk + mu))
             mean_hat = be.to_numpy(accumulator.mean()).astype(np.float64)
             err = accumulator.stderr()
             var_hat = None if err is None else be.to_numpy(err).astype(np.float64) ** 2
@@ -539,10 +539,10 @@ class ThermodynamicSolver:
             state = ou.propagate(ou.state_from_x(zeros, mu), n_burn * h, self.rng)
             for chunk, state in ou.sample_chunks(state, h, n, self.rng, self.config.chunk_samples):
                 # Ideal readout: accumulate in the eigenbasis and rotate once at the end.
-                accumulator.add(chunk if ideal_readout else ou.eigenvectors @ chunk)
+                accumulator.add(chunk if ideal_readout else ou.from_modes(chunk))
             second = accumulator.second_moment()
             if ideal_readout:
-                second = ou.eigenvectors @ second @ ou.eigenvectors.T
+                second = ou.from_modes(ou.from_modes(second).T)  # V (V S)^T = V S V^T, S symmetric
             integrator = None
         else:
             stepper = self._stepwise(programmed, zeros, spectral_abscissa_bound(programmed.realized))
