@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import numba
 import numpy as np
 import scipy.linalg.blas
 import torch
@@ -19,7 +20,6 @@ from .errors import InputError
 
 Array = Any  # np.ndarray or torch.Tensor, depending on the backend
 
-_GEMM = {np.float32: scipy.linalg.blas.sgemm, np.float64: scipy.linalg.blas.dgemm}
 _DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.float64)}
 
 
@@ -82,8 +82,8 @@ class ArrayBackend(ABC):
         """``a @ b`` (broadcasting over leading dimensions)."""
 
     @abstractmethod
-    def addmm_(self, acc: Array, a: Array, b: Array) -> Array:
-        """``acc += a @ b`` in place (one fused GEMM where the library allows), return ``acc``."""
+    def addmm_(self, acc: Array, a: Array, b: Array, beta: float = 1.0) -> Array:
+        """``acc <- beta * acc + a @ b`` in place (one fused GEMM), return ``acc``."""
 
     @abstractmethod
     def clip_(self, x: Array, lo: float, hi: float) -> Array:
@@ -154,21 +154,24 @@ class NumpyBackend(ArrayBackend):
         # (measured with benchmarks/bench_exact.py). One thread pool avoids the contention.
         return (torch.from_numpy(np.asarray(a)) @ torch.from_numpy(np.asarray(b))).numpy()
 
-    def addmm_(self, acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        gemm = _GEMM.get(acc.dtype.type)
+    def addmm_(self, acc: np.ndarray, a: np.ndarray, b: np.ndarray, beta: float = 1.0) -> np.ndarray:
+        # Which BLAS, measured on a 2-core AVX2 machine (benchmarks/bench_stepwise.py):
+        # float64 GEMMs run ~40% faster in OpenBLAS (scipy) than in torch's BLAS; float32 ones
+        # equally fast in both, and torch's shares its OpenMP runtime with the parallel numba
+        # noise kernel (float64 noise is drawn on one thread, see _NumpyRandom), so the thread
+        # pools never spin against each other (that cost 8 ms per 1 ms step).
         if (
-            gemm is not None
+            acc.dtype == np.float64
+            and a.dtype == b.dtype == np.float64
             and acc.ndim == a.ndim == b.ndim == 2
-            and a.dtype == b.dtype == acc.dtype
             and acc.flags.c_contiguous
             and a.flags.c_contiguous
             and b.flags.c_contiguous
         ):
-            # One BLAS call with beta = 1, in place: on the transposed (Fortran-ordered) views,
-            # acc^T <- b^T a^T + acc^T. Saves the temporary and the extra pass of acc += a @ b.
-            gemm(1.0, b.T, a.T, beta=1.0, c=acc.T, overwrite_c=True)
+            # In place, on the transposed (Fortran-ordered) views: acc^T <- b^T a^T + beta acc^T
+            scipy.linalg.blas.dgemm(1.0, b.T, a.T, beta=beta, c=acc.T, overwrite_c=True)
             return acc
-        acc += a @ b
+        torch.from_numpy(acc).addmm_(torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b)), beta=beta)
         return acc
 
     def clip_(self, x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -210,6 +213,14 @@ class _NumpyRandom(RandomSource):
         return self._normal.fill(np.empty(shape, dtype=_DTYPES[dtype][0]))
 
     def fill_normal(self, out: np.ndarray) -> np.ndarray:
+        if out.dtype == np.float64:
+            # One thread: float64 GEMMs run in OpenBLAS, whose pool would fight numba's.
+            threads = numba.get_num_threads()
+            numba.set_num_threads(1)
+            try:
+                return self._normal.fill(out)
+            finally:
+                numba.set_num_threads(threads)
         return self._normal.fill(out)
 
     def uniform(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
@@ -252,8 +263,8 @@ class TorchBackend(ArrayBackend):
     def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return a @ b
 
-    def addmm_(self, acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return acc.addmm_(a, b)
+    def addmm_(self, acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+        return acc.addmm_(a, b, beta=beta)
 
     def clip_(self, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         return x.clamp_(lo, hi)

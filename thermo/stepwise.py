@@ -158,6 +158,8 @@ class StepwiseLangevin:
                 self._m = b.asarray(-(h / self.mass) * a, dt)
                 self._c = self.b_hat * (h / self.mass)
                 self._sigma = math.sqrt(2 * self.kT * h) / self.mass
+            if self._sigma > 0:
+                self._c_over_sigma = self._c / self._sigma
             return
         if self.mass == 0:
             drift = -a
@@ -187,14 +189,17 @@ class StepwiseLangevin:
             acc = self._spare if self._spare is not None and self._spare.shape == x.shape else b.empty(tuple(x.shape), self.dtype)
             self._spare = x
             if self.kT > 0:
+                # acc <- sigma (Z + c / sigma) + M x: the noise scale rides on the GEMM's beta
                 rng.fill_normal(acc)
-                acc *= self._sigma
-                acc += self._c
+                acc += self._c_over_sigma
+                beta = self._sigma
             else:
                 acc[...] = self._c
+                beta = 1.0
             if self.mass == 0:
-                x = b.addmm_(acc, self._m, x)
+                x = b.addmm_(acc, self._m, x, beta=beta)
             else:
+                acc *= beta
                 acc += v * (1.0 - self.dt / self.mass)
                 v = b.addmm_(acc, self._m, x)
                 x = x + self.dt * v
