@@ -23,14 +23,6 @@ Array = Any  # np.ndarray or torch.Tensor, depending on the backend
 _DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.float64)}
 
 
-def dtype_name(dtype: object) -> str:
-    """Normalize ``dtype`` (a string, numpy or torch dtype) to ``'float32'`` or ``'float64'``."""
-    for name, (np_dtype, torch_dtype) in _DTYPES.items():
-        if dtype in (name, np_dtype, torch_dtype) or dtype is np.dtype(np_dtype):
-            return name
-    raise InputError(f"unsupported dtype {dtype!r}: use float32 or float64")
-
-
 class RandomSource(ABC):
     """Seeded source of standard normals and uniforms on one backend."""
 

@@ -25,7 +25,7 @@ from .backends import Array, ArrayBackend, get_backend
 from .errors import InputError, NotPositiveDefiniteError, ShapeMismatchError
 from .exact import EigenOU, ModeState
 from .hardware import HardwareSpec
-from .program import ProgrammedMatrix, program_inputs, program_matrix
+from .program import ProgrammedInputs, ProgrammedMatrix, program_inputs, program_matrix
 from .quantize import Quantizer
 from .readout import SampleAccumulator
 from .stepwise import DriftProcess, StepwiseLangevin, spectral_abscissa_bound
@@ -110,7 +110,9 @@ class Diagnostics:
     window_tau: float
     n_samples: int
     estimated_rel_error: float | None
-    """Relative error estimated from the run itself (batch means, or the exact law)."""
+    """Relative error estimated for this run: batch means of its samples, or the exact law of
+    the window average (solve); the theory for the realized spectrum (inverse); the digital
+    residual (tiled solve)."""
     predicted_rel_error: float | None
     """Relative error the OU theory predicts for the planned window (thermal noise only)."""
     matrix_scale: float
@@ -237,8 +239,7 @@ class ThermodynamicSolver:
         return xh, velocity
 
     def _program(self, a: np.ndarray, chip_index: int = 0) -> ProgrammedMatrix:
-        programmed = program_matrix(a, self.hw, self.rng, self.backend, chip_index)
-        return programmed
+        return program_matrix(a, self.hw, self.rng, self.backend, chip_index)
 
     def _method(self, programmed: ProgrammedMatrix) -> str:
         exact_ok = self.hw.linear_symmetric and programmed.symmetric
@@ -308,7 +309,7 @@ class ThermodynamicSolver:
             drift=drift,
         )
 
-    def _schedule(self, burn_in: float, window: float, dt_align: float | None) -> tuple[float, int, int]:
+    def _schedule(self, burn_in: float, window: float) -> tuple[float, int, int]:
         """Sample interval ``h`` (tau), burn-in in samples and the number of window samples."""
         h = self.hw.sample_interval_tau
         n = max(1, int(math.ceil(window / h - 1e-9)))
@@ -360,12 +361,12 @@ class ThermodynamicSolver:
         headroom = np.ones(c)
         if cfg.input_scaling == "fit_output" and math.isfinite(hw.v_range_v):
             probe = program_inputs(b, hw, self.rng, be, cfg.dtype, headroom)
-            peak = np.abs(_chip_solution(programmed, probe, ou, be)).max(axis=0)
+            peak = np.abs(_chip_solution(programmed, probe, be)).max(axis=0)
             headroom = np.minimum(1.0, cfg.output_fill * hw.v_range_v / np.maximum(peak, 1e-300))
         ideal_readout = hw.bits_adc is None and not math.isfinite(hw.v_range_v)
         while True:
             inputs = program_inputs(b, hw, self.rng, be, cfg.dtype, headroom)
-            x_star_hat = _chip_solution(programmed, inputs, ou, be)
+            x_star_hat = _chip_solution(programmed, inputs, be)
             sol_norm = float(np.linalg.norm(x_star_hat, axis=0).min())
             x0_hat = None if x0 is None else x0 * (programmed.alpha / inputs.beta)
             init_ratio = 1.0 if x0_hat is None else float(
@@ -382,7 +383,7 @@ class ThermodynamicSolver:
                     spectrum, hw.kT, cfg.target_rel_error, sol_norm,
                     sample_interval_tau=hw.sample_interval_tau, mass_tau2=hw.mass_tau2,
                 )
-            h, n_burn, n = self._schedule(burn_in, window, None)
+            h, n_burn, n = self._schedule(burn_in, window)
             accumulator = SampleAccumulator(
                 be, cfg.dtype, d, c, n, Quantizer(hw.bits_adc, hw.v_range_v, hw.rounding), self.rng, n_batches=cfg.n_batches
             )
@@ -473,14 +474,12 @@ class ThermodynamicSolver:
             var_modes = _window_mode_variance(ou, h, n)  # (d,), exact law of the average
             v = be.to_numpy(ou.eigenvectors).astype(np.float64)
             var_hat = np.repeat(((v * v) @ var_modes)[:, None], shape[1], axis=1)
-            accumulator.seen = n
+            accumulator.seen = n  # no sample went through the (ideal) ADC; keeps the counts consistent
         else:
             final = state
             for chunk, final in ou.sample_chunks(state, h, n, self.rng, self.config.chunk_samples):
                 accumulator.add(ou.from_modes(chunk + mu))
-            mean_hat = be.to_numpy(accumulator.mean()).astype(np.float64)
-            err = accumulator.stderr()
-            var_hat = None if err is None else be.to_numpy(err).astype(np.float64) ** 2
+            mean_hat, var_hat = _read_mean(be, accumulator)
         final_x = be.to_numpy(ou.x_from_state(final, mu)).astype(np.float64)
         final_v = None if final.w is None else be.to_numpy(ou.from_modes(final.w)).astype(np.float64)
         return mean_hat, var_hat, final_x, final_v
@@ -503,9 +502,7 @@ class ThermodynamicSolver:
         v = None if v0_hat is None else be.asarray(v0_hat, dt)
         x, v = stepper.run(x, v, steps, n_burn, self.rng)
         x, v = stepper.run(x, v, steps, n, self.rng, on_sample=accumulator.add)
-        mean_hat = be.to_numpy(accumulator.mean()).astype(np.float64)
-        err = accumulator.stderr()
-        var_hat = None if err is None else be.to_numpy(err).astype(np.float64) ** 2
+        mean_hat, var_hat = _read_mean(be, accumulator)
         final_v = None if v is None else be.to_numpy(v).astype(np.float64)
         return mean_hat, var_hat, be.to_numpy(x).astype(np.float64), final_v
 
@@ -529,7 +526,7 @@ class ThermodynamicSolver:
                 spectrum, cfg.target_rel_error, sample_interval_tau=hw.sample_interval_tau, mass_tau2=hw.mass_tau2
             )
             window = n_needed * hw.sample_interval_tau
-        h, n_burn, n = self._schedule(burn_in, window, None)
+        h, n_burn, n = self._schedule(burn_in, window)
         adc = Quantizer(hw.bits_adc, hw.v_range_v, hw.rounding)
         ideal_readout = hw.bits_adc is None and not math.isfinite(hw.v_range_v)
         zeros = be.zeros((d, 1), cfg.dtype)
@@ -585,6 +582,13 @@ class ThermodynamicSolver:
         return inv, diag
 
 
+def _read_mean(be: ArrayBackend, accumulator: SampleAccumulator) -> tuple[np.ndarray, np.ndarray | None]:
+    """Time-averaged readout and its batch-means variance (host float64, ``(d, c)``)."""
+    err = accumulator.stderr()
+    mean = be.to_numpy(accumulator.mean()).astype(np.float64)
+    return mean, None if err is None else be.to_numpy(err).astype(np.float64) ** 2
+
+
 def _scatter(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
     """Place ``values (r, k)`` into the ``columns`` (boolean mask) of a zero ``(r, c)`` array."""
     out = np.zeros((values.shape[0], columns.size))
@@ -592,7 +596,7 @@ def _scatter(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return out
 
 
-def _chip_solution(programmed: ProgrammedMatrix, inputs, ou: EigenOU | None, be: ArrayBackend) -> np.ndarray:
+def _chip_solution(programmed: ProgrammedMatrix, inputs: ProgrammedInputs, be: ArrayBackend) -> np.ndarray:
     """``A_realized^-1 b_hat`` on the host (the fixed point the chip relaxes to), ``(d, c)``."""
     return np.linalg.solve(programmed.realized, be.to_numpy(inputs.b_hat).astype(np.float64))
 

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from thermo import HardwareSpec, SolverConfig, ThermodynamicSolver
 from thermo.matrices import random_spd
