@@ -230,18 +230,26 @@ class EigenOU:
 
     def window_average(
         self, state: ModeState, h: float, n: int, rng: RandomSource | None
-    ) -> tuple[Array, ModeState]:
+    ) -> tuple[Array, ModeState, np.ndarray]:
         """Draw, jointly and exactly, the average of ``n`` position samples taken every ``h``
         (the first one ``h`` after ``state``) and the state at the last sample.
 
-        Returns ``(mean deviation in the eigenbasis (d, c), final state)``.
+        Returns ``(mean deviation in the eigenbasis (d, c), final state, variance (d,))``; the
+        variance is that of each mode's average for a start in stationarity (host float64), the
+        exact error law of the estimate once burn-in is over.
         """
-        step = with_accumulator(mode_transition(self.eigenvalues, h, self.kT, self.mass))
+        f, q = power(with_accumulator(mode_transition(self.eigenvalues, h, self.kT, self.mass)), n)
         comps = [state.u] if self.k == 1 else [state.u, state.w]
         comps.append(self.backend.zeros(tuple(state.u.shape), self.dtype))
-        z = self._affine(self._prepare(*power(step, n)), comps, rng)
+        z = self._affine(self._prepare(f, q), comps, rng)
         final = ModeState(z[0], z[1] if self.k == 2 else None)
-        return z[-1] / n, final
+        # A stationary start adds the propagated stationary covariance of the initial state.
+        s0 = np.zeros_like(q)
+        s0[:, 0, 0] = self.kT / self.eigenvalues
+        if self.k == 2:
+            s0[:, 1, 1] = self.kT / self.mass
+        total = f @ s0 @ np.swapaxes(f, 1, 2) + q
+        return z[-1] / n, final, total[:, self.k, self.k] / n**2
 
     def sample_chunks(
         self, state: ModeState, h: float, n: int, rng: RandomSource, chunk: int

@@ -57,8 +57,7 @@ class SampleAccumulator:
         while start < m:
             index = self.seen + start
             batch = index * self.n_batches // self.n_total
-            batch_end = -(-(batch + 1) * self.n_total // self.n_batches)  # first index of next batch
-            stop = min(m, start + batch_end - index)
+            stop = min(m, start + self._batch_start(batch + 1) - index)
             self.batch_sums[batch] += samples[start:stop].sum(0)
             start = stop
         if self.second is not None:
@@ -66,6 +65,11 @@ class SampleAccumulator:
             flat = flat.reshape(self.d, -1)
             self.backend.addmm_(self.second, flat, flat.T)
         self.seen += m
+
+    def _batch_start(self, k: int) -> int:
+        """Index of the first sample of batch ``k``: ``ceil(k n_total / n_batches)``, the inverse
+        of the assignment ``batch = index * n_batches // n_total``."""
+        return -(-k * self.n_total // self.n_batches)
 
     @property
     def clip_fraction(self) -> float:
@@ -80,10 +84,7 @@ class SampleAccumulator:
         """Batch-means standard error of :meth:`mean`, ``(d, c)``; None with fewer than 4 batches."""
         if self.n_batches < 4 or self.seen < self.n_total:
             return None
-        sizes = [
-            (-(-(k + 1) * self.n_total // self.n_batches)) - (-(-k * self.n_total // self.n_batches))
-            for k in range(self.n_batches)
-        ]
+        sizes = [self._batch_start(k + 1) - self._batch_start(k) for k in range(self.n_batches)]
         size = self.backend.asarray(sizes, self.dtype)[:, None, None]
         means = self.batch_sums / size
         centered = means - means.mean(0)

@@ -469,9 +469,8 @@ class ThermodynamicSolver:
         mu = ou.mode_mean(b_hat)
         state = ou.propagate(ou.state_from_x(x_init, mu, v_init), burn_in, self.rng)
         if ideal_readout and self.config.closed_form:
-            ubar, final = ou.window_average(state, h, n, self.rng)
+            ubar, final, var_modes = ou.window_average(state, h, n, self.rng)
             mean_hat = be.to_numpy(ou.x_from_state(ModeState(ubar, None), mu)).astype(np.float64)
-            var_modes = _window_mode_variance(ou, h, n)  # (d,), exact law of the average
             v = be.to_numpy(ou.eigenvectors).astype(np.float64)
             var_hat = np.repeat(((v * v) @ var_modes)[:, None], shape[1], axis=1)
             accumulator.seen = n  # no sample went through the (ideal) ADC; keeps the counts consistent
@@ -599,21 +598,6 @@ def _scatter(values: np.ndarray, columns: np.ndarray) -> np.ndarray:
 def _chip_solution(programmed: ProgrammedMatrix, inputs: ProgrammedInputs, be: ArrayBackend) -> np.ndarray:
     """``A_realized^-1 b_hat`` on the host (the fixed point the chip relaxes to), ``(d, c)``."""
     return np.linalg.solve(programmed.realized, be.to_numpy(inputs.b_hat).astype(np.float64))
-
-
-def _window_mode_variance(ou: EigenOU, h: float, n: int) -> np.ndarray:
-    """Exact variance of the average of ``n`` samples of each mode, in stationarity (d,)."""
-    from .exact import mode_transition, power, with_accumulator
-
-    f, q = power(with_accumulator(mode_transition(ou.eigenvalues, h, ou.kT, ou.mass)), n)
-    # Start in stationarity: add the propagated stationary covariance of the initial state.
-    k = ou.k
-    s0 = np.zeros_like(q)
-    s0[:, 0, 0] = ou.kT / ou.eigenvalues
-    if k == 2:
-        s0[:, 1, 1] = ou.kT / ou.mass
-    total = f @ s0 @ np.swapaxes(f, 1, 2) + q
-    return total[:, k, k] / n**2
 
 
 def _like(x: np.ndarray, reference: object) -> Array:

@@ -26,6 +26,7 @@ import scipy.linalg
 
 from .backends import Array, ArrayBackend, RandomSource
 from .errors import DivergenceError, InputError, NotPositiveDefiniteError
+from .exact import psd_sqrt
 
 Integrator = str  # "euler_maruyama" | "exact_step"
 
@@ -173,8 +174,7 @@ class StepwiseLangevin:
             diffusion = np.zeros((2 * n, 2 * n))
             diffusion[n:, n:] = 2 * self.kT / self.mass**2 * np.eye(n)
         phi, q = van_loan(drift, diffusion, h)
-        w, u = np.linalg.eigh(q)
-        root = (u * np.sqrt(np.clip(w, 0, None))) @ u.T
+        root = psd_sqrt(q[None])[0]
         self._m = b.asarray(phi, dt)
         self._root = b.asarray(root, dt) if self.kT > 0 else None
         x_star = np.linalg.solve(a, b.to_numpy(self.b_hat).astype(np.float64))

@@ -98,7 +98,7 @@ def test_window_average_draw_matches_its_law_and_a_sampled_path():
     mu = ou.mode_mean(b)
     start = ou.state_from_x(be.asarray(np.zeros((d, chains)), "float64"), mu)
     h, n = 0.2, 50
-    closed, _ = ou.window_average(start, h, n, be.random(1))
+    closed, _, law_var = ou.window_average(start, h, n, be.random(1))
     sampled = np.zeros((d, chains))
     for chunk, _ in ou.sample_chunks(start, h, n, be.random(2), chunk=16):
         sampled += chunk.sum(0)
@@ -106,6 +106,8 @@ def test_window_average_draw_matches_its_law_and_a_sampled_path():
     # both estimate the same Gaussian law: compare means and variances per mode
     se = np.sqrt(closed.var(1) / chains)
     assert np.abs(closed.mean(1) - sampled.mean(1)).max() < 5 * np.sqrt(2) * se.max()
+    # the reported law (stationary start) bounds the spread from a start at the fixed point
+    assert np.all(closed.var(1) <= law_var * (1 + 5 * np.sqrt(2 / chains)))
     ratio = closed.var(1) / sampled.var(1)
     # ratio of two sample variances of n draws: relative standard error about sqrt(4 / n)
     assert np.all(np.abs(ratio - 1) < 5 * np.sqrt(4 / chains))
