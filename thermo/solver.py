@@ -238,8 +238,13 @@ class ThermodynamicSolver:
             velocity = velocity[:, None]
         return xh, velocity
 
-    def _program(self, a: np.ndarray, chip_index: int = 0) -> ProgrammedMatrix:
-        return program_matrix(a, self.hw, self.rng, self.backend, chip_index)
+    def _realize(self, a: np.ndarray, chip_index: int) -> tuple[ProgrammedMatrix, str, EigenOU | None, np.ndarray]:
+        """Program ``a`` onto chip ``chip_index``; choose the method; return the programmed matrix,
+        the method, the exact integrator (None for stepwise) and the realized eigenvalues."""
+        programmed = program_matrix(a, self.hw, self.rng, self.backend, chip_index)
+        method = self._method(programmed)
+        ou = self._make_ou(programmed, method)
+        return programmed, method, ou, self._spectrum(programmed.realized, ou)
 
     def _method(self, programmed: ProgrammedMatrix) -> str:
         exact_ok = self.hw.linear_symmetric and programmed.symmetric
@@ -351,10 +356,7 @@ class ThermodynamicSolver:
         self._calls += 1
         cfg, hw, be = self.config, self.hw, self.backend
         d, c = b.shape
-        programmed = self._program(a, chip_index)
-        method = self._method(programmed)
-        ou = self._make_ou(programmed, method)
-        lam = self._spectrum(programmed.realized, ou)
+        programmed, method, ou, lam = self._realize(a, chip_index)
         spectrum = timing.SpectrumInfo.from_eigenvalues(lam)
         # Plan in chip units: the solution norm is that of the scaled problem.
         run = _Run()
@@ -510,10 +512,7 @@ class ThermodynamicSolver:
         self._calls += 1
         cfg, hw, be = self.config, self.hw, self.backend
         d = a.shape[0]
-        programmed = self._program(a, chip_index)
-        method = self._method(programmed)
-        ou = self._make_ou(programmed, method)
-        lam = self._spectrum(programmed.realized, ou)
+        programmed, method, ou, lam = self._realize(a, chip_index)
         spectrum = timing.SpectrumInfo.from_eigenvalues(lam)
         # The covariance relaxes at twice the slowest rate; start from zero volts.
         burn_in = cfg.burn_in_tau
