@@ -192,6 +192,8 @@ class ThermodynamicSolver:
         a = to_host(A, "A")
         bh = to_host(b, "b")
         check_system(a, bh, self.config.symmetry_rtol)
+        if not bh.any():
+            raise InputError("b is zero: the solution is zero, there is nothing to run on the chip")
         a = 0.5 * (a + a.T)
         vector = bh.ndim == 1
         b2 = bh[:, None] if vector else bh
@@ -351,8 +353,6 @@ class ThermodynamicSolver:
                 AnalogState(_scatter(state.x, nonzero), None if state.velocity is None else _scatter(state.velocity, nonzero)),
                 dataclasses.replace(diag, rhs_scale=_scatter(diag.rhs_scale[None, :], nonzero)[0]),
             )
-        if not nonzero.any():
-            raise InputError("b is zero: the solution is zero, there is nothing to run on the chip")
         self._calls += 1
         cfg, hw, be = self.config, self.hw, self.backend
         d, c = b.shape

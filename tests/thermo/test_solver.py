@@ -163,6 +163,12 @@ def test_bad_inputs_raise_clear_errors(a, b, error, match):
         ThermodynamicSolver().solve(a, b)
 
 
+@pytest.mark.parametrize("n_units", [None, 4], ids=["untiled", "tiled"])
+def test_zero_right_hand_side_is_refused_on_every_path(n_units):
+    with pytest.raises(InputError, match="b is zero"):
+        ThermodynamicSolver(HardwareSpec.ideal(n_units=n_units)).solve(random_spd(8, 5.0), np.zeros(8))
+
+
 def test_bad_warm_start_and_config():
     with pytest.raises(ShapeMismatchError, match="x0"):
         ThermodynamicSolver().solve(np.eye(2), np.ones(2), x0=np.ones(3))
