@@ -1,0 +1,203 @@
+"""The one interface through which second-order training does its linear algebra.
+
+A backend provides damped solves ``(A + damping I) X = B`` and damped inversions
+``(A + damping I)^-1`` of a symmetric positive semi-definite ``A`` (``d x d``), and optionally an
+eigendecomposition. Results carry :class:`SolverDiagnostics`: wall time, the analog time a
+thermodynamic device would spend, iterations, and the relative residual, which is computed only
+when read so that diagnostics cost nothing on the hot path.
+
+Tensors stay where they are: a backend returns its result on the device and in the dtype of the
+right-hand side (``solve``) or the matrix (``inverse``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from thermo.errors import NonFiniteInputError, NotSymmetricError, ShapeMismatchError
+
+from ..errors import UnsupportedOperationError
+
+MatVec = Callable[[Tensor], Tensor]
+"""A symmetric operator given by its product with a ``(d, k)`` block (matrix-free backends)."""
+
+
+@dataclass
+class SolverDiagnostics:
+    """What one call cost and how far to trust it.
+
+    ``wall_time_s`` is host time in seconds (including the simulation, for ``thermo``);
+    ``analog_time_s`` the time the analog device would spend (zero for digital backends).
+    """
+
+    backend: str
+    wall_time_s: float
+    analog_time_s: float = 0.0
+    iterations: int | None = None
+    estimated_rel_error: float | None = None
+    """The backend's own estimate of the relative error of its result, when it has one."""
+    notes: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    _residual_fn: Callable[[], float] | None = field(default=None, repr=False)
+    _residual: float | None = field(default=None, repr=False)
+
+    @property
+    def residual(self) -> float | None:
+        """Relative residual ``||(A + damping I) X - B||_F / ||B||_F`` of a solve (for an
+        inversion, ``||(A + damping I) X - I||_F / sqrt(d)``); computed on first access."""
+        if self._residual is None and self._residual_fn is not None:
+            self._residual = float(self._residual_fn())
+            self._residual_fn = None  # drop the references to the operands
+        return self._residual
+
+
+@dataclass
+class SolveOutput:
+    x: Tensor
+    """``(A + damping I)^-1 B``: same shape, dtype and device as ``B``."""
+    diagnostics: SolverDiagnostics
+    state: Any = None
+    """Backend state to warm-start the next solve (the analog node voltages for ``thermo``)."""
+
+
+@dataclass
+class InverseOutput:
+    inverse: Tensor
+    """``(A + damping I)^-1`` (symmetric ``d x d``), same dtype and device as ``A``."""
+    diagnostics: SolverDiagnostics
+
+
+class LinearSolver(ABC):
+    """A backend. Subclasses set ``name`` and implement :meth:`_solve` and :meth:`_inverse`;
+    input checks, timing and diagnostics live here so every backend reports alike."""
+
+    name: ClassVar[str] = "abstract"
+    supports_eigh: ClassVar[bool] = False
+    supports_operator: ClassVar[bool] = False
+    """Whether ``A`` may be a :data:`MatVec` instead of a dense matrix."""
+
+    def __init__(self, check_inputs: bool = True, symmetry_rtol: float = 1e-6) -> None:
+        self.check_inputs = check_inputs
+        self.symmetry_rtol = symmetry_rtol
+
+    # -- public API ------------------------------------------------------------------------
+    def solve(self, A: Tensor | MatVec, B: Tensor, damping: float = 0.0, *, x0: Any = None) -> SolveOutput:
+        """Solve ``(A + damping I) X = B`` for ``B`` of shape ``(d,)`` or ``(d, k)``.
+
+        ``x0`` warm-starts iterative and analog backends (a tensor like ``B`` or a previous
+        ``SolveOutput.state``); exact backends ignore it.
+        """
+        if not isinstance(B, Tensor):
+            raise TypeError(f"B must be a torch.Tensor, got {type(B).__name__}")
+        _check_damping(damping)
+        if isinstance(A, Tensor):
+            if self.check_inputs:
+                self._check_matrix(A)
+                _check_finite(B, "B")
+            if A.shape[-1] != B.shape[0]:
+                raise ShapeMismatchError(f"A is {tuple(A.shape)} but B has {B.shape[0]} rows: expected {A.shape[0]}")
+        elif not self.supports_operator:
+            raise UnsupportedOperationError(
+                f"the {self.name!r} backend needs A as a dense tensor; matrix-free operators need 'cg'"
+            )
+        if B.ndim not in (1, 2):
+            raise ShapeMismatchError(f"B must be (d,) or (d, k), got shape {tuple(B.shape)}")
+        start = time.perf_counter()
+        x, diag, state = self._solve(A, B, float(damping), x0)
+        diag.wall_time_s = time.perf_counter() - start
+        diag._residual_fn = _solve_residual(A, B, float(damping), x)
+        return SolveOutput(x, diag, state)
+
+    def inverse(self, A: Tensor, damping: float = 0.0) -> InverseOutput:
+        """Invert ``A + damping I`` for symmetric positive semi-definite ``A`` (``d x d``)."""
+        if not isinstance(A, Tensor):
+            raise TypeError(f"A must be a torch.Tensor, got {type(A).__name__}")
+        _check_damping(damping)
+        if self.check_inputs:
+            self._check_matrix(A)
+        start = time.perf_counter()
+        inv, diag = self._inverse(A, float(damping))
+        diag.wall_time_s = time.perf_counter() - start
+        diag._residual_fn = _inverse_residual(A, float(damping), inv)
+        return InverseOutput(inv, diag)
+
+    def eigh(self, A: Tensor) -> tuple[Tensor, Tensor]:
+        """Eigenvalues (ascending, ``(d,)``) and eigenvectors (columns, ``(d, d)``) of symmetric
+        ``A``; only backends with ``supports_eigh``."""
+        raise UnsupportedOperationError(
+            f"the {self.name!r} backend has no eigendecomposition (eigenbasis damping needs 'exact')"
+        )
+
+    # -- backend hooks ---------------------------------------------------------------------
+    @abstractmethod
+    def _solve(
+        self, A: Tensor | MatVec, B: Tensor, damping: float, x0: Any
+    ) -> tuple[Tensor, SolverDiagnostics, Any]: ...
+
+    @abstractmethod
+    def _inverse(self, A: Tensor, damping: float) -> tuple[Tensor, SolverDiagnostics]: ...
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _check_matrix(self, A: Tensor) -> None:
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ShapeMismatchError(f"A must be a square (d, d) matrix, got shape {tuple(A.shape)}")
+        _check_finite(A, "A")
+        scale = A.abs().max()
+        asym = (A - A.mT).abs().max()
+        if asym > self.symmetry_rtol * scale:
+            raise NotSymmetricError(
+                f"A is not symmetric: max |A - A^T| = {float(asym):.3g} against max |A| = {float(scale):.3g} "
+                f"(tolerance {self.symmetry_rtol:g} relative)"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _check_damping(damping: float) -> None:
+    if not (isinstance(damping, (int, float)) and math.isfinite(damping) and damping >= 0):
+        raise ValueError(f"damping must be a finite number >= 0, got {damping!r}")
+
+
+def _check_finite(t: Tensor, name: str) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise NonFiniteInputError(f"{name} contains {bad} NaN or infinite entries")
+
+
+def apply(A: Tensor | MatVec, X: Tensor) -> Tensor:
+    """``A @ X`` for a dense matrix or a matrix-free operator."""
+    return A @ X if isinstance(A, Tensor) else A(X)
+
+
+def _solve_residual(A: Tensor | MatVec, B: Tensor, damping: float, x: Tensor) -> Callable[[], float]:
+    def residual() -> float:
+        B2, x2 = (B[:, None], x[:, None]) if B.ndim == 1 else (B, x)
+        r = apply(A, x2.to(B2.dtype)) + damping * x2 - B2
+        return float(torch.linalg.norm(r) / torch.linalg.norm(B2).clamp_min(torch.finfo(B2.dtype).tiny))
+
+    return residual
+
+
+def _inverse_residual(A: Tensor, damping: float, inv: Tensor) -> Callable[[], float]:
+    def residual() -> float:
+        eye = torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
+        r = A @ inv.to(A.dtype) + damping * inv.to(A.dtype) - eye
+        return float(torch.linalg.norm(r) / math.sqrt(A.shape[0]))
+
+    return residual
+
+
+def add_damping(A: Tensor, damping: float) -> Tensor:
+    """``A + damping I`` (a new tensor; ``A`` is untouched)."""
+    if damping == 0:
+        return A
+    return A + damping * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
