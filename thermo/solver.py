@@ -110,8 +110,9 @@ class Diagnostics:
     window_tau: float
     n_samples: int
     estimated_rel_error: float | None
-    """Relative error estimated for this run: batch means of its samples, or the exact law of
-    the window average (solve); the theory for the realized spectrum (inverse); the digital
+    """Relative error estimated for this run: for a solve, the statistical error of the window
+    average (batch means of its samples, or its exact law) combined with the bound on the
+    transient left after burn-in; the theory for the realized spectrum (inverse); the digital
     residual (tiled solve)."""
     predicted_rel_error: float | None
     """Relative error the OU theory predicts for the planned window (thermal noise only)."""
@@ -419,9 +420,15 @@ class ThermodynamicSolver:
         x = mean_hat * scale
         stderr = None if var_hat is None else np.sqrt(var_hat) * scale
         norm_x = np.linalg.norm(x, axis=0)
+        # The transient left after burn-in is a deterministic bias that batch means cannot see:
+        # the estimate adds its bound to the statistical error of the window average.
+        transient = timing.transient_rel_error(
+            spectrum, n_burn * h, initial_error_ratio=init_ratio, mass_tau2=hw.mass_tau2
+        )
         est = None
         if stderr is not None:
-            est = float(np.max(np.sqrt((stderr**2).sum(0)) / np.maximum(norm_x, 1e-300)))
+            statistical = float(np.max(np.sqrt((stderr**2).sum(0)) / np.maximum(norm_x, 1e-300)))
+            est = math.hypot(statistical, transient)
         predicted = timing.solve_relative_error(
             spectrum, hw.kT, window=n * h, solution_norm=sol_norm, sample_interval_tau=h, mass_tau2=hw.mass_tau2
         )

@@ -412,6 +412,23 @@ def equilibration_time_tau(
     return _first_time_below(lambda t: float(_solve_envelope(lam, t, mass).max()), eps / r0, rate)
 
 
+def transient_rel_error(
+    spectrum: SpectrumLike, burn_in_tau: float, *, initial_error_ratio: float = 1.0, mass_tau2: float = 0.0
+) -> float:
+    """Bound on the relative error ``|x(t) - x*| / |x*|`` left by the transient after a burn-in
+    of ``burn_in_tau`` from an initial error ratio ``r0`` (the inverse of
+    :func:`equilibration_time_tau`): ``r0 max_i E_i(t)``, overdamped ``r0 exp(-lambda_min t)``."""
+    spec = _as_spectrum(spectrum)
+    mass = _check_mass(mass_tau2)
+    if not (math.isfinite(burn_in_tau) and burn_in_tau >= 0):
+        raise InputError(f"burn_in_tau must be a finite number >= 0, got {burn_in_tau!r}")
+    r0 = float(initial_error_ratio)
+    if r0 == 0:
+        return 0.0
+    lam = np.array([spec.lambda_min]) if mass == 0 else _candidates(spec, mass)
+    return r0 * float(_solve_envelope(lam, burn_in_tau, mass).max())
+
+
 def inverse_equilibration_time_tau(spectrum: SpectrumLike, eps: float, *, mass_tau2: float = 0.0) -> float:
     """Burn-in (tau) from zero volts until the covariance deficit is at most ``eps`` (relative).
 
