@@ -1,0 +1,183 @@
+"""Every backend against torch.linalg on damped SPD systems, and the interface's contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from digital.errors import UnknownSolverError, UnsupportedConfigurationError, UnsupportedOperationError
+from digital.solvers import LinearSolver, SolverDiagnostics, SolverWarning, available_solvers, get_solver, register_solver
+from thermo.errors import NonFiniteInputError, NotPositiveDefiniteError, NotSymmetricError, ShapeMismatchError
+from thermo.matrices import random_spd
+
+
+def spd(d: int, cond: float, seed: int) -> torch.Tensor:
+    return torch.as_tensor(random_spd(d, cond, seed=seed))
+
+
+def reference(A: torch.Tensor, B: torch.Tensor, damping: float) -> torch.Tensor:
+    return torch.linalg.solve(A + damping * torch.eye(A.shape[0], dtype=A.dtype), B)
+
+
+@pytest.mark.parametrize("cond", [10.0, 1e4, 1e8])
+@pytest.mark.parametrize("rhs", [(), (3,)])
+def test_digital_backends_match_torch_linalg(cond: float, rhs: tuple[int, ...]) -> None:
+    A = spd(24, cond, seed=1)
+    B = torch.randn(24, *rhs, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    damping = 1e-6
+    ref = reference(A, B, damping)
+    # conditioning of the damped system bounds what any backward-stable method can do
+    kappa = float(torch.linalg.cond(A + damping * torch.eye(24, dtype=A.dtype)))
+    for name, options in (("exact", {}), ("cg", {"rtol": 1e-12, "max_iter": 2000})):
+        out = get_solver(name, **options).solve(A, B, damping)
+        assert out.x.shape == B.shape and out.x.dtype == B.dtype
+        err = float((out.x - ref).norm() / ref.norm())
+        assert err < 1e-13 * kappa + 1e-10, (name, err)
+        assert out.diagnostics.residual < 1e-9
+        assert out.diagnostics.backend == name and out.diagnostics.wall_time_s > 0
+
+
+def test_inverse_of_every_digital_backend() -> None:
+    A = spd(16, 1e3, seed=3)
+    ref = torch.linalg.inv(A + 1e-3 * torch.eye(16, dtype=A.dtype))
+    for name in ("exact", "cg"):
+        out = get_solver(name, **({"rtol": 1e-12} if name == "cg" else {})).inverse(A, 1e-3)
+        assert torch.allclose(out.inverse, ref, rtol=1e-8, atol=1e-10)
+        assert torch.allclose(out.inverse, out.inverse.mT)
+        assert out.diagnostics.residual < 1e-8
+
+
+@pytest.mark.parametrize("hardware", ["ideal", "published"])
+def test_thermo_backend_agrees_within_the_error_its_diagnostics_predict(hardware: str) -> None:
+    """Over seeds, the actual relative error stays below the reported estimate (statistical
+    error plus the transient bound: the estimate is an upper bound whose Gaussian part has a
+    3-sigma margin), and the estimate is not vacuous (about the requested target)."""
+    A, target = spd(8, 100.0, seed=1), 0.05
+    b = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = reference(A, b, 1e-3)
+    ratios = []
+    for seed in range(12):
+        out = get_solver("thermo", hardware=hardware, seed=seed, target_rel_error=target).solve(A, b, 1e-3)
+        est = out.diagnostics.estimated_rel_error
+        assert est is not None and est < 2 * target
+        assert out.diagnostics.analog_time_s > 0
+        ratios.append(float((out.x - ref).norm() / ref.norm()) / est)
+    assert max(ratios) < 3.0
+    assert np.mean(ratios) > 0.1  # the estimate is not a loose bound by orders of magnitude
+
+
+def test_thermo_inverse_in_expectation() -> None:
+    """The inverse estimate's squared error over seeds averages to its predicted value squared."""
+    A = spd(6, 10.0, seed=5)
+    ref = torch.linalg.inv(A + 1e-2 * torch.eye(6, dtype=A.dtype))
+    z2 = []
+    for seed in range(16):
+        out = get_solver("thermo", hardware="ideal", seed=seed, target_rel_error=0.1).inverse(A, 1e-2)
+        z2.append((float((out.inverse - ref).norm() / ref.norm()) / out.diagnostics.estimated_rel_error) ** 2)
+    # the predicted error is an rms: E[z^2] = 1; 16 seeds of a sum of d^2 squared Gaussians
+    assert 0.4 < np.mean(z2) < 2.5
+
+
+def test_thermo_warm_start_state_round_trips() -> None:
+    A = spd(6, 10.0, seed=5)
+    b = torch.ones(6, dtype=torch.float32)
+    solver = get_solver("thermo", hardware="ideal", seed=0, target_rel_error=0.05)
+    first = solver.solve(A.float(), b)
+    assert first.x.dtype == torch.float32 and first.state is not None
+    second = solver.solve(A.float(), b, x0=first.state)
+    # started at the solution, the second run needs a shorter burn-in
+    assert second.diagnostics.analog_time_s < first.diagnostics.analog_time_s
+
+
+def test_float32_cholesky_retries_in_float64() -> None:
+    # integer rank-one matrix: exact in float32, definite only through a damping of 2e-9 relative
+    v = torch.randint(1, 9, (64, 1), generator=torch.Generator().manual_seed(0)).float()
+    A, damping = v @ v.mT, 1e-5
+    assert int(torch.linalg.cholesky_ex(A + damping * torch.eye(64))[1]) > 0  # float32 fails
+    out = get_solver("exact").solve(A, torch.ones(64), damping)
+    assert out.x.dtype == torch.float32
+    assert "retried in float64" in out.diagnostics.notes[0]
+    ref = reference(A.double(), torch.ones(64, dtype=torch.float64), damping)
+    assert float((out.x.double() - ref).norm() / ref.norm()) < 1e-6
+
+
+def test_cg_accepts_a_matrix_free_operator_and_warm_starts() -> None:
+    A = spd(30, 1e3, seed=7)
+    B = torch.randn(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cg = get_solver("cg", rtol=1e-10)
+    dense = cg.solve(A, B, 1e-3)
+    matfree = cg.solve(lambda X: A @ X, B, 1e-3)
+    assert torch.allclose(dense.x, matfree.x, rtol=1e-8)
+    assert matfree.diagnostics.residual < 1e-9
+    warm = cg.solve(A, B, 1e-3, x0=dense.x + 1e-6 * torch.ones_like(B))
+    assert warm.diagnostics.iterations < dense.diagnostics.iterations
+
+
+def test_cg_warns_when_it_stops_early() -> None:
+    A = spd(30, 1e6, seed=7)
+    with pytest.warns(SolverWarning, match="relative residual"):
+        out = get_solver("cg", rtol=1e-12, max_iter=3).solve(A, torch.ones(30, dtype=torch.float64))
+    assert out.diagnostics.iterations == 3 and out.diagnostics.estimated_rel_error > 1e-12
+
+
+def test_bad_inputs_get_errors_that_name_the_problem() -> None:
+    A = spd(5, 10.0, seed=0)
+    b = torch.ones(5, dtype=torch.float64)
+    for name in ("exact", "cg", "thermo"):
+        solver = get_solver(name)
+        with pytest.raises(NotSymmetricError, match="not symmetric"):
+            solver.solve(A + torch.triu(torch.ones(5, 5, dtype=A.dtype), 1), b)
+        bad = A.clone()
+        bad[1, 1] = float("nan")
+        with pytest.raises(NonFiniteInputError, match="NaN"):
+            solver.solve(bad, b)
+        with pytest.raises(ShapeMismatchError, match="rows"):
+            solver.solve(A, torch.ones(4, dtype=A.dtype))
+        with pytest.raises(ShapeMismatchError, match="square"):
+            solver.inverse(A[:, :4])
+        with pytest.raises(ValueError, match="damping"):
+            solver.solve(A, b, damping=-1.0)
+    indefinite = torch.diag(torch.tensor([1.0, -1.0, 2.0], dtype=torch.float64))
+    for name in ("exact", "cg"):
+        with pytest.raises(NotPositiveDefiniteError):
+            get_solver(name).solve(indefinite, torch.ones(3, dtype=torch.float64))
+    with pytest.raises(UnsupportedOperationError, match="cg"):
+        get_solver("exact").solve(lambda X: X, b)
+    with pytest.raises(UnsupportedOperationError, match="eigendecomposition"):
+        get_solver("cg").eigh(A)
+
+
+def test_registry_by_name_class_and_instance() -> None:
+    assert {"exact", "cg", "thermo"} <= set(available_solvers())
+    exact = get_solver("exact")
+    assert get_solver(exact) is exact
+    assert type(get_solver(type(exact))) is type(exact)
+    with pytest.raises(UnknownSolverError, match="unknown solver 'gauss'.*exact"):
+        get_solver("gauss")
+    with pytest.raises(UnsupportedConfigurationError, match="bad options"):
+        get_solver("exact", tolerance=3)
+    with pytest.raises(UnsupportedConfigurationError, match="existing solver instance"):
+        get_solver(exact, rtol=1.0)
+
+
+def test_a_new_backend_is_a_small_class() -> None:
+    class Jacobi(LinearSolver):
+        """Diagonal approximation: a toy backend to show the extension point."""
+
+        name = "test-jacobi"
+
+        def _solve(self, A, B, damping, x0):  # type: ignore[no-untyped-def]
+            d = torch.diagonal(A) + damping
+            return (B / (d if B.ndim == 1 else d[:, None])), SolverDiagnostics(self.name, 0.0), None
+
+        def _inverse(self, A, damping):  # type: ignore[no-untyped-def]
+            return torch.diag(1 / (torch.diagonal(A) + damping)), SolverDiagnostics(self.name, 0.0)
+
+    register_solver(Jacobi)
+    A = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+    out = get_solver("test-jacobi").solve(A, torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(out.x, torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))
+    assert out.diagnostics.residual == pytest.approx(0.0, abs=1e-15)
+    with pytest.raises(UnsupportedConfigurationError, match="already registered"):
+        register_solver(type("Other", (Jacobi,), {}))
