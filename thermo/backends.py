@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-import numba
 import numpy as np
 import scipy.linalg.blas
 import torch
@@ -205,15 +204,10 @@ class _NumpyRandom(RandomSource):
         return self._normal.fill(np.empty(shape, dtype=_DTYPES[dtype][0]))
 
     def fill_normal(self, out: np.ndarray) -> np.ndarray:
-        if out.dtype == np.float64:
-            # One thread: float64 GEMMs run in OpenBLAS, whose pool would fight numba's.
-            threads = numba.get_num_threads()
-            numba.set_num_threads(1)
-            try:
-                return self._normal.fill(out)
-            finally:
-                numba.set_num_threads(threads)
-        return self._normal.fill(out)
+        # float64 draws run on one thread: float64 GEMMs run in OpenBLAS, whose pool would fight
+        # numba's. (Not via numba.set_num_threads: numba and torch share the OpenMP runtime, so
+        # restoring numba's count would also change torch's thread count, and its float32 sums.)
+        return self._normal.fill(out, serial=out.dtype == np.float64)
 
     def uniform(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
         return self._uniform.random(shape, dtype=_DTYPES[dtype][0])

@@ -435,9 +435,25 @@ def _build_coefficients() -> tuple[np.ndarray, np.ndarray]:
 _C32, _TAB64 = _build_coefficients()
 
 
-def _fill(out: np.ndarray, start: int, k0, k1, s0, s1) -> None:
+def _match_torch_threads() -> None:
+    """numba's OpenMP layer shares its runtime with torch, and a parallel launch sets the
+    runtime's thread count to numba's: keep numba's count equal to torch's so a draw never
+    changes how many threads (and hence which float32 summation order) torch uses."""
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    wanted = min(torch_threads, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)  # the first call starts numba's pool, which resets OpenMP's
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+
+
+def _fill(out: np.ndarray, start: int, k0, k1, s0, s1, serial: bool = False) -> None:
     """Kernel dispatch: ``out`` is 1-D, C-contiguous, float32 or float64, non-empty."""
-    parallel = out.size >= _SERIAL_BELOW and _N_CHUNKS > 1
+    parallel = not serial and out.size >= _SERIAL_BELOW and _N_CHUNKS > 1
+    if parallel:
+        _match_torch_threads()
     if out.dtype == np.float32:
         if parallel:
             _fill32_parallel(out, start, k0, k1, s0, s1, _C32, _N_CHUNKS)
@@ -542,11 +558,12 @@ class CounterNormalRNG:
         return self
 
     # -- drawing ----------------------------------------------------------------------------------
-    def fill(self, out: np.ndarray) -> np.ndarray:
+    def fill(self, out: np.ndarray, *, serial: bool = False) -> np.ndarray:
         """Fill ``out`` in place with i.i.d. N(0, 1) and advance :attr:`position` by ``out.size``.
 
         Args:
             out: C-contiguous, writeable ``np.ndarray`` of dtype float32 or float64, any shape.
+            serial: run on the calling thread only (the values do not depend on it).
 
         Returns:
             ``out``. Element ``j`` (in C order) is stream element ``position + j``.
@@ -569,7 +586,7 @@ class CounterNormalRNG:
             return out
         if self._position + n > MAX_POSITION:
             raise ValueError(f"stream exhausted: position {self._position} + {n} > 2**62")
-        _fill(out.reshape(-1), self._position, *self._key)
+        _fill(out.reshape(-1), self._position, *self._key, serial=serial)
         self._position += n
         return out
 

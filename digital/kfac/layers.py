@@ -71,14 +71,19 @@ def input_covariance(a: Tensor, approx: Approximation, bias: bool) -> Tensor:
         rows, denom = a.mean(1), n
     if bias:
         rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
-    return rows.mT @ rows / denom
+    return _symmetric(rows.mT @ rows / denom)
 
 
 def gradient_covariance(g: Tensor, approx: Approximation, n_examples: int) -> Tensor:
     """Contribution of one set of per-example output gradients ``(N, R, d_out)`` (one column of
     the loss-Hessian square root, one MC sample, or the empirical gradient) to ``G``."""
     rows = g.reshape(-1, g.shape[-1]) if approx == "expand" else g.sum(1)
-    return rows.mT @ rows / n_examples
+    return _symmetric(rows.mT @ rows / n_examples)
+
+
+def _symmetric(m: Tensor) -> Tensor:
+    """A blocked GEMM's ``M^T M`` is symmetric only to rounding; solvers check symmetry."""
+    return 0.5 * (m + m.mT)
 
 
 def gradient_matrix(module: nn.Module) -> Tensor | None:

@@ -9,6 +9,7 @@ diagnostics carry the analog time and the simulator's own error estimate, and th
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,14 @@ class ThermoSolver(LinearSolver):
             raise TypeError("give either config or its fields as options, not both")
         self.hardware = hw
         self.simulator = ThermodynamicSolver(hw, config, seed=seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The simulator's random streams (thermal noise, stochastic rounding, drift)."""
+        return {"rng": copy.deepcopy(self.simulator.rng), "calls": self.simulator._calls}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.simulator.rng = copy.deepcopy(state["rng"])
+        self.simulator._calls = int(state["calls"])
 
     def _solve(self, A: Tensor, B: Tensor, damping: float, x0: Any) -> tuple[Tensor, SolverDiagnostics, Any]:
         a = _host(A)

@@ -1,0 +1,239 @@
+"""Named training tasks: a dataset split, a freshly initialised model and the loss to train it.
+
+``build_task("digits-cnn", seed=3)`` gives the same model weights for the same seed without
+touching the caller's global RNG. The data split depends on ``data_seed`` (default 0) only, so
+runs that vary the initialisation seed train and test on the same examples.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from thermo.errors import ShapeMismatchError
+
+from .data import ArrayDataset, load_digits, make_graph_classification
+from .errors import UnsupportedConfigurationError
+from .models import MLP, SmallCNN, SmallGNN, SmallViT
+
+LOSSES = ("cross_entropy", "mse")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Static description of a task (what the registry knows before building anything)."""
+
+    name: str
+    loss: str
+    """``cross_entropy`` (long labels) or ``mse`` (float targets, see :func:`loss_function`)."""
+    n_outputs: int
+    """Width of the model output (classes, or regression outputs)."""
+    batch_size: int = 64
+    """Suggested training batch size."""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise UnsupportedConfigurationError("TaskSpec.name must be a non-empty string")
+        if self.loss not in LOSSES:
+            raise UnsupportedConfigurationError(f"TaskSpec.loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.n_outputs < 1:
+            raise UnsupportedConfigurationError(f"TaskSpec.n_outputs must be >= 1, got {self.n_outputs}")
+        if self.batch_size < 1:
+            raise UnsupportedConfigurationError(f"TaskSpec.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class Task:
+    """A built task. ``model`` is freshly initialised; ``train``/``test`` hold the data."""
+
+    name: str
+    model: nn.Module
+    train: ArrayDataset
+    test: ArrayDataset
+    loss: str
+    n_outputs: int
+    batch_size: int = 64
+    """Suggested training batch size (from the task's :class:`TaskSpec`)."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise UnsupportedConfigurationError(f"Task.loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.n_outputs < 1:
+            raise UnsupportedConfigurationError(f"Task.n_outputs must be >= 1, got {self.n_outputs}")
+        if self.batch_size < 1:
+            raise UnsupportedConfigurationError(f"Task.batch_size must be >= 1, got {self.batch_size}")
+
+    def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The task's mean-reduced loss, see :func:`loss_function`."""
+        return loss_function(self.loss)
+
+
+# --------------------------------------------------------------------------------------------
+# losses and metrics
+
+
+def _mse(outputs: Tensor, targets: Tensor) -> Tensor:
+    if outputs.shape != targets.shape:
+        raise ShapeMismatchError(
+            f"mse needs outputs and targets of one shape, got {tuple(outputs.shape)} and {tuple(targets.shape)}"
+        )
+    return 0.5 * (outputs - targets).pow(2).reshape(outputs.shape[0], -1).sum(dim=1).mean()
+
+
+def loss_function(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """Mean-reduced training loss ``(outputs (B, d), targets) -> scalar``.
+
+    - ``cross_entropy``: ``F.cross_entropy`` (targets long ``(B,)``), averaged over the batch.
+    - ``mse``: ``0.5 * sum_j (outputs_j - targets_j)^2`` summed over the outputs and averaged
+      over the batch (targets float ``(B, d)``); the ``0.5`` makes its Hessian with respect to
+      the outputs the identity (per example), the convention the K-FAC code assumes.
+    """
+    if name == "cross_entropy":
+        return F.cross_entropy
+    if name == "mse":
+        return _mse
+    raise UnsupportedConfigurationError(f"loss must be one of {LOSSES}, got {name!r}")
+
+
+@torch.no_grad()
+def accuracy(outputs: Tensor, targets: Tensor) -> float:
+    """Fraction of examples whose ``argmax`` output matches the label.
+
+    ``targets`` long ``(B,)`` labels, or float ``(B, d)`` (e.g. one-hot regression targets) in
+    which case the label is ``targets.argmax(-1)``. Returns a Python float in [0, 1].
+    """
+    if targets.dim() == outputs.dim() and targets.is_floating_point():
+        labels = targets.argmax(dim=-1)
+    else:
+        labels = targets
+    if labels.shape != outputs.shape[:-1]:
+        raise ShapeMismatchError(
+            f"accuracy needs labels of shape {tuple(outputs.shape[:-1])}, got {tuple(labels.shape)}"
+        )
+    if labels.numel() == 0:
+        return float("nan")
+    return (outputs.argmax(dim=-1) == labels).float().mean().item()
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+Factory = Callable[..., Task]
+"""``factory(data_seed: int, **model_overrides) -> Task``; called under a seeded torch RNG."""
+
+
+def _build_model(cls: type[nn.Module], defaults: dict[str, Any], overrides: dict[str, Any]) -> nn.Module:
+    """``cls(**defaults | overrides)``, rejecting overrides the constructor does not take."""
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise UnsupportedConfigurationError(
+            f"{cls.__name__} has no option(s) {unknown}; it takes {allowed}"
+        )
+    return cls(**{**defaults, **overrides})
+
+
+def _one_hot(ds: ArrayDataset, n_classes: int) -> ArrayDataset:
+    return ArrayDataset(ds.inputs, F.one_hot(ds.targets, n_classes).to(torch.float32))
+
+
+TASK_SPECS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec("digits-mlp", "cross_entropy", 10, 64, "MLP 64-32-10 (tanh) on flattened 8x8 digits"),
+        TaskSpec("digits-cnn", "cross_entropy", 10, 64, "one Conv2d + two Linear layers on 8x8 digits"),
+        TaskSpec("digits-vit", "cross_entropy", 10, 64, "2-block ViT with 2x2 patches on 8x8 digits"),
+        TaskSpec("graphs-gnn", "cross_entropy", 3, 32, "2-layer GCN on generated SBM graph classes"),
+        TaskSpec(
+            "digits-linear-mse", "mse", 10, 64,
+            "deep linear MLP 64-16-16-10 on flattened digits, MSE to one-hot targets",
+        ),
+    )
+}
+
+
+def _task(name: str, model: nn.Module, train: ArrayDataset, test: ArrayDataset) -> Task:
+    spec = TASK_SPECS[name]
+    return Task(name, model, train, test, spec.loss, spec.n_outputs, spec.batch_size)
+
+
+def _digits_mlp(data_seed: int, **overrides: Any) -> Task:
+    train, test = load_digits(seed=data_seed, image=False)
+    model = _build_model(MLP, dict(in_features=64, hidden=(32,), out_features=10, activation="tanh"), overrides)
+    return _task("digits-mlp", model, train, test)
+
+
+def _digits_cnn(data_seed: int, **overrides: Any) -> Task:
+    train, test = load_digits(seed=data_seed, image=True)
+    model = _build_model(SmallCNN, dict(in_channels=1, image_size=8, n_classes=10), overrides)
+    return _task("digits-cnn", model, train, test)
+
+
+def _digits_vit(data_seed: int, **overrides: Any) -> Task:
+    train, test = load_digits(seed=data_seed, image=True)
+    model = _build_model(SmallViT, dict(image_size=8, in_channels=1, n_classes=10), overrides)
+    return _task("digits-vit", model, train, test)
+
+
+def _graphs_gnn(data_seed: int, **overrides: Any) -> Task:
+    train, test = make_graph_classification(n_classes=3, seed=data_seed)
+    feature_dim = train.inputs[0].shape[-1]
+    model = _build_model(SmallGNN, dict(in_features=feature_dim, n_classes=3), overrides)
+    return _task("graphs-gnn", model, train, test)
+
+
+def _digits_linear_mse(data_seed: int, **overrides: Any) -> Task:
+    train, test = load_digits(seed=data_seed, image=False)
+    model = _build_model(
+        MLP, dict(in_features=64, hidden=(16, 16), out_features=10, activation="identity"), overrides
+    )
+    return _task("digits-linear-mse", model, _one_hot(train, 10), _one_hot(test, 10))
+
+
+TASKS: dict[str, Factory] = {
+    "digits-mlp": _digits_mlp,
+    "digits-cnn": _digits_cnn,
+    "digits-vit": _digits_vit,
+    "graphs-gnn": _graphs_gnn,
+    "digits-linear-mse": _digits_linear_mse,
+}
+
+
+def available_tasks() -> tuple[str, ...]:
+    """Names accepted by :func:`build_task`, in registration order."""
+    return tuple(TASKS)
+
+
+def build_task(name: str, seed: int = 0, data_seed: int = 0, **model_overrides: Any) -> Task:
+    """Build task ``name`` with model weights drawn under ``torch.manual_seed(seed)``.
+
+    The caller's global torch RNG state is saved and restored (``torch.random.fork_rng``).
+    ``data_seed`` picks the train/test split (and the generated graphs); ``model_overrides``
+    replace the model's constructor defaults (e.g. ``hidden=(64,)`` for ``digits-mlp``);
+    an option the model does not take raises UnsupportedConfigurationError.
+    """
+    if name not in TASKS:
+        raise UnsupportedConfigurationError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TASKS[name](data_seed, **model_overrides)
+
+
+__all__ = [
+    "LOSSES",
+    "TASKS",
+    "TASK_SPECS",
+    "Task",
+    "TaskSpec",
+    "accuracy",
+    "available_tasks",
+    "build_task",
+    "loss_function",
+]
