@@ -3,6 +3,23 @@ linear algebra goes through one pluggable solver interface (:mod:`digital.solver
 models, data and the training loop. Builds on :mod:`thermo`; knows nothing of co-simulation."""
 
 from .kfac import KFAC, KFACConfig
+from .ngd import NGD
+from .optimizers import OPTIMIZERS, make_optimizer
 from .solvers import available_solvers, get_solver, register_solver
+from .tngd import TNGD
+from .train import TrainConfig, TrainResult, train
 
-__all__ = ["KFAC", "KFACConfig", "available_solvers", "get_solver", "register_solver"]
+__all__ = [
+    "KFAC",
+    "KFACConfig",
+    "NGD",
+    "OPTIMIZERS",
+    "TNGD",
+    "TrainConfig",
+    "TrainResult",
+    "available_solvers",
+    "get_solver",
+    "make_optimizer",
+    "register_solver",
+    "train",
+]

@@ -41,6 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("results/demo"), help="output folder (default results/demo)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    tr = sub.add_parser(
+        "train",
+        help="train a model with K-FAC, NGD, TNGD, Adam or SGD on a pluggable solver; write CSV/PNG",
+        description="Train one of the built-in tasks. With --checkpoint the run saves itself and a "
+        "rerun with the same options resumes where it stopped.",
+    )
+    tr.add_argument("--task", default="digits-mlp", help="digits-mlp, digits-cnn, digits-vit, graphs-gnn, digits-linear-mse")
+    tr.add_argument("--optimizer", default="kfac", help="kfac, ngd, tngd, adam, adamw or sgd (default kfac)")
+    tr.add_argument("--solver", default="exact", help="solver backend of kfac/ngd: exact, cg or thermo (default exact)")
+    tr.add_argument("--hardware", default=None, help="hardware preset of the thermo solver or of tngd (default ideal)")
+    tr.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    tr.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    tr.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the task's)")
+    tr.add_argument("--seed", type=int, default=0, help="initialization and batch-order seed")
+    tr.add_argument("--eval-every", type=int, default=50, help="evaluate train/test every N steps")
+    tr.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="optimizer option, repeatable (e.g. damping=1e-2)")
+    tr.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option, repeatable (e.g. target_rel_error=1e-3)")
+    tr.add_argument("--on-nonfinite", choices=("stop", "fallback"), default="stop", help="stop, or redo with the exact solver")
+    tr.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (resume if it exists)")
+    tr.add_argument("--out", type=Path, default=Path("results/train"), help="output folder (default results/train)")
+    tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     presets = sub.add_parser("presets", help="print the hardware presets")
     presets.add_argument("names", nargs="*", help="presets to show (default: all)")
     return parser
@@ -70,6 +92,76 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _options(pairs: list[str], flag: str) -> dict[str, object]:
+    """``["damping=1e-2", "fisher_type=mc"]`` -> ``{"damping": 0.01, "fisher_type": "mc"}``."""
+    import ast
+
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        try:
+            value: object = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word such as mc or published
+        out[key.strip()] = value
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from digital.train import TrainConfig, train
+
+    optimizer_options = _options(args.opt, "--opt")
+    solver_options = _options(args.solver_opt, "--solver-opt")
+    if args.hardware is not None:
+        target = optimizer_options if args.optimizer.lower() == "tngd" else solver_options
+        target["hardware"] = args.hardware
+    config = TrainConfig(
+        task=args.task, optimizer=args.optimizer, lr=args.lr, optimizer_options=optimizer_options,
+        solver=args.solver, solver_options=solver_options, steps=args.steps, batch_size=args.batch_size,
+        seed=args.seed, eval_every=args.eval_every, on_nonfinite=args.on_nonfinite,
+    )
+    result = train(config, checkpoint=args.checkpoint, progress=not args.no_progress)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.task}_{args.optimizer}_{args.solver}_seed{args.seed}"
+    csv_path = result.to_csv(args.out / f"{stem}.csv")
+    png_path = _plot_history(result.history, args.out / f"{stem}.png", title=stem)
+    final = result.final
+    print(f"{'step':>6} {'train loss':>11} {'test loss':>10} {'test acc':>9}")
+    for row in result.history:
+        if "train_loss" in row:
+            print(f"{row['step']:>6} {row['train_loss']:>11.4f} {row['test_loss']:>10.4f} {row['test_accuracy']:>9.4f}")
+    analog = sum(row.get("analog_time_s", 0.0) for row in result.history)
+    wall = sum(row["step_s"] for row in result.history[result.resumed_from :])
+    print(f"final train loss {final['train_loss']:.4f}, test accuracy {final['test_accuracy']:.4f}; "
+          f"host time {wall:.2f} s; analog device time {analog * 1e3:.3f} ms")
+    print(f"wrote {csv_path}, {png_path}")
+    return 0
+
+
+def _plot_history(history: list[dict[str, object]], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=0.8, alpha=0.6, label="batch loss")
+    evals = [r for r in history if "train_loss" in r]
+    ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train loss")
+    ax.plot([r["step"] for r in evals], [r["test_loss"] for r in evals], "s-", label="test loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -89,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "train":
+            return _cmd_train(args)
         return _cmd_presets(args)
     except (ValueError, RuntimeError) as exc:
         print(f"tcd {args.command}: error: {exc}", file=sys.stderr)

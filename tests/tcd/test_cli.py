@@ -38,3 +38,25 @@ def test_demo_runs_writes_outputs_and_resumes(tmp_path, capsys):
 def test_bad_arguments_give_a_clear_error(tmp_path, capsys):
     assert main(["demo", "--presets", "quantum", "--out", str(tmp_path)]) == 2
     assert "unknown presets" in capsys.readouterr().err
+
+
+def test_train_writes_history_and_plot_and_resumes(tmp_path, capsys):
+    args = ["train", "--task", "digits-mlp", "--optimizer", "kfac", "--solver", "thermo", "--hardware", "ideal",
+            "--opt", "damping=1e-2", "--opt", "mode=solve", "--solver-opt", "target_rel_error=0.05",
+            "--steps", "4", "--eval-every", "2", "--checkpoint", str(tmp_path / "ck.pt"),
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "analog device time" in out and "final train loss" in out
+    rows = list(csv.DictReader((tmp_path / "digits-mlp_kfac_thermo_seed0.csv").open()))
+    assert len(rows) == 4 and all(float(r["analog_time_s"]) > 0 for r in rows)
+    assert (tmp_path / "digits-mlp_kfac_thermo_seed0.png").stat().st_size > 0
+    assert main(args) == 0  # resumes a finished run: nothing new, same history
+    assert len(list(csv.DictReader((tmp_path / "digits-mlp_kfac_thermo_seed0.csv").open()))) == 4
+
+
+def test_train_reports_bad_options(capsys):
+    assert main(["train", "--solver", "quantum", "--steps", "1", "--no-progress"]) == 2
+    assert "unknown solver 'quantum'" in capsys.readouterr().err
+    assert main(["train", "--opt", "damping", "--no-progress"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
