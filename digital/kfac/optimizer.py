@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from thermo.errors import ThermoError
 
+from ..curvature import loss_hessian_factor
 from ..errors import NonFiniteGradientError, UnsupportedConfigurationError
 from ..solvers import LinearSolver, SolverDiagnostics, get_solver
 from . import layers as L
@@ -288,13 +289,7 @@ class KFAC(torch.optim.Optimizer):
             raise UnsupportedConfigurationError(f"K-FAC expects model outputs (N, d_z), got shape {tuple(outputs.shape)}")
         n, d = outputs.shape
         if self.config.fisher_type == "type-2":
-            if self.config.loss == "mse":
-                eye = torch.eye(d, dtype=outputs.dtype, device=outputs.device)
-                return [eye[c].expand(n, d) for c in range(d)]
-            p = outputs.softmax(-1)
-            sqrt_p = p.sqrt()
-            # L = diag(sqrt p) - p sqrt(p)^T satisfies L L^T = diag(p) - p p^T
-            factor = torch.diag_embed(sqrt_p) - p[:, :, None] * sqrt_p[:, None, :]
+            factor = loss_hessian_factor(outputs, self.config.loss)  # (N, d_z, d_z), L L^T = H
             return [factor[:, :, c] for c in range(d)]
         m = self.config.mc_samples
         columns = []

@@ -24,13 +24,6 @@ from digital.models import SmallGNN
 from thermo.errors import InputError, ShapeMismatchError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and avoids OpenMP thrashing on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # ------------------------------------------------------------------ ArrayDataset
 

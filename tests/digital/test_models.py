@@ -11,13 +11,6 @@ from digital.models import MLP, GraphConv, SmallCNN, SmallGNN, SmallViT, model_i
 from thermo.errors import ShapeMismatchError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and avoids OpenMP thrashing on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _graph_batch(B: int = 3, n_max: int = 6, F: int = 4, seed: int = 0):

@@ -23,13 +23,6 @@ from digital.tasks import (
 from thermo.errors import ShapeMismatchError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and avoids OpenMP thrashing on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 EXPECTED = {
     "digits-mlp": MLP,

@@ -12,12 +12,7 @@ from digital.kfac import KFAC
 curvlinops = pytest.importorskip("curvlinops")
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 class PositionwiseNet(nn.Module):

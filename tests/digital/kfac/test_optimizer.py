@@ -11,16 +11,11 @@ from torch import nn
 
 from digital.errors import NonFiniteGradientError, UnsupportedConfigurationError
 from digital.kfac import KFAC, KFACWarning
-from digital.solvers import LinearSolver, SolverDiagnostics
+from digital.solvers import LinearSolver
 from thermo.errors import DivergenceError
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def problem(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
