@@ -28,17 +28,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from .errors import UnsupportedConfigurationError
-
-LOSSES = ("cross_entropy", "mse")
+from .losses import check_loss, loss_function
 
 Inputs = Tensor | tuple[Tensor, ...]
-
-
-def check_loss(loss: str) -> str:
-    """``loss`` if it is a supported name, else :class:`UnsupportedConfigurationError`."""
-    if loss not in LOSSES:
-        raise UnsupportedConfigurationError(f"unknown loss {loss!r}; supported: {', '.join(LOSSES)}")
-    return loss
 
 
 # -- parameters as one vector --------------------------------------------------------------
@@ -125,13 +117,8 @@ def loss_hessian_factor(outputs: Tensor, loss: str) -> Tensor:
 
 
 def batch_loss(outputs: Tensor, targets: Tensor, loss: str) -> Tensor:
-    """The mean batch loss in the convention of this module (what a closure should return for
-    the GGN to be the curvature of the loss it minimizes): cross-entropy with integer class
-    targets ``(b,)``, or ``0.5 * sum over outputs`` of the squared error averaged over the batch."""
-    check_loss(loss)
-    if loss == "cross_entropy":
-        return torch.nn.functional.cross_entropy(outputs, targets)
-    return 0.5 * (outputs - targets).pow(2).sum(dim=-1).mean()
+    """The mean batch loss whose GGN this module builds (:func:`digital.losses.loss_function`)."""
+    return loss_function(check_loss(loss))(outputs, targets)
 
 
 # -- the GGN -------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from .errors import NonFiniteGradientError, TrainingStopped, UnsupportedConfigur
 from .models import model_inputs_call
 from .optimizers import OPTIMIZERS, make_optimizer
 from .solvers import get_solver
-from .tasks import Task, accuracy, available_tasks, build_task, loss_function
+from .losses import accuracy, loss_function
+from .tasks import Task, available_tasks, build_task
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import UnsupportedConfigurationError
+from ..losses import LOSSES
 
 FISHER_TYPES = ("empirical", "mc", "type-2")
 DAMPING_MODES = ("pi", "factored", "eigenbasis")
 MODES = ("inverse", "solve")
-LOSSES = ("cross_entropy", "mse")
 
 
 @dataclass(frozen=True)
