@@ -234,7 +234,9 @@ class KFAC(torch.optim.Optimizer):
         self._apply(updates)
         self._step_count += 1
         self._batch = None
-        analog = sum(d.analog_time_s for ds in self.last_diagnostics.values() for d in ds)
+        diagnostics = [d for ds in self.last_diagnostics.values() for d in ds]
+        analog = sum(d.analog_time_s for d in diagnostics)
+        errors = [d.estimated_rel_error for d in diagnostics if d.estimated_rel_error is not None]
         self.last_stats = {
             "step": self._step_count,
             "factor_update": factor_step,
@@ -243,7 +245,8 @@ class KFAC(torch.optim.Optimizer):
             "precondition_s": t3 - t2,
             "update_s": time.perf_counter() - t3,
             "analog_time_s": analog,
-            "solver_calls": sum(len(ds) for ds in self.last_diagnostics.values()),
+            "solver_calls": len(diagnostics),
+            "solver_max_rel_error": max(errors) if errors else 0.0,
             "fallbacks": self._fallbacks_this_step,
             "kl_scale": self._kl_scale,
         }
