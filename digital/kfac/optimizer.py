@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from thermo.errors import ThermoError
 
 from ..curvature import loss_hessian_factor
+from ..models import model_inputs_call
 from ..errors import NonFiniteGradientError, UnsupportedConfigurationError
 from ..solvers import LinearSolver, SolverDiagnostics, get_solver
 from . import layers as L
@@ -264,7 +265,7 @@ class KFAC(torch.optim.Optimizer):
             try:
                 for layer in self._layers:
                     layer.output = None
-                outputs = self.model(*inputs) if isinstance(inputs, (tuple, list)) else self.model(inputs)
+                outputs = model_inputs_call(self.model, inputs)
             finally:
                 self._in_pass = False
             active = [layer for layer in self._layers if layer.output is not None and layer.output.requires_grad]
