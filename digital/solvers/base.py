@@ -100,8 +100,7 @@ class LinearSolver(ABC):
         _check_damping(damping)
         if isinstance(A, Tensor):
             if self.check_inputs:
-                self._check_matrix(A)
-                _check_finite(B, "B")
+                self._check_matrix(A, B)
             if A.shape[-1] != B.shape[0]:
                 raise ShapeMismatchError(f"A is {tuple(A.shape)} but B has {B.shape[0]} rows: expected {A.shape[0]}")
         elif not self.supports_operator:
@@ -155,17 +154,25 @@ class LinearSolver(ABC):
     def _inverse(self, A: Tensor, damping: float) -> tuple[Tensor, SolverDiagnostics]: ...
 
     # -- helpers ---------------------------------------------------------------------------
-    def _check_matrix(self, A: Tensor) -> None:
+    def _check_matrix(self, A: Tensor, B: Tensor | None = None) -> None:
+        """Square, finite and symmetric ``A`` (and finite ``B``), in one pass over each with a
+        single host synchronization: NaN and infinity propagate into the maxima, so finiteness
+        comes from the same reductions as the symmetry test."""
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ShapeMismatchError(f"A must be a square (d, d) matrix, got shape {tuple(A.shape)}")
-        _check_finite(A, "A")
-        scale = A.abs().max()
-        asym = (A - A.mT).abs().max()
+        reductions = [A.abs().amax(), torch.sub(A, A.mT).abs_().amax()]
+        if B is not None:
+            reductions.append(B.abs().amax().to(A.dtype))
+        scale, asym, *b_max = torch.stack(reductions).tolist()
+        if not math.isfinite(scale):
+            _check_finite(A, "A")
+        if b_max and not math.isfinite(b_max[0]):
+            _check_finite(B, "B")
         # rounding of the working precision is not asymmetry
         rtol = max(self.symmetry_rtol, 64 * torch.finfo(A.dtype).eps)
         if asym > rtol * scale:
             raise NotSymmetricError(
-                f"A is not symmetric: max |A - A^T| = {float(asym):.3g} against max |A| = {float(scale):.3g} "
+                f"A is not symmetric: max |A - A^T| = {asym:.3g} against max |A| = {scale:.3g} "
                 f"(tolerance {rtol:g} relative)"
             )
 

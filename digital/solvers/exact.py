@@ -42,14 +42,18 @@ class ExactSolver(LinearSolver):
 
     def _solve(self, A: Tensor, B: Tensor, damping: float, x0: Any) -> tuple[Tensor, SolverDiagnostics, Any]:
         L, notes = self._cholesky(A, damping)
-        rhs = B.to(L.dtype)
+        rhs = B if B.dtype == L.dtype else B.to(L.dtype)  # the float64 retry
         x = torch.cholesky_solve(rhs[:, None] if B.ndim == 1 else rhs, L)
-        x = (x[:, 0] if B.ndim == 1 else x).to(B.dtype)
+        x = x[:, 0] if B.ndim == 1 else x
+        if x.dtype != B.dtype:
+            x = x.to(B.dtype)
         return x, SolverDiagnostics(self.name, 0.0, notes=notes), None
 
     def _inverse(self, A: Tensor, damping: float) -> tuple[Tensor, SolverDiagnostics]:
         L, notes = self._cholesky(A, damping)
-        inv = torch.cholesky_inverse(L).to(A.dtype)
+        inv = torch.cholesky_inverse(L)
+        if inv.dtype != A.dtype:
+            inv = inv.to(A.dtype)
         return inv, SolverDiagnostics(self.name, 0.0, notes=notes)
 
     def eigh(self, A: Tensor) -> tuple[Tensor, Tensor]:
