@@ -34,8 +34,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .curvature import Inputs, check_loss, flatten_params, ggn_factor, ggn_matvec, trainable_params
+from .curvature import (
+    Inputs,
+    check_loss,
+    flatten_params,
+    ggn_factor,
+    ggn_matvec,
+    trainable_params,
+)
 from .errors import NonFiniteGradientError, UnsupportedConfigurationError
+from .momentum import heavy_ball
 from .solvers import LinearSolver, SolverDiagnostics, get_solver
 
 METHODS = ("dense", "woodbury", "cg")
@@ -120,13 +128,7 @@ class CurvatureOptimizer(torch.optim.Optimizer):
             d = direction[offset : offset + p.numel()].view_as(p).to(p.dtype)
             offset += p.numel()
             if momentum:
-                state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = d.clone()
-                else:
-                    buf.mul_(momentum).add_(d)
-                d = buf
+                d = heavy_ball(self.state[p], d, momentum)
             if wd:
                 p.mul_(1.0 - lr * wd)
             p.add_(d, alpha=-lr)

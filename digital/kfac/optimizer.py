@@ -34,8 +34,9 @@ from torch import Tensor, nn
 from thermo.errors import ThermoError
 
 from ..curvature import loss_hessian_factor
-from ..models import model_inputs_call
 from ..errors import NonFiniteGradientError, UnsupportedConfigurationError
+from ..models import model_inputs_call
+from ..momentum import heavy_ball
 from ..solvers import LinearSolver, SolverDiagnostics, get_solver
 from . import layers as L
 from .config import KFACConfig
@@ -476,13 +477,7 @@ class KFAC(torch.optim.Optimizer):
                 elif first_order:
                     raise AssertionError("a first-order parameter got a K-FAC direction")
                 if momentum:
-                    state = self.state[p]
-                    buf = state.get("momentum_buffer")
-                    if buf is None:
-                        buf = state["momentum_buffer"] = direction.clone()
-                    else:
-                        buf.mul_(momentum).add_(direction)
-                    direction = buf
+                    direction = heavy_ball(self.state[p], direction, momentum)
                 p.add_(direction, alpha=-lr)
 
     # -- checkpoints -----------------------------------------------------------------------
