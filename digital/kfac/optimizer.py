@@ -57,6 +57,9 @@ class _Layer:
     inputs: Tensor | None = None
     output: Tensor | None = None
     grad_output: Tensor | None = None
+    """Output gradient of the training loss (``empirical``)."""
+    g_cov: Tensor | None = None
+    """``G`` of this step from the curvature pass (``mc``, ``type-2``)."""
     handles: list[Any] = field(default_factory=list)
 
 
@@ -290,7 +293,7 @@ class KFAC(torch.optim.Optimizer):
                     covs[layer.name] = covs[layer.name] + cov if layer.name in covs else cov
         for layer in self._layers:
             layer.output = None
-            layer.grad_output = covs.get(layer.name)  # holds G_new directly for this path
+            layer.g_cov = covs.get(layer.name)
 
     def _loss_gradient_columns(self, outputs: Tensor) -> list[Tensor]:
         """Per-example vectors ``v`` (each ``(N, d_z)``) with ``sum v v^T`` equal (type-2) or equal
@@ -332,8 +335,8 @@ class KFAC(torch.optim.Optimizer):
         if not self._checked_hooks:
             self._check_hooks()
         for layer in self._layers:
-            if layer.inputs is None or layer.grad_output is None:
-                layer.inputs = layer.grad_output = None
+            if layer.inputs is None or (layer.grad_output if empirical else layer.g_cov) is None:
+                layer.inputs = layer.grad_output = layer.g_cov = None
                 continue
             bias = layer.module.bias is not None
             a_new = L.input_covariance(L.input_rows(layer.module, layer.inputs), layer.approx, bias)
@@ -343,7 +346,7 @@ class KFAC(torch.optim.Optimizer):
                 g_rows = L.output_rows(layer.module, layer.grad_output * n)
                 g_new = L.gradient_covariance(g_rows, layer.approx, n)
             else:
-                g_new = layer.grad_output
+                g_new = layer.g_cov
             for name, value in (("A", a_new), ("G", g_new)):
                 if not bool(torch.isfinite(value).all()):
                     raise NonFiniteGradientError(f"the K-FAC factor {name} of layer {layer.name!r} is not finite")
@@ -353,7 +356,7 @@ class KFAC(torch.optim.Optimizer):
             else:
                 state["A"].mul_(decay).add_(a_new, alpha=1 - decay)
                 state["G"].mul_(decay).add_(g_new, alpha=1 - decay)
-            layer.inputs = layer.grad_output = None
+            layer.inputs = layer.grad_output = layer.g_cov = None
 
     def _check_hooks(self) -> None:
         silent = [layer.name for layer in self._layers if not layer.fired]
