@@ -1,0 +1,105 @@
+"""Co-simulation of a training step on a host GPU, a link and an analog thermodynamic device.
+
+``schedule`` is the SimPy discrete-event model of steps on shared resources (and the exact
+periodic projection of long runs); ``workload`` turns a model's layer shapes and a method into
+the task graph of a step with durations; ``system`` describes the machine (:class:`SystemSpec` = :class:`GPUSpec` + :class:`LinkSpec` +
+:class:`AnalogSpec`, with sourced presets and TOML/YAML files); ``roofline`` times GPU kernels
+from their FLOPs and memory traffic and calibrates the model against measurements. Results are
+projections: state the assumptions (each spec's ``source``) beside every number.
+"""
+
+from .roofline import (
+    BYTES_PER_ELEMENT,
+    CalibrationWarning,
+    RooflineError,
+    RooflineModel,
+    RooflineTerms,
+    Work,
+    calibrate,
+    cholesky,
+    cholesky_inverse,
+    cpu_spec,
+    eigh,
+    elementwise,
+    gemm,
+    measure,
+)
+from .schedule import (
+    Projection,
+    Schedule,
+    ScheduleError,
+    StepGraph,
+    Task,
+    TaskRecord,
+    project,
+    simulate,
+)
+from .system import (
+    A100,
+    DEFAULT_LAUNCH_OVERHEAD_S,
+    GPU_PRESETS,
+    H100,
+    LINK_PRESETS,
+    PRECISIONS,
+    V100,
+    AnalogSpec,
+    GPUSpec,
+    LinkSpec,
+    SystemSpec,
+    SystemSpecError,
+    gpu_preset,
+    link_preset,
+)
+from .workload import (
+    LayerShape,
+    ModelShape,
+    StepCoster,
+    StepModel,
+    WorkloadError,
+    step_pattern,
+)
+
+__all__ = [
+    "LayerShape",
+    "ModelShape",
+    "Projection",
+    "Schedule",
+    "ScheduleError",
+    "StepCoster",
+    "StepGraph",
+    "StepModel",
+    "Task",
+    "TaskRecord",
+    "WorkloadError",
+    "project",
+    "simulate",
+    "step_pattern",
+    "A100",
+    "BYTES_PER_ELEMENT",
+    "DEFAULT_LAUNCH_OVERHEAD_S",
+    "GPU_PRESETS",
+    "H100",
+    "LINK_PRESETS",
+    "PRECISIONS",
+    "V100",
+    "AnalogSpec",
+    "CalibrationWarning",
+    "GPUSpec",
+    "LinkSpec",
+    "RooflineError",
+    "RooflineModel",
+    "RooflineTerms",
+    "SystemSpec",
+    "SystemSpecError",
+    "Work",
+    "calibrate",
+    "cholesky",
+    "cholesky_inverse",
+    "cpu_spec",
+    "eigh",
+    "elementwise",
+    "gemm",
+    "gpu_preset",
+    "link_preset",
+    "measure",
+]

@@ -1,0 +1,478 @@
+"""Roofline model of the host GPU: how long a kernel takes from its FLOPs and memory traffic.
+
+A kernel doing ``flops`` floating-point operations and moving ``bytes`` bytes through device
+memory takes (seconds)::
+
+    kernels * launch_overhead_s
+      + max(flops / (peak(precision) * compute_efficiency),
+            bytes / (memory_bandwidth_bps * memory_efficiency))
+
+(Williams, Waterman & Patterson, "Roofline", CACM 2009, plus a per-launch cost). The efficiencies
+stand for everything the roofline ignores (tile quantization, occupancy, cache effects) and are
+fitted to measured timings by :func:`calibrate`. Kernel helpers (:func:`gemm`, :func:`cholesky`,
+...) state their operation and traffic counts; the counts are conventions, not measurements.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from .system import PRECISIONS, GPUSpec, SystemSpecError
+
+Bound = Literal["compute", "memory", "launch"]
+
+BYTES_PER_ELEMENT: dict[str, int] = {
+    "float64": 8,
+    "float32": 4,
+    "tf32": 4,  # tf32 is a tensor-core math mode: the data stay float32 in memory
+    "bfloat16": 2,
+    "float16": 2,
+}
+
+
+class RooflineError(SystemSpecError):
+    """A work item or a calibration input is unusable (bad count, unknown precision, ...)."""
+
+
+class CalibrationWarning(UserWarning):
+    """A calibrated parameter is not constrained by the measurements given."""
+
+
+def _check_count(owner: str, name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise RooflineError(f"{owner}.{name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_precision(owner: str, precision: object) -> None:
+    if precision not in PRECISIONS:
+        raise RooflineError(
+            f"{owner}.precision {precision!r} is unknown; known precisions: {list(PRECISIONS)}"
+        )
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a kernel (or a sequence of fused kernels) does: FLOPs, memory traffic, launches.
+
+    ``flops`` counts floating-point operations (a fused multiply-add is 2), ``bytes`` the bytes
+    read from plus written to device memory, ``kernels`` the launches. Items of the same
+    precision add up with ``+`` (``sum(items)`` works too).
+    """
+
+    flops: float
+    bytes: float
+    """Memory traffic (bytes read + bytes written)."""
+    kernels: int = 1
+    precision: str = "float32"
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        _check_count("Work", "flops", self.flops)
+        _check_count("Work", "bytes", self.bytes)
+        k = self.kernels
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise RooflineError(f"Work.kernels must be an integer >= 0, got {k!r}")
+        _check_precision("Work", self.precision)
+        if not isinstance(self.name, str):
+            raise RooflineError(f"Work.name must be a string, got {self.name!r}")
+
+    def __add__(self, other: object) -> Work:
+        if not isinstance(other, Work):
+            return NotImplemented
+        if other.precision != self.precision:
+            raise RooflineError(
+                f"cannot add Work of precision {self.precision!r} ({self.name!r}) and "
+                f"{other.precision!r} ({other.name!r}): time them separately"
+            )
+        name = "+".join(n for n in (self.name, other.name) if n)
+        return Work(
+            self.flops + other.flops,
+            self.bytes + other.bytes,
+            self.kernels + other.kernels,
+            self.precision,
+            name,
+        )
+
+    def __radd__(self, other: object) -> Work:
+        # Lets sum(works) start from the integer 0.
+        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+            return self
+        return NotImplemented
+
+    def scaled(self, times: int) -> Work:
+        """The same work done ``times`` times (flops, bytes and kernels multiplied)."""
+        if isinstance(times, bool) or not isinstance(times, int) or times < 0:
+            raise RooflineError(f"times must be an integer >= 0, got {times!r}")
+        return Work(
+            self.flops * times, self.bytes * times, self.kernels * times, self.precision, self.name
+        )
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        """FLOP per byte; ``inf`` for work that moves no bytes, 0 for empty work."""
+        if self.bytes == 0:
+            return math.inf if self.flops > 0 else 0.0
+        return self.flops / self.bytes
+
+
+class RooflineTerms(NamedTuple):
+    """The three terms of the roofline time (s): ``total = launch + max(compute, memory)``."""
+
+    launch_s: float
+    compute_s: float
+    memory_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.launch_s + max(self.compute_s, self.memory_s)
+
+
+class RooflineModel:
+    """Times :class:`Work` items on ``gpu`` (see the module docstring for the formula)."""
+
+    def __init__(self, gpu: GPUSpec) -> None:
+        if not isinstance(gpu, GPUSpec):
+            raise RooflineError(f"RooflineModel needs a GPUSpec, got {gpu!r}")
+        self.gpu = gpu
+
+    def __repr__(self) -> str:
+        return f"RooflineModel({self.gpu.name!r})"
+
+    def terms(self, work: Work) -> RooflineTerms:
+        """Launch, compute and memory terms (s) of ``work``."""
+        gpu = self.gpu
+        return RooflineTerms(
+            launch_s=work.kernels * gpu.launch_overhead_s,
+            compute_s=work.flops / (gpu.peak(work.precision) * gpu.compute_efficiency),
+            memory_s=work.bytes / (gpu.memory_bandwidth_bps * gpu.memory_efficiency),
+        )
+
+    def time_s(self, work: Work) -> float:
+        """Predicted time (s) of ``work``."""
+        return self.terms(work).total_s
+
+    def total_time_s(self, works: Sequence[Work]) -> float:
+        """Time (s) of kernels run one after another: each pays its own roofline, which is
+        longer than the roofline of their sum when they are bound by different terms."""
+        return sum(self.time_s(w) for w in works)
+
+    def bound(self, work: Work) -> Bound:
+        """The dominating term: ``launch`` when launches outweigh the larger of the others,
+        else ``compute`` or ``memory`` (ties, as exactly at the ridge point, say ``compute``)."""
+        t = self.terms(work)
+        busy = max(t.compute_s, t.memory_s)
+        if t.launch_s > busy:
+            return "launch"
+        return "compute" if t.compute_s >= t.memory_s else "memory"
+
+    @staticmethod
+    def arithmetic_intensity(work: Work) -> float:
+        """FLOP per byte of ``work`` (see :attr:`Work.arithmetic_intensity`)."""
+        return work.arithmetic_intensity
+
+    def ridge_point(self, precision: str = "float32") -> float:
+        """Arithmetic intensity (FLOP/byte) above which work at ``precision`` is compute-bound:
+        ``peak * compute_efficiency / (memory_bandwidth * memory_efficiency)``."""
+        gpu = self.gpu
+        return (gpu.peak(precision) * gpu.compute_efficiency) / (
+            gpu.memory_bandwidth_bps * gpu.memory_efficiency
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernel counts
+# ------------------------------------------------------------------------------------------------
+def _element_bytes(precision: str, bytes_per_element: float | None) -> float:
+    _check_precision("kernel", precision)
+    if bytes_per_element is None:
+        return float(BYTES_PER_ELEMENT[precision])
+    _check_count("kernel", "bytes_per_element", bytes_per_element)
+    return float(bytes_per_element)
+
+
+def _check_dim(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise RooflineError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def gemm(
+    m: int,
+    n: int,
+    k: int,
+    precision: str = "float32",
+    bytes_per_element: float | None = None,
+    kernels: int = 1,
+) -> Work:
+    """``C (m x n) = A (m x k) @ B (k x n)``: ``2 m n k`` FLOPs; traffic reads A and B and
+    writes C once, ``(m k + k n + m n) * bytes_per_element`` bytes (the ideal-reuse count: a
+    ``beta != 0`` update also reads C, which this leaves out)."""
+    m, n, k = _check_dim("m", m), _check_dim("n", n), _check_dim("k", k)
+    b = _element_bytes(precision, bytes_per_element)
+    return Work(
+        2.0 * m * n * k, (m * k + k * n + m * n) * b, kernels, precision, f"gemm{m}x{n}x{k}"
+    )
+
+
+def cholesky(
+    d: int, precision: str = "float32", bytes_per_element: float | None = None, kernels: int = 1
+) -> Work:
+    """Cholesky factorization of a ``d x d`` SPD matrix: ``d^3 / 3`` FLOPs (leading order);
+    traffic reads the matrix and writes the factor once, ``2 d^2`` elements. Library
+    implementations launch several kernels per block column: pass ``kernels`` to model it."""
+    d = _check_dim("d", d)
+    b = _element_bytes(precision, bytes_per_element)
+    return Work(d**3 / 3.0, 2.0 * d * d * b, kernels, precision, f"cholesky{d}")
+
+
+def cholesky_inverse(
+    d: int, precision: str = "float32", bytes_per_element: float | None = None, kernels: int = 1
+) -> Work:
+    """Inverse of a ``d x d`` SPD matrix through its Cholesky factor: ``d^3`` FLOPs by the
+    convention factorization ``d^3 / 3`` + inverse from the factor ``2 d^3 / 3`` (``potrf`` +
+    ``potri``, leading order); traffic ``4 d^2`` elements (each stage reads and writes a
+    matrix once)."""
+    d = _check_dim("d", d)
+    b = _element_bytes(precision, bytes_per_element)
+    return Work(float(d) ** 3, 4.0 * d * d * b, kernels, precision, f"cholesky_inverse{d}")
+
+
+def eigh(
+    d: int, precision: str = "float32", bytes_per_element: float | None = None, kernels: int = 1
+) -> Work:
+    """Symmetric eigendecomposition (values and vectors) of a ``d x d`` matrix: about ``9 d^3``
+    FLOPs. An assumption: the usual textbook estimate for the dense symmetric eigensolver
+    (tridiagonal reduction, tridiagonal QR and back-transformation; Golub & Van Loan), which
+    varies with the algorithm. Traffic reads the matrix and writes ``d`` eigenvalues and ``d^2``
+    eigenvector entries: ``2 d^2 + d`` elements."""
+    d = _check_dim("d", d)
+    b = _element_bytes(precision, bytes_per_element)
+    return Work(9.0 * float(d) ** 3, (2.0 * d * d + d) * b, kernels, precision, f"eigh{d}")
+
+
+def elementwise(
+    n: int,
+    reads: int = 1,
+    writes: int = 1,
+    precision: str = "float32",
+    bytes_per_element: float | None = None,
+    flops_per_element: float = 1.0,
+    kernels: int = 1,
+) -> Work:
+    """An elementwise kernel over ``n`` elements reading ``reads`` and writing ``writes``
+    arrays: ``n * flops_per_element`` FLOPs, ``n * (reads + writes) * bytes_per_element``
+    bytes (e.g. ``c = a + b`` is ``reads=2, writes=1``)."""
+    n = _check_dim("n", n)
+    reads, writes = _check_dim("reads", reads), _check_dim("writes", writes)
+    _check_count("elementwise", "flops_per_element", flops_per_element)
+    b = _element_bytes(precision, bytes_per_element)
+    return Work(
+        n * flops_per_element, n * (reads + writes) * b, kernels, precision, f"elementwise{n}"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Measurement and calibration
+# ------------------------------------------------------------------------------------------------
+def cpu_spec(
+    peak_flops: float | Mapping[str, float],
+    memory_bandwidth_bps: float,
+    launch_overhead_s: float = 0.0,
+    name: str = "cpu",
+    source: str = "assumed figures for this machine's CPU",
+) -> GPUSpec:
+    """A :class:`GPUSpec` describing a CPU, to calibrate the roofline against local timings.
+
+    A single number is the float32 peak (FLOP/s), float64 then gets half of it (SIMD lanes hold
+    half as many doubles); a mapping gives the peaks per precision. ``memory_bandwidth_bps`` is
+    in bytes per second.
+    """
+    if isinstance(peak_flops, Mapping):
+        peaks = dict(peak_flops)
+    else:
+        peaks = {"float32": peak_flops, "float64": peak_flops / 2}
+    return GPUSpec(
+        name=name,
+        peak_flops=peaks,
+        memory_bandwidth_bps=memory_bandwidth_bps,
+        launch_overhead_s=launch_overhead_s,
+        source=source,
+    )
+
+
+def measure(
+    fn: Callable[[], object], work: Work, repeats: int = 5, warmup: int = 1
+) -> tuple[Work, float]:
+    """Time ``fn()`` (which should do ``work``): median of ``repeats`` wall-clock runs (s) after
+    ``warmup`` untimed runs, with :func:`time.perf_counter`. ``fn`` must finish its work before
+    returning (synchronize asynchronous devices inside it)."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise RooflineError(f"repeats must be an integer >= 1, got {repeats!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise RooflineError(f"warmup must be an integer >= 0, got {warmup!r}")
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return work, statistics.median(times)
+
+
+_EFFICIENCY_BOUNDS = (1e-3, 1.0)
+_LAUNCH_BOUNDS_S = (1e-9, 1.0)
+
+
+def calibrate(
+    gpu: GPUSpec,
+    measurements: Sequence[tuple[Work, float]],
+    *,
+    fit_launch_overhead: bool = False,
+) -> GPUSpec:
+    """Fit ``compute_efficiency`` and ``memory_efficiency`` (and, if asked, ``launch_overhead_s``)
+    of ``gpu`` to measured ``(work, seconds)`` pairs; return the fitted copy.
+
+    Least squares on log time (each measurement counts by its relative error, whatever its
+    size), with the efficiencies bounded to [1e-3, 1] and the launch overhead to [1e-9, 1] s,
+    solved in log parameters by :func:`scipy.optimize.least_squares` from several starts (the
+    ``max`` makes the cost piecewise smooth). An efficiency is only constrained by measurements
+    its term dominates: give both compute- and memory-bound kernels, or a
+    :class:`CalibrationWarning` says which parameter kept an arbitrary value.
+    """
+    if not isinstance(gpu, GPUSpec):
+        raise RooflineError(f"calibrate needs a GPUSpec, got {gpu!r}")
+    measurements = list(measurements)
+    n_params = 3 if fit_launch_overhead else 2
+    if len(measurements) < n_params:
+        raise RooflineError(
+            f"calibrate needs at least {n_params} measurements to fit {n_params} parameters, "
+            f"got {len(measurements)}"
+        )
+    compute, memory, kernels, seconds = [], [], [], []
+    for i, item in enumerate(measurements):
+        try:
+            work, t = item
+        except (TypeError, ValueError):
+            raise RooflineError(
+                f"measurement {i} must be a (Work, seconds) pair, got {item!r}"
+            ) from None
+        if not isinstance(work, Work):
+            raise RooflineError(f"measurement {i}: expected a Work, got {work!r}")
+        if (
+            isinstance(t, bool)
+            or not isinstance(t, (int, float, np.floating))
+            or not (math.isfinite(t) and t > 0)
+        ):
+            raise RooflineError(
+                f"measurement {i} ({work.name!r}): seconds must be finite > 0, got {t!r}"
+            )
+        launches_cost = work.kernels > 0 and (fit_launch_overhead or gpu.launch_overhead_s > 0)
+        if work.flops == 0 and work.bytes == 0 and not launches_cost:
+            raise RooflineError(
+                f"measurement {i} ({work.name!r}) has no flops, bytes or launches to time"
+            )
+        compute.append(work.flops / gpu.peak(work.precision))  # seconds at full efficiency
+        memory.append(work.bytes / gpu.memory_bandwidth_bps)
+        kernels.append(work.kernels)
+        seconds.append(float(t))
+    c, m, k = np.array(compute), np.array(memory), np.array(kernels, dtype=float)
+    log_measured = np.log(np.array(seconds))
+    fixed_launch = gpu.launch_overhead_s
+
+    def parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        tc = c * np.exp(-x[0])
+        tm = m * np.exp(-x[1])
+        tl = k * (np.exp(x[2]) if fit_launch_overhead else fixed_launch)
+        return tc, tm, tl
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        tc, tm, tl = parts(x)
+        return np.log(tl + np.maximum(tc, tm)) - log_measured
+
+    def jacobian(x: np.ndarray) -> np.ndarray:
+        tc, tm, tl = parts(x)
+        total = tl + np.maximum(tc, tm)
+        compute_side = tc >= tm
+        jac = np.zeros((len(total), n_params))
+        jac[:, 0] = np.where(compute_side, -tc, 0.0) / total
+        jac[:, 1] = np.where(compute_side, 0.0, -tm) / total
+        if fit_launch_overhead:
+            jac[:, 2] = tl / total
+        return jac
+
+    lo = [math.log(_EFFICIENCY_BOUNDS[0])] * 2
+    hi = [0.0, 0.0]
+    if fit_launch_overhead:
+        lo.append(math.log(_LAUNCH_BOUNDS_S[0]))
+        hi.append(math.log(_LAUNCH_BOUNDS_S[1]))
+    # Starts spread over the box: a start on the wrong side of a kink can stall where the
+    # other term's derivative is zero.
+    starts = [(a, b) for a in (0.03, 0.3, 0.9) for b in (0.03, 0.3, 0.9)]
+    if fit_launch_overhead:
+        guess = min(max(min(seconds) / max(k.max(), 1.0), 2e-9), 0.5)
+        launch_starts = (guess, guess * 1e-2 + 2e-9)
+        x0s = [(*s, ls) for s in starts for ls in launch_starts]
+        x0s = [(math.log(a), math.log(b), math.log(ls)) for a, b, ls in x0s]
+    else:
+        x0s = [(math.log(a), math.log(b)) for a, b in starts]
+    best = None
+    for x0 in x0s:
+        result = least_squares(
+            residuals,
+            np.array(x0),
+            jac=jacobian,
+            bounds=(lo, hi),
+            method="trf",
+            xtol=1e-14,
+            ftol=1e-14,
+            gtol=1e-14,
+            max_nfev=2000,
+        )
+        if best is None or result.cost < best.cost:
+            best = result
+    assert best is not None
+    x = best.x
+    # A parameter is constrained when moving it either way worsens the fit. One whose term never
+    # dominates (or only ties at a kink) is merely bounded from one side: say so.
+    names = ("compute_efficiency", "memory_efficiency", "launch_overhead_s")[:n_params]
+    cost = float(np.sum(residuals(x) ** 2))
+    for j, label in enumerate(names):
+        step = np.zeros(n_params)
+        step[j] = 0.01
+        changes_cost = [
+            float(np.sum(residuals(x + sign * step) ** 2)) > cost + 1e-12 * (1.0 + cost)
+            for sign in (1.0, -1.0)
+        ]
+        if not all(changes_cost):
+            value = math.exp(x[j])
+            warnings.warn(
+                f"calibrate: {label} = {value:.3g} is not pinned down by the measurements "
+                "(its term never dominates on both sides of the fit); add kernels bound by it",
+                CalibrationWarning,
+                stacklevel=2,
+            )
+    changes: dict[str, float] = {
+        "compute_efficiency": float(min(math.exp(x[0]), 1.0)),
+        "memory_efficiency": float(min(math.exp(x[1]), 1.0)),
+    }
+    if fit_launch_overhead:
+        changes["launch_overhead_s"] = float(math.exp(x[2]))
+    return gpu.replace(
+        source=f"{gpu.source}; calibrated on {len(measurements)} measurements".lstrip("; "),
+        **changes,
+    )

@@ -1,0 +1,344 @@
+"""From a model's layer shapes to the task graph of one training step, with durations.
+
+Digital phases get their time from the roofline model of the described GPU (FLOPs and bytes
+per phase, from the layer shapes); analog phases from the thermo timing model of the described
+device. The step graphs then go to :mod:`cosim.schedule` (one step, or a repeating pattern of
+steps for a whole run).
+
+Methods (``method=``):
+
+- ``adam`` (or ``sgd``): forward, backward, update.
+- ``kfac``: forward, backward, the curvature pass (``mc``: one extra backward), factor
+  statistics, and every ``inv_update_steps`` steps the inversion of every factor; then
+  preconditioning and the update. ``inverse_on="gpu"`` is digital K-FAC (Cholesky inverses on the
+  GPU); ``inverse_on="analog"`` sends each factor over the link, inverts it on a chip (a pool of
+  ``n_chips``), and reads it back (thermodynamic K-FAC); the inversions of different layers
+  overlap each other and the GPU's factor statistics of later layers.
+- ``tngd``: gradient and the GGN factor on the GPU, upload, analog relaxation for ``t``, read-back,
+  update; the next gradient may overlap the relaxation (``overlap=True``, a delay of one step).
+
+Every number a projection uses is in :class:`StepModel` and the system description; call
+:meth:`StepModel.assumptions` to print them beside a result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from thermo import timing
+from thermo.hardware import HardwareSpec
+
+from .roofline import (
+    BYTES_PER_ELEMENT,
+    RooflineModel,
+    Work,
+    cholesky_inverse,
+    elementwise,
+    gemm,
+)
+from .schedule import StepGraph, Task
+from .system import SystemSpec
+
+
+class WorkloadError(ValueError):
+    """A model shape or step description that cannot be costed."""
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A layer K-FAC preconditions: ``d_in`` inputs (a convolution's ``C_in k k``) and ``d_out``
+    outputs per position, applied at ``positions`` places per example (tokens, patches, nodes,
+    output pixels; 1 for a plain layer)."""
+
+    name: str
+    d_in: int
+    d_out: int
+    positions: int = 1
+    bias: bool = True
+
+    def __post_init__(self) -> None:
+        for f in ("d_in", "d_out", "positions"):
+            if not (isinstance(getattr(self, f), int) and getattr(self, f) >= 1):
+                raise WorkloadError(f"LayerShape {self.name!r}: {f} must be an integer >= 1, got {getattr(self, f)!r}")
+
+    @property
+    def dim_a(self) -> int:
+        return self.d_in + int(self.bias)
+
+    @property
+    def dim_g(self) -> int:
+        return self.d_out
+
+    @property
+    def n_params(self) -> int:
+        return self.d_out * self.dim_a
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the cost model needs of a network: its K-FAC layers, the batch size, the output
+    width, and the parameters updated first-order (LayerNorm, embeddings...)."""
+
+    layers: tuple[LayerShape, ...]
+    batch_size: int
+    output_dim: int
+    other_params: int = 0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise WorkloadError("ModelShape needs at least one layer")
+        for f in ("batch_size", "output_dim"):
+            if not (isinstance(getattr(self, f), int) and getattr(self, f) >= 1):
+                raise WorkloadError(f"ModelShape.{f} must be an integer >= 1, got {getattr(self, f)!r}")
+        if self.other_params < 0:
+            raise WorkloadError(f"ModelShape.other_params must be >= 0, got {self.other_params!r}")
+
+    @property
+    def n_params(self) -> int:
+        return sum(layer.n_params for layer in self.layers) + self.other_params
+
+    @classmethod
+    def from_model(cls, model: nn.Module, example_inputs: object, name: str = "") -> ModelShape:
+        """Shapes recorded by running ``model`` once on ``example_inputs`` (a batch; a tuple is
+        unpacked into the call): every Linear and Conv2d with the number of positions it was
+        applied at."""
+        from digital.models import model_inputs_call
+
+        found: dict[str, LayerShape] = {}
+        handles = []
+        for lname, module in model.named_modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, lname: str = lname) -> None:
+                    if isinstance(mod, nn.Conv2d):
+                        d_in = mod.in_channels // mod.groups * math.prod(mod.kernel_size)
+                        positions = output.shape[-2] * output.shape[-1]
+                        d_out = mod.out_channels
+                    else:
+                        d_in, d_out = mod.in_features, mod.out_features
+                        positions = output[0].numel() // d_out
+                    found[lname] = LayerShape(lname, d_in, d_out, positions, mod.bias is not None)
+
+                handles.append(module.register_forward_hook(hook))
+        try:
+            with torch.no_grad():
+                out = model_inputs_call(model, example_inputs)
+        finally:
+            for h in handles:
+                h.remove()
+        layer_params = {id(p) for lname in found for p in model.get_submodule(lname).parameters(recurse=False)}
+        other = sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in layer_params)
+        return cls(tuple(found.values()), int(out.shape[0]), int(out.shape[-1]), other, name)
+
+
+@dataclass(frozen=True)
+class StepModel:
+    """How one step is costed. Hardware-independent choices of the algorithm and the precision."""
+
+    method: Literal["adam", "sgd", "kfac", "tngd"] = "kfac"
+    inverse_on: Literal["gpu", "analog"] = "gpu"
+    inv_update_steps: int = 10
+    fisher_type: Literal["empirical", "mc", "type-2"] = "mc"
+    precision: str = "float32"
+    factor_condition_number: float = 1e3
+    """Condition number of a damped factor on the chip (assumed geometric spectrum up to the
+    coupling range); measured runs replace it (``digital`` diagnostics)."""
+    target_rel_error: float = 1e-2
+    """Accuracy the analog inversions are planned for (relative Frobenius)."""
+    analog_time_tau: float = 50.0
+    """TNGD: analog time per step (tau)."""
+    overlap: bool = True
+    """TNGD: the next gradient is computed while the device relaxes (one step of delay)."""
+
+    def __post_init__(self) -> None:
+        if self.method not in ("adam", "sgd", "kfac", "tngd"):
+            raise WorkloadError(f"StepModel.method must be adam, sgd, kfac or tngd, got {self.method!r}")
+        if self.inverse_on not in ("gpu", "analog"):
+            raise WorkloadError(f"StepModel.inverse_on must be gpu or analog, got {self.inverse_on!r}")
+        if self.fisher_type not in ("empirical", "mc", "type-2"):
+            raise WorkloadError(f"StepModel.fisher_type is unknown: {self.fisher_type!r}")
+        if not (isinstance(self.inv_update_steps, int) and self.inv_update_steps >= 1):
+            raise WorkloadError(f"StepModel.inv_update_steps must be an integer >= 1, got {self.inv_update_steps!r}")
+        if self.precision not in BYTES_PER_ELEMENT:
+            raise WorkloadError(f"StepModel.precision must be one of {sorted(BYTES_PER_ELEMENT)}, got {self.precision!r}")
+        if not (math.isfinite(self.factor_condition_number) and self.factor_condition_number >= 1):
+            raise WorkloadError(f"StepModel.factor_condition_number must be >= 1, got {self.factor_condition_number!r}")
+        if not 0 < self.target_rel_error < 1:
+            raise WorkloadError(f"StepModel.target_rel_error must be in (0, 1), got {self.target_rel_error!r}")
+        if not (math.isfinite(self.analog_time_tau) and self.analog_time_tau >= 0):
+            raise WorkloadError(f"StepModel.analog_time_tau must be >= 0, got {self.analog_time_tau!r}")
+
+    def assumptions(self, system: SystemSpec) -> dict[str, object]:
+        """Every figure a projection rests on, flat, for printing beside the result."""
+        hw = system.analog.hardware
+        out: dict[str, object] = {f"step.{k}": v for k, v in dataclasses.asdict(self).items()}
+        out.update({
+            "gpu": system.gpu.name,
+            f"gpu.peak_flops[{self.precision}]": system.gpu.peak(self.precision),
+            "gpu.memory_bandwidth_bps": system.gpu.memory_bandwidth_bps,
+            "gpu.compute_efficiency": system.gpu.compute_efficiency,
+            "gpu.memory_efficiency": system.gpu.memory_efficiency,
+            "link.bandwidth_bps": system.link.bandwidth_bps,
+            "link.latency_s": system.link.latency_s,
+            "analog.n_chips": system.analog.n_chips,
+            "analog.tau_s": hw.tau_s,
+            "analog.bits_A": hw.bits_A,
+            "analog.bits_adc": hw.bits_adc,
+        })
+        return out
+
+
+class StepCoster:
+    """Durations of the phases of a step for one model on one system."""
+
+    def __init__(self, shape: ModelShape, system: SystemSpec, step: StepModel) -> None:
+        self.shape, self.system, self.step = shape, system, step
+        self.roofline = RooflineModel(system.gpu)
+        # the device's link, chip count and chip size follow the system description
+        self.hw: HardwareSpec = system.analog_hardware()
+
+    def gpu_s(self, work: Work) -> float:
+        return self.roofline.time_s(work)
+
+    def _gemm(self, m: int, n: int, k: int) -> Work:
+        return gemm(m, n, k, precision=self.step.precision)
+
+    def forward(self, layer: LayerShape) -> Work:
+        return self._gemm(self.shape.batch_size * layer.positions, layer.d_out, layer.dim_a)
+
+    def backward(self, layer: LayerShape) -> Work:
+        rows = self.shape.batch_size * layer.positions
+        # gradient of the input and of the weight: two GEMMs of the forward's size
+        return self._gemm(rows, layer.dim_a, layer.d_out) + self._gemm(layer.d_out, layer.dim_a, rows)
+
+    def factors(self, layer: LayerShape) -> Work:
+        rows = self.shape.batch_size * layer.positions
+        return self._gemm(layer.dim_a, layer.dim_a, rows) + self._gemm(layer.dim_g, layer.dim_g, rows)
+
+    def invert(self, layer: LayerShape) -> Work:
+        p = self.step.precision
+        return cholesky_inverse(layer.dim_a, precision=p) + cholesky_inverse(layer.dim_g, precision=p)
+
+    def precondition(self, layer: LayerShape) -> Work:
+        return self._gemm(layer.dim_g, layer.dim_a, layer.dim_g) + self._gemm(layer.dim_g, layer.dim_a, layer.dim_a)
+
+    def update(self) -> Work:
+        n = self.shape.n_params
+        # Adam touches parameters, gradients and two moments; the others about as much
+        return elementwise(n, reads=3, writes=3, precision=self.step.precision)
+
+    def analog_inverse(self, d: int) -> timing.TimingBreakdown:
+        """Device time of one factor inversion (``d x d``) to the target accuracy."""
+        lam_max = self.hw.coupling_range
+        eigenvalues = np.geomspace(lam_max / self.step.factor_condition_number, lam_max, d)
+        return timing.estimate_inverse(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
+
+    def analog_relax(self, n: int) -> timing.TimingBreakdown:
+        """TNGD: one upload, a relaxation of ``analog_time_tau`` and a read of ``n`` values."""
+        lam_max = self.hw.coupling_range
+        eigenvalues = np.geomspace(lam_max / self.step.factor_condition_number, lam_max, n)
+        return timing.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
+
+
+def _prefixed(name: str, layer: LayerShape) -> str:
+    return f"{name}[{layer.name}]"
+
+
+def step_pattern(shape: ModelShape, system: SystemSpec, step: StepModel) -> list[StepGraph]:
+    """The repeating pattern of step graphs: one step for Adam/SGD/TNGD, ``inv_update_steps``
+    steps for K-FAC (the first one inverts)."""
+    coster = StepCoster(shape, system, step)
+    if step.method in ("adam", "sgd"):
+        return [_first_order_step(shape, coster)]
+    if step.method == "tngd":
+        return [_tngd_step(shape, coster)]
+    return [_kfac_step(shape, coster, invert=k == 0) for k in range(step.inv_update_steps)]
+
+
+def _forward_backward(shape: ModelShape, c: StepCoster, first_dep: tuple[str, ...]) -> list[Task]:
+    tasks: list[Task] = []
+    prev = first_dep
+    for layer in shape.layers:
+        name = _prefixed("forward", layer)
+        tasks.append(Task(name, c.gpu_s(c.forward(layer)), deps=prev, phase="forward"))
+        prev = (name,)
+    for layer in reversed(shape.layers):
+        name = _prefixed("backward", layer)
+        tasks.append(Task(name, c.gpu_s(c.backward(layer)), deps=prev, phase="backward"))
+        prev = (name,)
+    return tasks
+
+
+def _first_order_step(shape: ModelShape, c: StepCoster) -> StepGraph:
+    tasks = _forward_backward(shape, c, ("prev:update",))
+    tasks.append(Task("update", c.gpu_s(c.update()), deps=(tasks[-1].name,), phase="update"))
+    return StepGraph(tuple(tasks), "first-order")
+
+
+def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool) -> StepGraph:
+    step = c.step
+    tasks = _forward_backward(shape, c, ("prev:update",))
+    last = tasks[-1].name
+    if step.fisher_type != "empirical":
+        # the curvature pass: one more backward per MC sample or loss-Hessian column
+        columns = 1 if step.fisher_type == "mc" else shape.output_dim
+        seconds = columns * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
+        tasks.append(Task("curvature", seconds, deps=(last,), phase="curvature"))
+        last = "curvature"
+    precondition_deps: dict[str, tuple[str, ...]] = {}
+    for layer in shape.layers:
+        factors = _prefixed("factors", layer)
+        tasks.append(Task(factors, c.gpu_s(c.factors(layer)), deps=(last,), phase="factors"))
+        deps: tuple[str, ...] = (factors,)
+        if invert and step.inverse_on == "gpu":
+            inv = _prefixed("invert", layer)
+            tasks.append(Task(inv, c.gpu_s(c.invert(layer)), deps=(factors,), phase="invert"))
+            deps = (inv,)
+        elif invert:
+            for label, d in (("A", layer.dim_a), ("G", layer.dim_g)):
+                t = c.analog_inverse(d)
+                up, run, down = (_prefixed(f"{kind}_{label}", layer) for kind in ("program", "analog", "readback"))
+                tasks += [
+                    Task(up, t.program_s + t.input_s, resource="link", deps=(factors,), phase="program"),
+                    Task(run, t.equilibrate_s + t.window_s + t.readout_s, resource="analog", deps=(up,),
+                         phase="analog", energy_j=t.energy_j),
+                    Task(down, t.transfer_s, resource="link", deps=(run,), phase="readback"),
+                ]
+                deps = (*deps, down)
+        precondition_deps[layer.name] = deps
+    pre_names = []
+    for layer in shape.layers:
+        name = _prefixed("precondition", layer)
+        tasks.append(Task(name, c.gpu_s(c.precondition(layer)), deps=precondition_deps[layer.name], phase="precondition"))
+        pre_names.append(name)
+    tasks.append(Task("update", c.gpu_s(c.update()), deps=tuple(pre_names), phase="update"))
+    return StepGraph(tuple(tasks), "kfac-invert" if invert else "kfac")
+
+
+def _tngd_step(shape: ModelShape, c: StepCoster) -> StepGraph:
+    n = shape.n_params
+    r = shape.batch_size * shape.output_dim
+    # the GGN factor: r backward passes (one per output of each example), as in the paper
+    tasks = _forward_backward(shape, c, ("prev:upload",) if c.step.overlap else ("prev:update",))
+    last = tasks[-1].name
+    jac_s = shape.output_dim * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
+    tasks.append(Task("jacobian", jac_s, deps=(last,), phase="curvature"))
+    t = c.analog_relax(n)
+    relax_s = c.step.analog_time_tau * c.hw.tau_s
+    precision_bytes = BYTES_PER_ELEMENT[c.step.precision]
+    upload_s = c.system.link.transfer_time_s((r * n + n) * precision_bytes)
+    tasks += [
+        Task("upload", upload_s, resource="link", deps=("jacobian",), phase="program"),
+        Task("relax", relax_s + t.readout_s, resource="analog", deps=("upload",), phase="analog",
+             energy_j=c.hw.power_per_unit_w * n * relax_s),
+        Task("readback", c.system.link.transfer_time_s(n * precision_bytes), resource="link", deps=("relax",), phase="readback"),
+        Task("update", c.gpu_s(c.update()), deps=("readback",), phase="update"),
+    ]
+    return StepGraph(tuple(tasks), "tngd")

@@ -1,0 +1,105 @@
+"""Layer shapes from real models, and step graphs whose durations add up as the costing says."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from cosim.schedule import project, simulate
+from cosim.system import SystemSpec
+from cosim.workload import (
+    LayerShape,
+    ModelShape,
+    StepCoster,
+    StepModel,
+    WorkloadError,
+    step_pattern,
+)
+from digital.tasks import build_task
+
+
+def shape_of(task: str, batch: int = 8) -> ModelShape:
+    t = build_task(task, seed=0)
+    inputs = t.train.subset(torch.arange(batch)).inputs
+    return ModelShape.from_model(t.model, inputs, name=task)
+
+
+def test_shapes_of_the_built_in_models() -> None:
+    mlp = shape_of("digits-mlp")
+    assert [(l.d_in, l.d_out, l.positions) for l in mlp.layers] == [(64, 32, 1), (32, 10, 1)]
+    assert mlp.batch_size == 8 and mlp.output_dim == 10 and mlp.other_params == 0
+    cnn = shape_of("digits-cnn")
+    conv = cnn.layers[0]
+    assert conv.d_in == 1 * 3 * 3 and conv.positions == 8 * 8  # padded 3x3 on 8x8
+    vit = shape_of("digits-vit")
+    assert {l.positions for l in vit.layers if "attn" in l.name} == {16}  # 4x4 patches of 2x2
+    assert vit.other_params > 0  # LayerNorms and the position embedding are first-order
+    assert vit.n_params == sum(p.numel() for p in build_task("digits-vit").model.parameters())
+
+
+def coster(method: str = "kfac", **step: object) -> tuple[ModelShape, SystemSpec, StepModel]:
+    shape = ModelShape((LayerShape("a", 256, 256), LayerShape("b", 256, 10, positions=4)), batch_size=128, output_dim=10)
+    return shape, SystemSpec.default(), StepModel(method=method, **step)
+
+
+def test_a_first_order_step_is_the_sum_of_its_gpu_phases() -> None:
+    shape, system, model = coster("adam")
+    c = StepCoster(shape, system, model)
+    expected = sum(c.gpu_s(c.forward(l)) + c.gpu_s(c.backward(l)) for l in shape.layers) + c.gpu_s(c.update())
+    sched = simulate(step_pattern(shape, system, model))
+    assert sched.makespan_s == pytest.approx(expected, rel=1e-12)
+
+
+def test_digital_kfac_pays_its_inversions_once_per_pattern() -> None:
+    shape, system, model = coster("kfac", inverse_on="gpu", inv_update_steps=5)
+    c = StepCoster(shape, system, model)
+    pattern = step_pattern(shape, system, model)
+    assert len(pattern) == 5
+    first, second = (simulate([g]).makespan_s for g in pattern[:2])
+    assert first - second == pytest.approx(sum(c.gpu_s(c.invert(l)) for l in shape.layers), rel=1e-9)
+
+
+def test_analog_inversions_use_the_timing_model_and_run_in_parallel_on_chips() -> None:
+    shape, system, model = coster("kfac", inverse_on="analog", inv_update_steps=1)
+    c = StepCoster(shape, system, model)
+    graph = step_pattern(shape, system, model)[0]
+    expected_analog = 0.0
+    for l in shape.layers:
+        for d in (l.dim_a, l.dim_g):
+            t = c.analog_inverse(d)
+            expected_analog += t.equilibrate_s + t.window_s + t.readout_s
+    one = simulate([graph], {"analog": 1})
+    many = simulate([graph], {"analog": 4})
+    assert one.busy_s["analog"] == pytest.approx(expected_analog, rel=1e-12)
+    assert many.busy_s["analog"] == pytest.approx(expected_analog, rel=1e-12)
+    assert many.makespan_s <= one.makespan_s
+    assert {r.phase for r in one.critical_path()} & {"analog", "program", "readback"}
+
+
+def test_tngd_overlaps_the_next_gradient_with_the_relaxation() -> None:
+    shape = ModelShape((LayerShape("a", 16, 8), LayerShape("b", 8, 4)), batch_size=4, output_dim=4)
+    system = SystemSpec.default()
+    serial = project(step_pattern(shape, system, StepModel(method="tngd", overlap=False)), 50)
+    overlapped = project(step_pattern(shape, system, StepModel(method="tngd", overlap=True)), 50)
+    assert overlapped.time_per_step_s < serial.time_per_step_s
+    assert overlapped.phase_s["analog"] == pytest.approx(serial.phase_s["analog"], rel=1e-12)
+
+
+def test_assumptions_name_every_figure_used() -> None:
+    shape, system, model = coster("kfac", inverse_on="analog")
+    a = model.assumptions(system)
+    assert a["gpu"] == system.gpu.name and a["link.bandwidth_bps"] == system.link.bandwidth_bps
+    assert a["step.factor_condition_number"] == model.factor_condition_number
+
+
+def test_bad_descriptions_are_named() -> None:
+    with pytest.raises(WorkloadError, match="method"):
+        StepModel(method="lbfgs")
+    with pytest.raises(WorkloadError, match="d_in"):
+        LayerShape("x", 0, 3)
+    with pytest.raises(WorkloadError, match="at least one layer"):
+        ModelShape((), 4, 2)
+    with pytest.raises(WorkloadError, match="factor_condition_number"):
+        dataclasses.replace(StepModel(), factor_condition_number=0.5)
