@@ -24,6 +24,7 @@ from .roofline import (
     gemm,
     measure,
 )
+from .runs import RunProjection, compare, project_run, write_csv
 from .schedule import (
     Projection,
     Schedule,
@@ -60,6 +61,10 @@ from .workload import (
 )
 
 __all__ = [
+    "RunProjection",
+    "compare",
+    "project_run",
+    "write_csv",
     "LayerShape",
     "ModelShape",
     "Projection",

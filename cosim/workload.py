@@ -144,6 +144,10 @@ class StepModel:
 
     method: Literal["adam", "sgd", "kfac", "tngd"] = "kfac"
     inverse_on: Literal["gpu", "analog"] = "gpu"
+    analog_op: Literal["inverse", "solve"] = "inverse"
+    """Thermodynamic K-FAC variant (Donatella et al. 2025): invert both factors on the device
+    every ``inv_update_steps`` steps (covariance estimate), or solve ``G X = grad`` and
+    ``A Y = X^T`` on the device every step (mean estimate, matrix right-hand sides)."""
     inv_update_steps: int = 10
     fisher_type: Literal["empirical", "mc", "type-2"] = "mc"
     precision: str = "float32"
@@ -162,6 +166,8 @@ class StepModel:
             raise WorkloadError(f"StepModel.method must be adam, sgd, kfac or tngd, got {self.method!r}")
         if self.inverse_on not in ("gpu", "analog"):
             raise WorkloadError(f"StepModel.inverse_on must be gpu or analog, got {self.inverse_on!r}")
+        if self.analog_op not in ("inverse", "solve"):
+            raise WorkloadError(f"StepModel.analog_op must be inverse or solve, got {self.analog_op!r}")
         if self.fisher_type not in ("empirical", "mc", "type-2"):
             raise WorkloadError(f"StepModel.fisher_type is unknown: {self.fisher_type!r}")
         if not (isinstance(self.inv_update_steps, int) and self.inv_update_steps >= 1):
@@ -207,6 +213,12 @@ class StepCoster:
     def gpu_s(self, work: Work) -> float:
         return self.roofline.time_s(work)
 
+    def gpu_task(self, name: str, seconds: float, deps: tuple[str, ...], phase: str) -> Task:
+        """A GPU task; its energy is the board power over its duration when the GPU lists one
+        (an upper bound: the board is charged as fully busy)."""
+        power = self.system.gpu.power_w or 0.0
+        return Task(name, seconds, resource="gpu", deps=deps, phase=phase, energy_j=power * seconds)
+
     def _gemm(self, m: int, n: int, k: int) -> Work:
         return gemm(m, n, k, precision=self.step.precision)
 
@@ -240,6 +252,12 @@ class StepCoster:
         eigenvalues = np.geomspace(lam_max / self.step.factor_condition_number, lam_max, d)
         return timing.estimate_inverse(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
 
+    def analog_solve(self, d: int, n_rhs: int) -> timing.TimingBreakdown:
+        """Device time of a factor solve (``d x d``) with ``n_rhs`` right-hand sides."""
+        lam_max = self.hw.coupling_range
+        eigenvalues = np.geomspace(lam_max / self.step.factor_condition_number, lam_max, d)
+        return timing.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error, n_rhs=n_rhs)
+
     def analog_relax(self, n: int) -> timing.TimingBreakdown:
         """TNGD: one upload, a relaxation of ``analog_time_tau`` and a read of ``n`` values."""
         lam_max = self.hw.coupling_range
@@ -259,6 +277,8 @@ def step_pattern(shape: ModelShape, system: SystemSpec, step: StepModel) -> list
         return [_first_order_step(shape, coster)]
     if step.method == "tngd":
         return [_tngd_step(shape, coster)]
+    if step.inverse_on == "analog" and step.analog_op == "solve":
+        return [_kfac_solve_step(shape, coster)]
     return [_kfac_step(shape, coster, invert=k == 0) for k in range(step.inv_update_steps)]
 
 
@@ -267,18 +287,18 @@ def _forward_backward(shape: ModelShape, c: StepCoster, first_dep: tuple[str, ..
     prev = first_dep
     for layer in shape.layers:
         name = _prefixed("forward", layer)
-        tasks.append(Task(name, c.gpu_s(c.forward(layer)), deps=prev, phase="forward"))
+        tasks.append(c.gpu_task(name, c.gpu_s(c.forward(layer)), prev, "forward"))
         prev = (name,)
     for layer in reversed(shape.layers):
         name = _prefixed("backward", layer)
-        tasks.append(Task(name, c.gpu_s(c.backward(layer)), deps=prev, phase="backward"))
+        tasks.append(c.gpu_task(name, c.gpu_s(c.backward(layer)), prev, "backward"))
         prev = (name,)
     return tasks
 
 
 def _first_order_step(shape: ModelShape, c: StepCoster) -> StepGraph:
     tasks = _forward_backward(shape, c, ("prev:update",))
-    tasks.append(Task("update", c.gpu_s(c.update()), deps=(tasks[-1].name,), phase="update"))
+    tasks.append(c.gpu_task("update", c.gpu_s(c.update()), (tasks[-1].name,), "update"))
     return StepGraph(tuple(tasks), "first-order")
 
 
@@ -290,36 +310,61 @@ def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool) -> StepGraph:
         # the curvature pass: one more backward per MC sample or loss-Hessian column
         columns = 1 if step.fisher_type == "mc" else shape.output_dim
         seconds = columns * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
-        tasks.append(Task("curvature", seconds, deps=(last,), phase="curvature"))
+        tasks.append(c.gpu_task("curvature", seconds, (last,), "curvature"))
         last = "curvature"
     precondition_deps: dict[str, tuple[str, ...]] = {}
     for layer in shape.layers:
         factors = _prefixed("factors", layer)
-        tasks.append(Task(factors, c.gpu_s(c.factors(layer)), deps=(last,), phase="factors"))
+        tasks.append(c.gpu_task(factors, c.gpu_s(c.factors(layer)), (last,), "factors"))
         deps: tuple[str, ...] = (factors,)
         if invert and step.inverse_on == "gpu":
             inv = _prefixed("invert", layer)
-            tasks.append(Task(inv, c.gpu_s(c.invert(layer)), deps=(factors,), phase="invert"))
+            tasks.append(c.gpu_task(inv, c.gpu_s(c.invert(layer)), (factors,), "invert"))
             deps = (inv,)
         elif invert:
             for label, d in (("A", layer.dim_a), ("G", layer.dim_g)):
-                t = c.analog_inverse(d)
-                up, run, down = (_prefixed(f"{kind}_{label}", layer) for kind in ("program", "analog", "readback"))
-                tasks += [
-                    Task(up, t.program_s + t.input_s, resource="link", deps=(factors,), phase="program"),
-                    Task(run, t.equilibrate_s + t.window_s + t.readout_s, resource="analog", deps=(up,),
-                         phase="analog", energy_j=t.energy_j),
-                    Task(down, t.transfer_s, resource="link", deps=(run,), phase="readback"),
-                ]
-                deps = (*deps, down)
+                job = _device_job(c, c.analog_inverse(d), f"{label}[{layer.name}]", (factors,))
+                tasks += job
+                deps = (*deps, job[-1].name)
         precondition_deps[layer.name] = deps
     pre_names = []
     for layer in shape.layers:
         name = _prefixed("precondition", layer)
-        tasks.append(Task(name, c.gpu_s(c.precondition(layer)), deps=precondition_deps[layer.name], phase="precondition"))
+        tasks.append(c.gpu_task(name, c.gpu_s(c.precondition(layer)), precondition_deps[layer.name], "precondition"))
         pre_names.append(name)
-    tasks.append(Task("update", c.gpu_s(c.update()), deps=tuple(pre_names), phase="update"))
+    tasks.append(c.gpu_task("update", c.gpu_s(c.update()), tuple(pre_names), "update"))
     return StepGraph(tuple(tasks), "kfac-invert" if invert else "kfac")
+
+
+def _device_job(c: StepCoster, t: timing.TimingBreakdown, key: str, deps: tuple[str, ...]) -> list[Task]:
+    """Program over the link, run on a chip, read back over the link (thermo timing phases)."""
+    return [
+        Task(f"program_{key}", t.program_s + t.input_s, resource="link", deps=deps, phase="program"),
+        Task(f"analog_{key}", t.equilibrate_s + t.window_s + t.readout_s, resource="analog", deps=(f"program_{key}",),
+             phase="analog", energy_j=t.energy_j),
+        Task(f"readback_{key}", t.transfer_s, resource="link", deps=(f"analog_{key}",), phase="readback"),
+    ]
+
+
+def _kfac_solve_step(shape: ModelShape, c: StepCoster) -> StepGraph:
+    """Thermodynamic K-FAC, solve variant: per layer, ``G X = grad`` (``d_A`` right-hand sides)
+    then ``A Y = X^T`` (``d_G`` right-hand sides) on the device, every step."""
+    tasks = _forward_backward(shape, c, ("prev:update",))
+    last = tasks[-1].name
+    if c.step.fisher_type != "empirical":
+        columns = 1 if c.step.fisher_type == "mc" else shape.output_dim
+        tasks.append(c.gpu_task("curvature", columns * sum(c.gpu_s(c.backward(l)) for l in shape.layers), (last,), "curvature"))
+        last = "curvature"
+    finals = []
+    for layer in shape.layers:
+        factors = _prefixed("factors", layer)
+        tasks.append(c.gpu_task(factors, c.gpu_s(c.factors(layer)), (last,), "factors"))
+        first = _device_job(c, c.analog_solve(layer.dim_g, layer.dim_a), f"G[{layer.name}]", (factors,))
+        second = _device_job(c, c.analog_solve(layer.dim_a, layer.dim_g), f"A[{layer.name}]", (first[-1].name,))
+        tasks += first + second
+        finals.append(second[-1].name)
+    tasks.append(c.gpu_task("update", c.gpu_s(c.update()), tuple(finals), "update"))
+    return StepGraph(tuple(tasks), "kfac-solve")
 
 
 def _tngd_step(shape: ModelShape, c: StepCoster) -> StepGraph:
@@ -329,7 +374,7 @@ def _tngd_step(shape: ModelShape, c: StepCoster) -> StepGraph:
     tasks = _forward_backward(shape, c, ("prev:upload",) if c.step.overlap else ("prev:update",))
     last = tasks[-1].name
     jac_s = shape.output_dim * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
-    tasks.append(Task("jacobian", jac_s, deps=(last,), phase="curvature"))
+    tasks.append(c.gpu_task("jacobian", jac_s, (last,), "curvature"))
     t = c.analog_relax(n)
     relax_s = c.step.analog_time_tau * c.hw.tau_s
     precision_bytes = BYTES_PER_ELEMENT[c.step.precision]
@@ -339,6 +384,6 @@ def _tngd_step(shape: ModelShape, c: StepCoster) -> StepGraph:
         Task("relax", relax_s + t.readout_s, resource="analog", deps=("upload",), phase="analog",
              energy_j=c.hw.power_per_unit_w * n * relax_s),
         Task("readback", c.system.link.transfer_time_s(n * precision_bytes), resource="link", deps=("relax",), phase="readback"),
-        Task("update", c.gpu_s(c.update()), deps=("readback",), phase="update"),
+        c.gpu_task("update", c.gpu_s(c.update()), ("readback",), "update"),
     ]
     return StepGraph(tuple(tasks), "tngd")

@@ -63,6 +63,28 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", type=Path, default=Path("results/train"), help="output folder (default results/train)")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    pj = sub.add_parser(
+        "project",
+        help="project the wall-clock time of whole training runs per method on a described system",
+        description="Co-simulated (SimPy) time to train for the given steps with each method on a GPU, a "
+        "link and analog chips. Every figure the projection uses is printed beside it.",
+    )
+    pj.add_argument("--task", default=None, help="a built-in task whose model is costed (default: --mlp)")
+    pj.add_argument("--mlp", default="512x8", metavar="WIDTHxDEPTH", help="a square MLP to cost (default 512x8)")
+    pj.add_argument("--batch-size", type=int, default=128, help="examples per step (default 128)")
+    pj.add_argument("--system", type=Path, default=None, help="system description (.toml or .yaml)")
+    pj.add_argument("--gpu", default="A100", help="GPU preset when no --system (V100, A100, H100)")
+    pj.add_argument("--link", default="paper-50gbps", help="link preset when no --system")
+    pj.add_argument("--hardware", default="published", help="analog hardware preset when no --system")
+    pj.add_argument("--chips", type=int, default=1, help="analog chips when no --system")
+    pj.add_argument("--steps", action="append", default=[], metavar="METHOD=N",
+                    help="steps per method, repeatable; methods adam, sgd, kfac (digital), tkfac (thermodynamic, inverses), tkfac-solve (thermodynamic, solves), tngd "
+                         "(default: adam=1000 kfac=1000 tkfac=1000)")
+    pj.add_argument("--inverse-every", type=int, default=10, help="K-FAC inverse update interval (default 10)")
+    pj.add_argument("--target-rel-error", type=float, default=1e-2, help="accuracy of analog inversions (default 1e-2)")
+    pj.add_argument("--condition-number", type=float, default=1e3, help="condition number of a damped factor (default 1e3)")
+    pj.add_argument("--out", type=Path, default=Path("results/project"), help="output folder (default results/project)")
+
     presets = sub.add_parser("presets", help="print the hardware presets")
     presets.add_argument("names", nargs="*", help="presets to show (default: all)")
     return parser
@@ -162,6 +184,96 @@ def _plot_history(history: list[dict[str, object]], path: Path, title: str) -> P
     return path
 
 
+_PROJECT_METHODS = {
+    "adam": {"method": "adam"},
+    "sgd": {"method": "sgd"},
+    "kfac": {"method": "kfac", "inverse_on": "gpu"},
+    "tkfac": {"method": "kfac", "inverse_on": "analog"},
+    "tkfac-solve": {"method": "kfac", "inverse_on": "analog", "analog_op": "solve"},
+    "tngd": {"method": "tngd"},
+}
+
+
+def _cmd_project(args: argparse.Namespace) -> int:
+    from cosim import LayerShape, ModelShape, StepModel, SystemSpec, compare, write_csv
+
+    if args.system is not None:
+        system = SystemSpec.load(args.system)
+    else:
+        system = SystemSpec.from_presets(gpu=args.gpu, link=args.link, hardware=args.hardware, n_chips=args.chips)
+    if args.task is not None:
+        import torch
+
+        from digital.tasks import build_task
+
+        task = build_task(args.task)
+        inputs = task.train.subset(torch.arange(min(args.batch_size, len(task.train)))).inputs
+        shape = ModelShape.from_model(task.model, inputs, name=args.task)
+    else:
+        width, sep, depth = args.mlp.lower().partition("x")
+        if not sep or not width.isdigit() or not depth.isdigit():
+            raise ValueError(f"--mlp expects WIDTHxDEPTH such as 512x8, got {args.mlp!r}")
+        layers = tuple(LayerShape(f"fc{i}", int(width), int(width)) for i in range(int(depth)))
+        shape = ModelShape(layers, args.batch_size, int(width), name=f"mlp {args.mlp}")
+    steps = _options(args.steps, "--steps") or {"adam": 1000, "kfac": 1000, "tkfac": 1000}
+    runs = {}
+    for method, n in steps.items():
+        if method not in _PROJECT_METHODS:
+            raise ValueError(f"unknown method {method!r} in --steps; known: {', '.join(_PROJECT_METHODS)}")
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"--steps {method}= needs a positive integer, got {n!r}")
+        step = StepModel(**_PROJECT_METHODS[method], inv_update_steps=args.inverse_every,
+                         target_rel_error=args.target_rel_error, factor_condition_number=args.condition_number)
+        runs[method] = (step, n)
+    projections = compare(shape, system, runs)
+    base = projections[0]
+    print(f"model: {shape.name}, {shape.n_params:,} parameters, batch {shape.batch_size}; system: "
+          f"{system.gpu.name}, link {system.link.bandwidth_bps / 1e9:g} Gb/s, {system.analog.n_chips} analog chip(s)")
+    print(f"{'method':<11} {'steps':>8} {'per step':>12} {'total':>12} {'vs ' + base.label:>14} {'energy':>12}  bottleneck")
+    for p in projections:
+        busiest = max(p.utilization, key=p.utilization.get) if p.utilization else "-"
+        print(f"{p.label:<11} {p.n_steps:>8} {p.time_per_step_s * 1e3:>9.3f} ms {p.total_s:>10.2f} s "
+              f"{base.total_s / p.total_s:>13.2f}x {p.energy_j:>10.1f} J  {busiest} {p.utilization.get(busiest, 0):.0%}")
+    print("assumptions:")
+    for key, value in base.assumptions.items():
+        if not key.startswith("step."):
+            print(f"  {key} = {value}")
+    for p in projections:
+        step_keys = ("step.method", "step.inverse_on", "step.analog_op", "step.inv_update_steps",
+                     "step.target_rel_error", "step.factor_condition_number")
+        print(f"  {p.label}: " + ", ".join(f"{k[5:]}={p.assumptions[k]}" for k in step_keys))
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = write_csv(projections, args.out / "projection.csv")
+    png_path = _plot_projection(projections, args.out / "projection.png")
+    print(f"wrote {csv_path}, {png_path}")
+    return 0
+
+
+def _plot_projection(projections: list, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = sorted({k for p in projections for k in p.phase_s})
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bottom = [0.0] * len(projections)
+    for phase in phases:
+        # busy time per phase, summed over tasks (phases overlap, so bars can exceed the makespan)
+        values = [p.phase_s.get(phase, 0.0) / p.n_steps * 1e3 for p in projections]
+        ax.bar([p.label for p in projections], values, bottom=bottom, label=phase)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.scatter([p.label for p in projections], [p.time_per_step_s * 1e3 for p in projections], color="k", zorder=3,
+               marker="_", s=600, label="time per step")
+    ax.set_ylabel("busy time per step (ms)")
+    ax.set_title("projected step: busy time per phase and the step time")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _cmd_presets(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -183,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_demo(args)
         if args.command == "train":
             return _cmd_train(args)
+        if args.command == "project":
+            return _cmd_project(args)
         return _cmd_presets(args)
     except (ValueError, RuntimeError) as exc:
         print(f"tcd {args.command}: error: {exc}", file=sys.stderr)

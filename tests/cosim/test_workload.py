@@ -103,3 +103,42 @@ def test_bad_descriptions_are_named() -> None:
         ModelShape((), 4, 2)
     with pytest.raises(WorkloadError, match="factor_condition_number"):
         dataclasses.replace(StepModel(), factor_condition_number=0.5)
+
+
+def test_whole_run_projections_compare_methods_with_their_assumptions(tmp_path) -> None:
+    from cosim.runs import compare, write_csv
+
+    shape = ModelShape((LayerShape("a", 256, 256), LayerShape("b", 256, 10)), batch_size=128, output_dim=10, name="toy")
+    system = SystemSpec.default()
+    runs = compare(shape, system, {
+        "Adam": (StepModel(method="adam"), 1000),
+        "digital K-FAC": (StepModel(method="kfac", inverse_on="gpu"), 600),
+        "thermodynamic K-FAC": (StepModel(method="kfac", inverse_on="analog"), 600),
+    })
+    adam, digital, thermo = runs
+    # Adam's steps are cheaper; the time is the step time times the steps (steady regime)
+    assert adam.time_per_step_s < digital.time_per_step_s
+    assert adam.total_s == pytest.approx(1000 * adam.time_per_step_s, rel=0.01)
+    assert "analog" in thermo.phase_s and "analog" not in digital.phase_s
+    assert thermo.assumptions["link.bandwidth_bps"] == system.link.bandwidth_bps
+    assert sum(thermo.critical_phases_s.values()) > 0
+    assert digital.energy_j > 0  # board power over the GPU's busy time
+    path = write_csv(runs, tmp_path / "runs.csv")
+    text = path.read_text()
+    assert "assume.gpu" in text and "thermodynamic K-FAC" in text
+
+
+def test_the_solve_variant_runs_two_device_solves_per_layer_every_step() -> None:
+    shape, system, model = coster("kfac", inverse_on="analog", analog_op="solve")
+    c = StepCoster(shape, system, model)
+    pattern = step_pattern(shape, system, model)
+    assert len(pattern) == 1  # the factors are programmed and solved every step
+    sched = simulate(pattern, {"analog": 1})
+    expected = 0.0
+    for l in shape.layers:
+        for d, k in ((l.dim_g, l.dim_a), (l.dim_a, l.dim_g)):
+            t = c.analog_solve(d, k)
+            expected += t.equilibrate_s + t.window_s + t.readout_s
+    assert sched.busy_s["analog"] == pytest.approx(expected, rel=1e-12)
+    analog_tasks = [r for r in sched.records if r.phase == "analog"]
+    assert len(analog_tasks) == 2 * len(shape.layers)

@@ -60,3 +60,17 @@ def test_train_reports_bad_options(capsys):
     assert "unknown solver 'quantum'" in capsys.readouterr().err
     assert main(["train", "--opt", "damping", "--no-progress"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_project_prints_methods_with_assumptions_and_writes_outputs(tmp_path, capsys):
+    args = ["project", "--mlp", "64x3", "--batch-size", "32", "--chips", "2", "--steps", "adam=100",
+            "--steps", "kfac=60", "--steps", "tkfac-solve=60", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "tkfac-solve" in out and "gpu = A100" in out and "link.bandwidth_bps" in out
+    rows = list(csv.DictReader((tmp_path / "projection.csv").open()))
+    assert [r["label"] for r in rows] == ["adam", "kfac", "tkfac-solve"]
+    assert all(float(r["total_s"]) > 0 for r in rows)
+    assert (tmp_path / "projection.png").stat().st_size > 0
+    assert main(["project", "--steps", "shampoo=10", "--out", str(tmp_path)]) == 2
+    assert "unknown method 'shampoo'" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""Whole-run projections: time (and energy) to train for a given number of steps with each
+method on a described system, with the assumptions beside every number.
+
+``steps`` come from a measured run here (steps to a target loss) or from a published reference
+(``DESIGN.md`` section 4: AlgoPerf's NAdamW medians); the projection multiplies nothing by
+hand: it runs the step pattern through :func:`cosim.schedule.project`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .schedule import project
+from .system import SystemSpec
+from .workload import ModelShape, StepModel, step_pattern
+
+
+@dataclass(frozen=True)
+class RunProjection:
+    """A method's projected run. Times in seconds, energy in joules."""
+
+    label: str
+    n_steps: int
+    total_s: float
+    time_per_step_s: float
+    phase_s: dict[str, float]
+    utilization: dict[str, float]
+    energy_j: float
+    critical_phases_s: dict[str, float]
+    """Critical-path time per phase over one period of the steady regime (the sample)."""
+    assumptions: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        """Flat dict for a CSV row: totals, per-phase times, utilization, then assumptions."""
+        out: dict[str, Any] = {
+            "label": self.label,
+            "n_steps": self.n_steps,
+            "total_s": self.total_s,
+            "time_per_step_s": self.time_per_step_s,
+            "energy_j": self.energy_j,
+        }
+        out.update({f"phase_s.{k}": v for k, v in sorted(self.phase_s.items())})
+        out.update({f"utilization.{k}": v for k, v in sorted(self.utilization.items())})
+        out.update({f"assume.{k}": v for k, v in self.assumptions.items()})
+        return out
+
+
+def project_run(shape: ModelShape, system: SystemSpec, step: StepModel, n_steps: int, label: str = "") -> RunProjection:
+    """Project ``n_steps`` steps of ``step`` for ``shape`` on ``system``."""
+    pattern = step_pattern(shape, system, step)
+    proj = project(pattern, n_steps, {"analog": system.analog.n_chips})
+    sample = proj.sample
+    # critical path of the last full pattern repetition simulated (steady regime)
+    p = len(pattern)
+    last = max(0, sample.n_steps // p - 1)
+    critical: dict[str, float] = {}
+    for r in sample.critical_path():
+        if r.step // p == last:
+            critical[r.phase] = critical.get(r.phase, 0.0) + r.duration_s
+    return RunProjection(
+        label or _label(step), n_steps, proj.makespan_s, proj.time_per_step_s, dict(proj.phase_s),
+        proj.utilization(), proj.energy_j, critical,
+        {"model": shape.name, "model.n_params": shape.n_params, "model.batch_size": shape.batch_size,
+         **step.assumptions(system)},
+    )
+
+
+def _label(step: StepModel) -> str:
+    if step.method == "kfac":
+        return "thermodynamic K-FAC" if step.inverse_on == "analog" else "digital K-FAC"
+    return {"tngd": "thermodynamic NGD", "adam": "Adam", "sgd": "SGD"}[step.method]
+
+
+def compare(
+    shape: ModelShape, system: SystemSpec, runs: dict[str, tuple[StepModel, int]]
+) -> list[RunProjection]:
+    """One projection per labelled ``(step model, steps)``, e.g. Adam's steps to target against
+    K-FAC's (fewer, dearer) steps."""
+    return [project_run(shape, system, step, n, label) for label, (step, n) in runs.items()]
+
+
+def write_csv(projections: list[RunProjection], path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    rows = [p.row() for p in projections]
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
