@@ -8,6 +8,7 @@ from their FLOPs and memory traffic and calibrates the model against measurement
 projections: state the assumptions (each spec's ``source``) beside every number.
 """
 
+from .cotrain import CoSimReport, cosimulate_training
 from .roofline import (
     BYTES_PER_ELEMENT,
     CalibrationWarning,
@@ -61,6 +62,8 @@ from .workload import (
 )
 
 __all__ = [
+    "CoSimReport",
+    "cosimulate_training",
     "RunProjection",
     "compare",
     "project_run",

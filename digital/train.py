@@ -30,11 +30,15 @@ import torch
 from torch import Tensor, nn
 
 from .data import ArrayDataset, batches_per_epoch, epoch_order
-from .errors import NonFiniteGradientError, TrainingStopped, UnsupportedConfigurationError
+from .errors import (
+    NonFiniteGradientError,
+    TrainingStopped,
+    UnsupportedConfigurationError,
+)
+from .losses import accuracy, loss_function
 from .models import model_inputs_call
 from .optimizers import OPTIMIZERS, make_optimizer
 from .solvers import get_solver
-from .losses import accuracy, loss_function
 from .tasks import Task, available_tasks, build_task
 
 
@@ -167,8 +171,12 @@ def train(
     checkpoint: str | os.PathLike[str] | None = None,
     progress: bool = False,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    observer: Callable[[int, torch.optim.Optimizer], None] | None = None,
 ) -> TrainResult:
-    """Run (or resume) one training run; see the module docstring."""
+    """Run (or resume) one training run; see the module docstring.
+
+    ``callback(row)`` sees each step's metrics; ``observer(step, optimizer)`` the optimizer right
+    after each step (its ``last_diagnostics``, for co-simulation)."""
     task, model, optimizer = _setup(config)
     dtype = next(model.parameters()).dtype
     loss_fn = loss_function(task.loss)
@@ -199,6 +207,8 @@ def train(
                 row["train_loss"], row["train_accuracy"] = evaluate(model, task.train, task.loss)
                 row["test_loss"], row["test_accuracy"] = evaluate(model, task.test, task.loss)
             history.append(row)
+            if observer is not None:
+                observer(step + 1, optimizer)
             if callback is not None:
                 callback(row)
             if bar is not None:

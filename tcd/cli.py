@@ -18,6 +18,36 @@ def _strings(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+def _add_training_arguments(parser: argparse.ArgumentParser, optimizer: bool = True) -> None:
+    parser.add_argument("--task", default="digits-mlp", help="digits-mlp, digits-cnn, digits-vit, graphs-gnn, digits-linear-mse")
+    if optimizer:
+        parser.add_argument("--optimizer", default="kfac", help="kfac, ngd, tngd, adam, adamw or sgd (default kfac)")
+        parser.add_argument("--solver", default="exact", help="solver backend of kfac/ngd: exact, cg or thermo (default exact)")
+    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the task's)")
+    parser.add_argument("--seed", type=int, default=0, help="initialization and batch-order seed")
+    parser.add_argument("--eval-every", type=int, default=50, help="evaluate train/test every N steps")
+    parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="optimizer option, repeatable (e.g. damping=1e-2)")
+    parser.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option, repeatable (e.g. target_rel_error=1e-3)")
+
+
+def _add_system_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--system", type=Path, default=None, help="system description (.toml or .yaml)")
+    parser.add_argument("--gpu", default="A100", help="GPU preset when no --system (V100, A100, H100)")
+    parser.add_argument("--link", default="paper-50gbps", help="link preset when no --system")
+    parser.add_argument("--hardware", default="published", help="analog hardware preset when no --system")
+    parser.add_argument("--chips", type=int, default=1, help="analog chips when no --system")
+
+
+def _system(args: argparse.Namespace) -> object:
+    from cosim import SystemSpec
+
+    if args.system is not None:
+        return SystemSpec.load(args.system)
+    return SystemSpec.from_presets(gpu=args.gpu, link=args.link, hardware=args.hardware, n_chips=args.chips)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcd",
@@ -47,21 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one of the built-in tasks. With --checkpoint the run saves itself and a "
         "rerun with the same options resumes where it stopped.",
     )
-    tr.add_argument("--task", default="digits-mlp", help="digits-mlp, digits-cnn, digits-vit, graphs-gnn, digits-linear-mse")
-    tr.add_argument("--optimizer", default="kfac", help="kfac, ngd, tngd, adam, adamw or sgd (default kfac)")
-    tr.add_argument("--solver", default="exact", help="solver backend of kfac/ngd: exact, cg or thermo (default exact)")
+    _add_training_arguments(tr)
     tr.add_argument("--hardware", default=None, help="hardware preset of the thermo solver or of tngd (default ideal)")
-    tr.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
-    tr.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    tr.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the task's)")
-    tr.add_argument("--seed", type=int, default=0, help="initialization and batch-order seed")
-    tr.add_argument("--eval-every", type=int, default=50, help="evaluate train/test every N steps")
-    tr.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="optimizer option, repeatable (e.g. damping=1e-2)")
-    tr.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option, repeatable (e.g. target_rel_error=1e-3)")
     tr.add_argument("--on-nonfinite", choices=("stop", "fallback"), default="stop", help="stop, or redo with the exact solver")
     tr.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (resume if it exists)")
     tr.add_argument("--out", type=Path, default=Path("results/train"), help="output folder (default results/train)")
     tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    ct = sub.add_parser(
+        "cotrain",
+        help="train K-FAC through the simulated device and project its wall-clock time on a described system",
+        description="Trains the run for real with the thermo solver (the system's hardware) and with the exact "
+        "backend, then projects both on the system from what each step asked of the device.",
+    )
+    _add_training_arguments(ct, optimizer=False)
+    _add_system_arguments(ct)
+    ct.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     pj = sub.add_parser(
         "project",
@@ -72,11 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--task", default=None, help="a built-in task whose model is costed (default: --mlp)")
     pj.add_argument("--mlp", default="512x8", metavar="WIDTHxDEPTH", help="a square MLP to cost (default 512x8)")
     pj.add_argument("--batch-size", type=int, default=128, help="examples per step (default 128)")
-    pj.add_argument("--system", type=Path, default=None, help="system description (.toml or .yaml)")
-    pj.add_argument("--gpu", default="A100", help="GPU preset when no --system (V100, A100, H100)")
-    pj.add_argument("--link", default="paper-50gbps", help="link preset when no --system")
-    pj.add_argument("--hardware", default="published", help="analog hardware preset when no --system")
-    pj.add_argument("--chips", type=int, default=1, help="analog chips when no --system")
+    _add_system_arguments(pj)
     pj.add_argument("--steps", action="append", default=[], metavar="METHOD=N",
                     help="steps per method, repeatable; methods adam, sgd, kfac (digital), tkfac (thermodynamic, inverses), tkfac-solve (thermodynamic, solves), tngd "
                          "(default: adam=1000 kfac=1000 tkfac=1000)")
@@ -162,6 +189,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cotrain(args: argparse.Namespace) -> int:
+    from cosim.cotrain import cosimulate_training
+    from digital.train import TrainConfig
+
+    system = _system(args)
+    config = TrainConfig(
+        task=args.task, optimizer="kfac", lr=args.lr, optimizer_options=_options(args.opt, "--opt"),
+        solver="thermo", solver_options=_options(args.solver_opt, "--solver-opt"), steps=args.steps,
+        batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
+    )
+    report = cosimulate_training(config, system, progress=not args.no_progress)
+    print(report.table())
+    print("assumptions:")
+    for key, value in report.assumptions.items():
+        print(f"  {key} = {value}")
+    return 0
+
+
 def _plot_history(history: list[dict[str, object]], path: Path, title: str) -> Path:
     import matplotlib
 
@@ -195,12 +240,9 @@ _PROJECT_METHODS = {
 
 
 def _cmd_project(args: argparse.Namespace) -> int:
-    from cosim import LayerShape, ModelShape, StepModel, SystemSpec, compare, write_csv
+    from cosim import LayerShape, ModelShape, StepModel, compare, write_csv
 
-    if args.system is not None:
-        system = SystemSpec.load(args.system)
-    else:
-        system = SystemSpec.from_presets(gpu=args.gpu, link=args.link, hardware=args.hardware, n_chips=args.chips)
+    system = _system(args)
     if args.task is not None:
         import torch
 
@@ -297,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_train(args)
         if args.command == "project":
             return _cmd_project(args)
+        if args.command == "cotrain":
+            return _cmd_cotrain(args)
         return _cmd_presets(args)
     except (ValueError, RuntimeError) as exc:
         print(f"tcd {args.command}: error: {exc}", file=sys.stderr)

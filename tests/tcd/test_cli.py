@@ -74,3 +74,11 @@ def test_project_prints_methods_with_assumptions_and_writes_outputs(tmp_path, ca
     assert (tmp_path / "projection.png").stat().st_size > 0
     assert main(["project", "--steps", "shampoo=10", "--out", str(tmp_path)]) == 2
     assert "unknown method 'shampoo'" in capsys.readouterr().err
+
+
+def test_cotrain_prints_both_runs_and_the_projection(capsys):
+    args = ["cotrain", "--steps", "4", "--lr", "0.3", "--opt", "damping=1e-2", "--opt", "mode=solve",
+            "--solver-opt", "target_rel_error=0.05", "--chips", "2", "--eval-every", "0", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "thermodynamic K-FAC" in out and "digital K-FAC" in out and "speedup" in out and "gpu = A100" in out

@@ -1,0 +1,168 @@
+"""Co-simulated training: train for real through the simulated device, then project the run's
+wall-clock time on a described system from what each step actually asked of the device.
+
+:func:`cosimulate_training` trains a K-FAC run whose solver is the thermo simulator (``digital``;
+the device is the system's own hardware), records every solver call of every step (its
+simulated analog time and the timing model's programming, input, readout and transfer times for
+the realized matrix), and turns each step into a task graph: the digital phases from the
+roofline model of the system's GPU, the device jobs with the recorded times on the link and the
+chips. The same configuration is trained with the exact backend, whose run is projected as
+digital K-FAC on the same GPU. The report puts accuracy and projected time side by side with the
+assumptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from digital.solvers import SolverDiagnostics
+from digital.train import TrainConfig, TrainResult, train
+
+from .roofline import cholesky_inverse
+from .runs import RunProjection, project_run
+from .schedule import Schedule, StepGraph, Task, simulate
+from .system import SystemSpec
+from .workload import (
+    LayerShape,
+    ModelShape,
+    StepCoster,
+    StepModel,
+    _forward_backward,
+    _prefixed,
+)
+
+StepCalls = dict[str, list[SolverDiagnostics]]
+"""One step's solver calls: layer name -> diagnostics in call order."""
+
+
+@dataclass(frozen=True)
+class CoSimReport:
+    """Accuracy and projected time of the thermodynamic run and its exact-backend twin."""
+
+    config: TrainConfig
+    system: SystemSpec
+    thermo_final: dict[str, float]
+    exact_final: dict[str, float]
+    thermo_schedule: Schedule
+    """The recorded steps, simulated on the described system."""
+    exact_projection: RunProjection
+    analog_time_s: float
+    """Simulated analog time summed over the run."""
+    fallbacks: int
+    assumptions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def thermo_total_s(self) -> float:
+        return self.thermo_schedule.makespan_s
+
+    @property
+    def speedup(self) -> float:
+        """Projected time of the exact (digital K-FAC) run over the thermodynamic one."""
+        return self.exact_projection.total_s / self.thermo_total_s
+
+    def table(self) -> str:
+        rows = [
+            ("", "thermodynamic K-FAC", "digital K-FAC"),
+            ("final train loss", f"{self.thermo_final['train_loss']:.4g}", f"{self.exact_final['train_loss']:.4g}"),
+            ("test accuracy", f"{self.thermo_final['test_accuracy']:.4f}", f"{self.exact_final['test_accuracy']:.4f}"),
+            ("projected time per step", f"{self.thermo_schedule.time_per_step_s * 1e3:.4g} ms",
+             f"{self.exact_projection.time_per_step_s * 1e3:.4g} ms"),
+            ("projected run", f"{self.thermo_total_s:.4g} s", f"{self.exact_projection.total_s:.4g} s"),
+        ]
+        width = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, width)).rstrip() for r in rows]
+        lines.append(f"speedup of the thermodynamic run: {self.speedup:.3g}x; analog time {self.analog_time_s:.4g} s; "
+                     f"solver fallbacks {self.fallbacks}")
+        return "\n".join(lines)
+
+
+def cosimulate_training(config: TrainConfig, system: SystemSpec, progress: bool = False) -> CoSimReport:
+    """Train ``config`` (a K-FAC configuration; its solver is replaced by the thermo simulator
+    of ``system``'s hardware) and its exact-backend twin; project both on ``system``."""
+    if config.optimizer.lower() != "kfac":
+        raise ValueError(f"co-simulated training covers K-FAC runs, got optimizer {config.optimizer!r}")
+    options = dict(config.solver_options)
+    options["hardware"] = system.analog_hardware()
+    thermo_config = dataclasses.replace(config, solver="thermo", solver_options=options)
+    calls: list[StepCalls] = []
+
+    def observe(step: int, optimizer: torch.optim.Optimizer) -> None:
+        calls.append({name: list(ds) for name, ds in optimizer.last_diagnostics.items()})
+
+    thermo_run = train(thermo_config, progress=progress, observer=observe)
+    exact_run = train(dataclasses.replace(config, solver="exact", solver_options={}), progress=progress)
+    shape = _shape_of(thermo_run, config)
+    kfac = thermo_run.optimizer.config
+    step = StepModel(method="kfac", inverse_on="analog", analog_op=kfac.mode, inv_update_steps=kfac.inv_update_steps,
+                     fisher_type=kfac.fisher_type, precision=config.dtype)
+    coster = StepCoster(shape, system, step)
+    graphs = [_recorded_step(shape, coster, step_calls, kfac.mode) for step_calls in calls]
+    schedule = simulate(graphs, {"analog": system.analog.n_chips})
+    exact_step = dataclasses.replace(step, inverse_on="gpu")
+    exact_projection = project_run(shape, system, exact_step, config.steps, "digital K-FAC")
+    analog = sum(d.analog_time_s for c in calls for ds in c.values() for d in ds)
+    fallbacks = sum(1 for c in calls for ds in c.values() for d in ds if d.backend != "thermo")
+    return CoSimReport(
+        thermo_config, system, thermo_run.final, exact_run.final, schedule, exact_projection, analog, fallbacks,
+        {"model": config.task, "model.n_params": shape.n_params, **step.assumptions(system)},
+    )
+
+
+def _shape_of(run: TrainResult, config: TrainConfig) -> ModelShape:
+    from digital.tasks import build_task
+
+    task = build_task(config.task, seed=config.seed)
+    batch = config.batch_size or task.batch_size
+    inputs = task.train.subset(torch.arange(batch)).inputs
+    return ModelShape.from_model(run.model, inputs, name=config.task)
+
+
+def _recorded_step(shape: ModelShape, c: StepCoster, step_calls: StepCalls, mode: str) -> StepGraph:
+    """One recorded K-FAC step: digital phases from the roofline, every device call with its
+    recorded times (solves of a layer in sequence, inversions of a layer side by side)."""
+    tasks = _forward_backward(shape, c, ("prev:update",))
+    last = tasks[-1].name
+    if c.step.fisher_type != "empirical":
+        columns = 1 if c.step.fisher_type == "mc" else shape.output_dim
+        tasks.append(c.gpu_task("curvature", columns * sum(c.gpu_s(c.backward(l)) for l in shape.layers), (last,), "curvature"))
+        last = "curvature"
+    finals = []
+    for layer in shape.layers:
+        factors = _prefixed("factors", layer)
+        tasks.append(c.gpu_task(factors, c.gpu_s(c.factors(layer)), (last,), "factors"))
+        done: list[str] = []
+        prev = factors
+        for i, diag in enumerate(step_calls.get(layer.name, [])):
+            key = f"{i}[{layer.name}]"
+            deps = (prev,) if mode == "solve" else (factors,)
+            job = _call_tasks(c, layer, diag, key, deps)
+            tasks += job
+            prev = job[-1].name
+            done.append(prev)
+        if mode == "inverse":
+            name = _prefixed("precondition", layer)
+            tasks.append(c.gpu_task(name, c.gpu_s(c.precondition(layer)), (factors, *done), "precondition"))
+            finals.append(name)
+        else:
+            finals.append(prev)
+    tasks.append(c.gpu_task("update", c.gpu_s(c.update()), tuple(finals), "update"))
+    return StepGraph(tuple(tasks), "recorded")
+
+
+def _call_tasks(c: StepCoster, layer: LayerShape, diag: SolverDiagnostics, key: str, deps: tuple[str, ...]) -> list[Task]:
+    thermo_diag = diag.extra.get("thermo")
+    if diag.backend != "thermo" or thermo_diag is None or thermo_diag.device_time is None:
+        # a fallback to the exact backend ran on the GPU
+        d = max(layer.dim_a, layer.dim_g)
+        return [c.gpu_task(f"fallback_{key}", c.gpu_s(cholesky_inverse(d, precision=c.step.precision)), deps, "fallback")]
+    t = thermo_diag.device_time
+    return [
+        Task(f"program_{key}", t.program_s + t.input_s, resource="link", deps=deps, phase="program"),
+        Task(f"analog_{key}", diag.analog_time_s + t.readout_s, resource="analog", deps=(f"program_{key}",),
+             phase="analog", energy_j=t.energy_j),
+        Task(f"readback_{key}", t.transfer_s, resource="link", deps=(f"analog_{key}",), phase="readback"),
+    ]
