@@ -25,7 +25,7 @@ from .roofline import (
     gemm,
     measure,
 )
-from .runs import RunProjection, compare, project_run, write_csv
+from .runs import RunProjection, compare, project_run, steps_to_target, write_csv
 from .schedule import (
     Projection,
     Schedule,
@@ -66,6 +66,7 @@ __all__ = [
     "cosimulate_training",
     "RunProjection",
     "compare",
+    "steps_to_target",
     "project_run",
     "write_csv",
     "LayerShape",

@@ -95,3 +95,15 @@ def write_csv(projections: list[RunProjection], path: str | os.PathLike[str]) ->
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def steps_to_target(history: list[dict[str, Any]], target: float, metric: str = "train_loss") -> int | None:
+    """First evaluated step of a training history (``digital.train``) whose ``metric`` reached
+    ``target`` (at or below it for losses; at or above for accuracies), None if it never did."""
+    higher_is_better = "accuracy" in metric
+    for row in history:
+        if metric in row:
+            value = row[metric]
+            if (value >= target) if higher_is_better else (value <= target):
+                return int(row["step"])
+    return None

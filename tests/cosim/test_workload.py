@@ -142,3 +142,14 @@ def test_the_solve_variant_runs_two_device_solves_per_layer_every_step() -> None
     assert sched.busy_s["analog"] == pytest.approx(expected, rel=1e-12)
     analog_tasks = [r for r in sched.records if r.phase == "analog"]
     assert len(analog_tasks) == 2 * len(shape.layers)
+
+
+def test_steps_to_target_reads_a_training_history() -> None:
+    from cosim.runs import steps_to_target
+
+    history = [{"step": 1, "loss": 2.0}, {"step": 50, "train_loss": 0.5, "test_accuracy": 0.8},
+               {"step": 100, "train_loss": 0.1, "test_accuracy": 0.95}]
+    assert steps_to_target(history, 0.5) == 50
+    assert steps_to_target(history, 0.2) == 100
+    assert steps_to_target(history, 0.01) is None
+    assert steps_to_target(history, 0.9, metric="test_accuracy") == 100
