@@ -243,8 +243,10 @@ class StepCoster:
 
     def update(self) -> Work:
         n = self.shape.n_params
-        # Adam touches parameters, gradients and two moments; the others about as much
-        return elementwise(n, reads=3, writes=3, precision=self.step.precision)
+        if self.step.method == "adam":  # reads parameter, gradient, two moments; writes three
+            return elementwise(n, reads=4, writes=3, precision=self.step.precision)
+        # SGD-like: reads the parameter and the (preconditioned) direction, writes the parameter
+        return elementwise(n, reads=2, writes=1, precision=self.step.precision)
 
     def analog_inverse(self, d: int) -> timing.TimingBreakdown:
         """Device time of one factor inversion (``d x d``) to the target accuracy."""

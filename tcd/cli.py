@@ -112,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--condition-number", type=float, default=1e3, help="condition number of a damped factor (default 1e3)")
     pj.add_argument("--out", type=Path, default=Path("results/project"), help="output folder (default results/project)")
 
+    cal = sub.add_parser(
+        "calibrate",
+        help="fit the roofline to timings of the real K-FAC path on this machine; save a system file",
+        description="Measures this machine's peak FLOP/s and memory bandwidth, times the phases of real K-FAC "
+        "steps on the given tasks, fits the roofline's efficiencies and launch overhead, prints measured against "
+        "predicted per phase, and saves a system description whose GPU is this machine.",
+    )
+    cal.add_argument("--tasks", default="digits-mlp,digits-cnn", help="comma-separated tasks to time (default digits-mlp,digits-cnn)")
+    cal.add_argument("--batch-size", type=int, default=64, help="examples per step (default 64)")
+    cal.add_argument("--out", type=Path, default=Path("results/calibration/system.toml"), help="system file to write (.toml or .yaml)")
+
     presets = sub.add_parser("presets", help="print the hardware presets")
     presets.add_argument("names", nargs="*", help="presets to show (default: all)")
     return parser
@@ -204,6 +215,31 @@ def _cmd_cotrain(args: argparse.Namespace) -> int:
     print("assumptions:")
     for key, value in report.assumptions.items():
         print(f"  {key} = {value}")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from cosim import SystemSpec
+    from cosim.calibration import calibrate_from_training_runs
+    from digital.tasks import build_task
+
+    runs, labels = [], []
+    for name in _strings(args.tasks):
+        task = build_task(name)
+        sub = task.train.subset(torch.arange(min(args.batch_size, len(task.train))))
+        runs.append((task.model, sub.inputs, sub.targets))
+        labels.append(name)
+    report = calibrate_from_training_runs(runs, labels=labels)
+    print(report.table())
+    system = dataclasses.replace(SystemSpec.default(), gpu=report.after, name="this machine",
+                                 notes=f"GPU replaced by this machine, calibrated on {', '.join(labels)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    path = system.save(args.out)
+    print(f"wrote {path} (use it with: tcd project --system {path})")
     return 0
 
 
@@ -341,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_project(args)
         if args.command == "cotrain":
             return _cmd_cotrain(args)
+        if args.command == "calibrate":
+            return _cmd_calibrate(args)
         return _cmd_presets(args)
     except (ValueError, RuntimeError) as exc:
         print(f"tcd {args.command}: error: {exc}", file=sys.stderr)

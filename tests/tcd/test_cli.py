@@ -82,3 +82,12 @@ def test_cotrain_prints_both_runs_and_the_projection(capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "thermodynamic K-FAC" in out and "digital K-FAC" in out and "speedup" in out and "gpu = A100" in out
+
+
+def test_calibrate_writes_a_system_that_project_reads(tmp_path, capsys):
+    system = tmp_path / "system.toml"
+    assert main(["calibrate", "--tasks", "digits-mlp", "--out", str(system)]) == 0
+    out = capsys.readouterr().out
+    assert "gradient_s" in out and "compute_efficiency" in out
+    assert main(["project", "--system", str(system), "--mlp", "32x2", "--steps", "adam=10", "--out", str(tmp_path)]) == 0
+    assert "this machine (cpu)" in capsys.readouterr().out
