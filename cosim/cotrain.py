@@ -89,18 +89,20 @@ def cosimulate_training(config: TrainConfig, system: SystemSpec, progress: bool 
     options["hardware"] = system.analog_hardware()
     thermo_config = dataclasses.replace(config, solver="thermo", solver_options=options)
     calls: list[StepCalls] = []
+    factor_steps: list[bool] = []
 
     def observe(step: int, optimizer: torch.optim.Optimizer) -> None:
         calls.append({name: list(ds) for name, ds in optimizer.last_diagnostics.items()})
+        factor_steps.append(bool(optimizer.last_stats.get("factor_update", True)))
 
     thermo_run = train(thermo_config, progress=progress, observer=observe)
     exact_run = train(dataclasses.replace(config, solver="exact", solver_options={}), progress=progress)
     shape = _shape_of(thermo_run, config)
     kfac = thermo_run.optimizer.config
     step = StepModel(method="kfac", inverse_on="analog", analog_op=kfac.mode, inv_update_steps=kfac.inv_update_steps,
-                     fisher_type=kfac.fisher_type, precision=config.dtype)
+                     factor_update_steps=kfac.factor_update_steps, fisher_type=kfac.fisher_type, precision=config.dtype)
     coster = StepCoster(shape, system, step)
-    graphs = [_recorded_step(shape, coster, step_calls, kfac.mode) for step_calls in calls]
+    graphs = [_recorded_step(shape, coster, step_calls, kfac.mode, f) for step_calls, f in zip(calls, factor_steps)]
     schedule = simulate(graphs, {"analog": system.analog.n_chips})
     exact_step = dataclasses.replace(step, inverse_on="gpu")
     exact_projection = project_run(shape, system, exact_step, config.steps, "digital K-FAC")
@@ -121,19 +123,21 @@ def _shape_of(run: TrainResult, config: TrainConfig) -> ModelShape:
     return ModelShape.from_model(run.model, inputs, name=config.task)
 
 
-def _recorded_step(shape: ModelShape, c: StepCoster, step_calls: StepCalls, mode: str) -> StepGraph:
+def _recorded_step(
+    shape: ModelShape, c: StepCoster, step_calls: StepCalls, mode: str, update_factors: bool = True
+) -> StepGraph:
     """One recorded K-FAC step: digital phases from the roofline, every device call with its
     recorded times (solves of a layer in sequence, inversions of a layer side by side)."""
     tasks = _forward_backward(shape, c, ("prev:update",))
     last = tasks[-1].name
-    if c.step.fisher_type != "empirical":
+    if c.step.fisher_type != "empirical" and update_factors:
         columns = 1 if c.step.fisher_type == "mc" else shape.output_dim
         tasks.append(c.gpu_task("curvature", columns * sum(c.gpu_s(c.backward(l)) for l in shape.layers), (last,), "curvature"))
         last = "curvature"
     finals = []
     for layer in shape.layers:
         factors = _prefixed("factors", layer)
-        tasks.append(c.gpu_task(factors, c.gpu_s(c.factors(layer)), (last,), "factors"))
+        tasks.append(c.gpu_task(factors, c.gpu_s(c.factors(layer)) if update_factors else 0.0, (last,), "factors"))
         done: list[str] = []
         prev = factors
         for i, diag in enumerate(step_calls.get(layer.name, [])):

@@ -149,6 +149,9 @@ class StepModel:
     every ``inv_update_steps`` steps (covariance estimate), or solve ``G X = grad`` and
     ``A Y = X^T`` on the device every step (mean estimate, matrix right-hand sides)."""
     inv_update_steps: int = 10
+    factor_update_steps: int = 1
+    """K-FAC: factor statistics (and the curvature pass) every so many steps; divides
+    ``inv_update_steps``."""
     fisher_type: Literal["empirical", "mc", "type-2"] = "mc"
     precision: str = "float32"
     factor_condition_number: float = 1e3
@@ -172,6 +175,13 @@ class StepModel:
             raise WorkloadError(f"StepModel.fisher_type is unknown: {self.fisher_type!r}")
         if not (isinstance(self.inv_update_steps, int) and self.inv_update_steps >= 1):
             raise WorkloadError(f"StepModel.inv_update_steps must be an integer >= 1, got {self.inv_update_steps!r}")
+        if not (isinstance(self.factor_update_steps, int) and self.factor_update_steps >= 1) or (
+            self.inv_update_steps % self.factor_update_steps
+        ):
+            raise WorkloadError(
+                "StepModel.factor_update_steps must be an integer >= 1 dividing inv_update_steps, "
+                f"got {self.factor_update_steps!r} and {self.inv_update_steps!r}"
+            )
         if self.precision not in BYTES_PER_ELEMENT:
             raise WorkloadError(f"StepModel.precision must be one of {sorted(BYTES_PER_ELEMENT)}, got {self.precision!r}")
         if not (math.isfinite(self.factor_condition_number) and self.factor_condition_number >= 1):
@@ -281,7 +291,10 @@ def step_pattern(shape: ModelShape, system: SystemSpec, step: StepModel) -> list
         return [_tngd_step(shape, coster)]
     if step.inverse_on == "analog" and step.analog_op == "solve":
         return [_kfac_solve_step(shape, coster)]
-    return [_kfac_step(shape, coster, invert=k == 0) for k in range(step.inv_update_steps)]
+    return [
+        _kfac_step(shape, coster, invert=k == 0, update_factors=k % step.factor_update_steps == 0)
+        for k in range(step.inv_update_steps)
+    ]
 
 
 def _forward_backward(shape: ModelShape, c: StepCoster, first_dep: tuple[str, ...]) -> list[Task]:
@@ -304,11 +317,11 @@ def _first_order_step(shape: ModelShape, c: StepCoster) -> StepGraph:
     return StepGraph(tuple(tasks), "first-order")
 
 
-def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool) -> StepGraph:
+def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool, update_factors: bool = True) -> StepGraph:
     step = c.step
     tasks = _forward_backward(shape, c, ("prev:update",))
     last = tasks[-1].name
-    if step.fisher_type != "empirical":
+    if step.fisher_type != "empirical" and update_factors:
         # the curvature pass: one more backward per MC sample or loss-Hessian column
         columns = 1 if step.fisher_type == "mc" else shape.output_dim
         seconds = columns * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
@@ -317,7 +330,8 @@ def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool) -> StepGraph:
     precondition_deps: dict[str, tuple[str, ...]] = {}
     for layer in shape.layers:
         factors = _prefixed("factors", layer)
-        tasks.append(c.gpu_task(factors, c.gpu_s(c.factors(layer)), (last,), "factors"))
+        seconds = c.gpu_s(c.factors(layer)) if update_factors else 0.0  # kept: the graph's shape
+        tasks.append(c.gpu_task(factors, seconds, (last,), "factors"))
         deps: tuple[str, ...] = (factors,)
         if invert and step.inverse_on == "gpu":
             inv = _prefixed("invert", layer)

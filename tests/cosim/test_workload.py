@@ -153,3 +153,15 @@ def test_steps_to_target_reads_a_training_history() -> None:
     assert steps_to_target(history, 0.2) == 100
     assert steps_to_target(history, 0.01) is None
     assert steps_to_target(history, 0.9, metric="test_accuracy") == 100
+
+
+def test_factor_statistics_follow_their_interval() -> None:
+    shape, system, _ = coster()
+    model = StepModel(method="kfac", inverse_on="gpu", inv_update_steps=4, factor_update_steps=2)
+    c = StepCoster(shape, system, model)
+    times = [simulate([g]).makespan_s for g in step_pattern(shape, system, model)]
+    factor_and_pass = sum(c.gpu_s(c.factors(l)) + c.gpu_s(c.backward(l)) for l in shape.layers)  # mc: one backward
+    assert times[2] - times[1] == pytest.approx(factor_and_pass, rel=1e-9)
+    assert times[3] == pytest.approx(times[1], rel=1e-12)
+    with pytest.raises(WorkloadError, match="dividing inv_update_steps"):
+        StepModel(inv_update_steps=10, factor_update_steps=3)
