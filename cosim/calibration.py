@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +43,7 @@ from .roofline import (
     Work,
     calibrate,
     cpu_spec,
+    wall_times,
 )
 from .system import GPUSpec, SystemSpec
 from .workload import ModelShape, StepCoster, StepModel
@@ -83,15 +83,9 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 
 def _best_seconds(fn: Any, repeats: int, warmup: int = 1) -> float:
-    """Shortest wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    """Shortest wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs (noise
+    only ever slows a run, so the fastest is the best estimate of a peak)."""
+    return min(wall_times(fn, repeats, warmup))
 
 
 def _matmul_seconds(size: int, dtype: torch.dtype, generator: torch.Generator, repeats: int) -> float:

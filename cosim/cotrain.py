@@ -31,7 +31,7 @@ from .workload import (
     ModelShape,
     StepCoster,
     StepModel,
-    _forward_backward,
+    _gradient_and_curvature,
     _prefixed,
 )
 
@@ -128,12 +128,7 @@ def _recorded_step(
 ) -> StepGraph:
     """One recorded K-FAC step: digital phases from the roofline, every device call with its
     recorded times (solves of a layer in sequence, inversions of a layer side by side)."""
-    tasks = _forward_backward(shape, c, ("prev:update",))
-    last = tasks[-1].name
-    if c.step.fisher_type != "empirical" and update_factors:
-        columns = 1 if c.step.fisher_type == "mc" else shape.output_dim
-        tasks.append(c.gpu_task("curvature", columns * sum(c.gpu_s(c.backward(l)) for l in shape.layers), (last,), "curvature"))
-        last = "curvature"
+    tasks, last = _gradient_and_curvature(shape, c, update_factors)
     finals = []
     for layer in shape.layers:
         factors = _prefixed("factors", layer)

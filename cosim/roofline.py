@@ -324,6 +324,11 @@ def measure(
         raise RooflineError(f"repeats must be an integer >= 1, got {repeats!r}")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise RooflineError(f"warmup must be an integer >= 0, got {warmup!r}")
+    return work, statistics.median(wall_times(fn, repeats, warmup))
+
+
+def wall_times(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -331,7 +336,7 @@ def measure(
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return work, statistics.median(times)
+    return times
 
 
 _EFFICIENCY_BOUNDS = (1e-3, 1.0)

@@ -311,6 +311,19 @@ def _forward_backward(shape: ModelShape, c: StepCoster, first_dep: tuple[str, ..
     return tasks
 
 
+def _gradient_and_curvature(shape: ModelShape, c: StepCoster, update_factors: bool = True) -> tuple[list[Task], str]:
+    """Forward, backward and (on factor steps, for ``mc``/``type-2``) the curvature pass: one
+    more backward per MC sample or loss-Hessian column. Returns the tasks and the last one."""
+    tasks = _forward_backward(shape, c, ("prev:update",))
+    last = tasks[-1].name
+    if c.step.fisher_type != "empirical" and update_factors:
+        columns = 1 if c.step.fisher_type == "mc" else shape.output_dim
+        seconds = columns * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
+        tasks.append(c.gpu_task("curvature", seconds, (last,), "curvature"))
+        last = "curvature"
+    return tasks, last
+
+
 def _first_order_step(shape: ModelShape, c: StepCoster) -> StepGraph:
     tasks = _forward_backward(shape, c, ("prev:update",))
     tasks.append(c.gpu_task("update", c.gpu_s(c.update()), (tasks[-1].name,), "update"))
@@ -319,14 +332,7 @@ def _first_order_step(shape: ModelShape, c: StepCoster) -> StepGraph:
 
 def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool, update_factors: bool = True) -> StepGraph:
     step = c.step
-    tasks = _forward_backward(shape, c, ("prev:update",))
-    last = tasks[-1].name
-    if step.fisher_type != "empirical" and update_factors:
-        # the curvature pass: one more backward per MC sample or loss-Hessian column
-        columns = 1 if step.fisher_type == "mc" else shape.output_dim
-        seconds = columns * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
-        tasks.append(c.gpu_task("curvature", seconds, (last,), "curvature"))
-        last = "curvature"
+    tasks, last = _gradient_and_curvature(shape, c, update_factors)
     precondition_deps: dict[str, tuple[str, ...]] = {}
     for layer in shape.layers:
         factors = _prefixed("factors", layer)
@@ -365,12 +371,7 @@ def _device_job(c: StepCoster, t: timing.TimingBreakdown, key: str, deps: tuple[
 def _kfac_solve_step(shape: ModelShape, c: StepCoster) -> StepGraph:
     """Thermodynamic K-FAC, solve variant: per layer, ``G X = grad`` (``d_A`` right-hand sides)
     then ``A Y = X^T`` (``d_G`` right-hand sides) on the device, every step."""
-    tasks = _forward_backward(shape, c, ("prev:update",))
-    last = tasks[-1].name
-    if c.step.fisher_type != "empirical":
-        columns = 1 if c.step.fisher_type == "mc" else shape.output_dim
-        tasks.append(c.gpu_task("curvature", columns * sum(c.gpu_s(c.backward(l)) for l in shape.layers), (last,), "curvature"))
-        last = "curvature"
+    tasks, last = _gradient_and_curvature(shape, c)
     finals = []
     for layer in shape.layers:
         factors = _prefixed("factors", layer)

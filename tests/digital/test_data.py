@@ -23,8 +23,6 @@ from digital.errors import UnsupportedConfigurationError
 from digital.models import SmallGNN
 from thermo.errors import InputError, ShapeMismatchError
 
-
-
 # ------------------------------------------------------------------ ArrayDataset
 
 

@@ -7,10 +7,15 @@ import torch
 from torch import nn
 
 from digital.errors import UnsupportedConfigurationError
-from digital.models import MLP, GraphConv, SmallCNN, SmallGNN, SmallViT, model_inputs_call
+from digital.models import (
+    MLP,
+    GraphConv,
+    SmallCNN,
+    SmallGNN,
+    SmallViT,
+    model_inputs_call,
+)
 from thermo.errors import ShapeMismatchError
-
-
 
 
 def _graph_batch(B: int = 3, n_max: int = 6, F: int = 4, seed: int = 0):

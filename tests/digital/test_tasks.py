@@ -22,8 +22,6 @@ from digital.tasks import (
 )
 from thermo.errors import ShapeMismatchError
 
-
-
 EXPECTED = {
     "digits-mlp": MLP,
     "digits-cnn": SmallCNN,

@@ -8,7 +8,11 @@ import math
 import pytest
 import torch
 
-from digital.errors import TrainingStopped, UnknownSolverError, UnsupportedConfigurationError
+from digital.errors import (
+    TrainingStopped,
+    UnknownSolverError,
+    UnsupportedConfigurationError,
+)
 from digital.solvers import LinearSolver, SolverDiagnostics
 from digital.train import TrainConfig, train
 from digital.tuning import DIGITS_MLP_FIXED, DIGITS_MLP_GRIDS, grid_search

@@ -17,9 +17,9 @@ from thermo import (
     SolverConfig,
     ThermodynamicSolver,
     ThermoWarning,
+    timing,
 )
 from thermo.errors import InputError
-from thermo import timing
 from thermo.matrices import random_spd
 
 

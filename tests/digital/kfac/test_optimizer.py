@@ -14,7 +14,6 @@ from digital.kfac import KFAC, KFACWarning
 from digital.solvers import LinearSolver
 from thermo.errors import DivergenceError
 
-
 pytestmark = pytest.mark.usefixtures("float64")
 
 

@@ -6,9 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from digital.errors import UnknownSolverError, UnsupportedConfigurationError, UnsupportedOperationError
-from digital.solvers import LinearSolver, SolverDiagnostics, SolverWarning, available_solvers, get_solver, register_solver
-from thermo.errors import NonFiniteInputError, NotPositiveDefiniteError, NotSymmetricError, ShapeMismatchError
+from digital.errors import (
+    UnknownSolverError,
+    UnsupportedConfigurationError,
+    UnsupportedOperationError,
+)
+from digital.solvers import (
+    LinearSolver,
+    SolverDiagnostics,
+    SolverWarning,
+    available_solvers,
+    get_solver,
+    register_solver,
+)
+from thermo.errors import (
+    NonFiniteInputError,
+    NotPositiveDefiniteError,
+    NotSymmetricError,
+    ShapeMismatchError,
+)
 from thermo.matrices import random_spd
 
 
