@@ -3,38 +3,25 @@
 For one random SPD system (size ``d``, condition number ``kappa``) and each hardware preset,
 solve ``A x = b`` with sampling windows from ``windows_tau`` (burn-in planned by the timing
 model) over several seeds, and record the relative error against ``numpy.linalg.solve``, the
-analog time and the error the OU theory predicts. Points run on a local process pool, are
-appended to the CSV as they finish, and a restarted run skips the points already in the CSV.
+analog time and the error the OU theory predicts. Points run through :mod:`studies.sweep` (a
+local process pool or a Dask cluster), are appended to the CSV as they finish, and a restarted
+run skips the points already in the CSV.
 Writes ``solver_demo.csv``, ``solver_demo.png`` and ``solver_demo.md`` into ``out_dir``.
 """
 
 from __future__ import annotations
 
-import csv
+import functools
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import sweep
+
 BURN_IN_TARGET = 1e-4
 """Relative error that the planned burn-in reduces the initial transient to."""
-
-COLUMNS = [
-    "preset",
-    "window_tau",
-    "seed",
-    "rel_error",
-    "predicted_rel_error",
-    "estimated_rel_error",
-    "analog_time_s",
-    "analog_time_tau",
-    "burn_in_tau",
-    "n_samples",
-    "method",
-    "device_total_s",
-]
 
 
 @dataclass(frozen=True)
@@ -95,43 +82,32 @@ def run_point(cfg: DemoConfig, preset_name: str, window_tau: float, seed: int) -
     }
 
 
-def _key(row: dict) -> tuple[str, float, int]:
-    return (str(row["preset"]), float(row["window_tau"]), int(row["seed"]))
+def _evaluate(cfg: DemoConfig, point: dict) -> dict:
+    """The measured fields of one sweep point (the point's own fields removed)."""
+    row = run_point(cfg, point["preset"], point["window_tau"], point["seed"])
+    return {k: v for k, v in row.items() if k not in point}
 
 
 def read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as fh:
-        return list(csv.DictReader(fh))
+    return sweep.read_rows(path)
 
 
-def run(cfg: DemoConfig, progress: bool = True) -> Path:
-    """Run the missing points, then write the plot and report; return the CSV path."""
-    from tqdm.auto import tqdm
-
+def run(cfg: DemoConfig, progress: bool = True, scheduler: str | None = None) -> Path:
+    """Run the missing points (local process pool, or a Dask ``scheduler``), then write the
+    plot and report; return the CSV path."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = cfg.out_dir / "solver_demo.csv"
-    done = {_key(r) for r in read_rows(csv_path)}
-    todo = [
-        (p, w, s)
+    points = [
+        {"preset": p, "window_tau": float(w), "seed": s}
         for p in cfg.presets
         for w in cfg.windows_tau
         for s in range(cfg.seeds)
-        if (p, float(w), s) not in done
     ]
-    new_file = not csv_path.exists()
-    with csv_path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-        workers = cfg.workers or min(len(todo), os.cpu_count() or 1) or 1
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_point, cfg, *point) for point in todo]
-            for fut in tqdm(as_completed(futures), total=len(futures), desc="solves", disable=not progress):
-                writer.writerow(fut.result())
-                fh.flush()  # each point is on disk as soon as it finishes
-    rows = read_rows(csv_path)
+    workers = cfg.workers or min(len(points), os.cpu_count() or 1) or 1
+    rows = sweep.run_sweep(
+        functools.partial(_evaluate, cfg), points, csv_path, workers=workers, scheduler=scheduler,
+        progress=progress, description="solves",
+    )
     plot(rows, cfg.out_dir / "solver_demo.png", cfg)
     report(rows, cfg.out_dir / "solver_demo.md", cfg)
     return csv_path
