@@ -211,6 +211,15 @@ class StepModel:
         return out
 
 
+def factor_spectrum(hw: HardwareSpec, d: int, condition_number: float) -> np.ndarray:
+    """Assumed chip spectrum of a damped ``d x d`` factor: geometric from
+    ``coupling_range / condition_number`` up to the coupling range (the DAC scaling puts the
+    largest coupling at the range; for a diagonally dominant factor that is about the top
+    eigenvalue). Co-simulated training uses the realized spectra instead."""
+    lam_max = hw.coupling_range
+    return np.geomspace(lam_max / condition_number, lam_max, d)
+
+
 class StepCoster:
     """Durations of the phases of a step for one model on one system."""
 
@@ -260,20 +269,17 @@ class StepCoster:
 
     def analog_inverse(self, d: int) -> timing.TimingBreakdown:
         """Device time of one factor inversion (``d x d``) to the target accuracy."""
-        lam_max = self.hw.coupling_range
-        eigenvalues = np.geomspace(lam_max / self.step.factor_condition_number, lam_max, d)
+        eigenvalues = factor_spectrum(self.hw, d, self.step.factor_condition_number)
         return timing.estimate_inverse(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
 
     def analog_solve(self, d: int, n_rhs: int) -> timing.TimingBreakdown:
         """Device time of a factor solve (``d x d``) with ``n_rhs`` right-hand sides."""
-        lam_max = self.hw.coupling_range
-        eigenvalues = np.geomspace(lam_max / self.step.factor_condition_number, lam_max, d)
+        eigenvalues = factor_spectrum(self.hw, d, self.step.factor_condition_number)
         return timing.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error, n_rhs=n_rhs)
 
     def analog_relax(self, n: int) -> timing.TimingBreakdown:
         """TNGD: one upload, a relaxation of ``analog_time_tau`` and a read of ``n`` values."""
-        lam_max = self.hw.coupling_range
-        eigenvalues = np.geomspace(lam_max / self.step.factor_condition_number, lam_max, n)
+        eigenvalues = factor_spectrum(self.hw, n, self.step.factor_condition_number)
         return timing.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
 
 
