@@ -123,6 +123,26 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--batch-size", type=int, default=64, help="examples per step (default 64)")
     cal.add_argument("--out", type=Path, default=Path("results/calibration/system.toml"), help="system file to write (.toml or .yaml)")
 
+    study = sub.add_parser("study", help="run a study: CSV of every point, a PNG plot and a Markdown report")
+    studies = study.add_subparsers(dest="study", required=True, metavar="STUDY")
+    asym = studies.add_parser(
+        "asymptotic",
+        help="per-layer time of digital vs thermodynamic K-FAC against layer width n; fitted exponents",
+        description="Digital inversion (measured here and projected for a GPU) against the analog device's timing "
+        "model, for layer widths and factor condition numbers. Finished points are kept; a rerun skips them.",
+    )
+    asym.add_argument("--full", action="store_true", help="the real-hardware size (n up to 16,384)")
+    asym.add_argument("--sizes", type=_floats, default=None, help="layer widths, comma-separated (overrides the default)")
+    asym.add_argument("--kappas", type=_floats, default=None, help="factor condition numbers, comma-separated")
+    asym.add_argument("--gpu", default="A100", help="GPU preset of the roofline projection (default A100)")
+    asym.add_argument("--hardware", default="published", help="analog hardware preset (default published)")
+    asym.add_argument("--chips", type=int, default=1, help="analog chips (default 1)")
+    asym.add_argument("--target-rel-error", type=float, default=1e-2, help="accuracy of the analog results (default 1e-2)")
+    asym.add_argument("--workers", type=int, default=1, help="process-pool size (default 1: the measurements stay clean)")
+    asym.add_argument("--scheduler", default=None, help="Dask scheduler address (or 'local'); default: process pool")
+    asym.add_argument("--out", type=Path, default=Path("results/asymptotic"), help="output folder")
+    asym.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     presets = sub.add_parser("presets", help="print the hardware presets")
     presets.add_argument("names", nargs="*", help="presets to show (default: all)")
     return parser
@@ -240,6 +260,24 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     path = system.save(args.out)
     print(f"wrote {path} (use it with: tcd project --system {path})")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from studies import asymptotic
+
+    overrides: dict[str, object] = dict(
+        gpu=args.gpu, hardware=args.hardware, n_chips=args.chips, target_rel_error=args.target_rel_error,
+        workers=args.workers, scheduler=args.scheduler, out_dir=args.out,
+    )
+    if args.sizes:
+        overrides["sizes"] = tuple(int(n) for n in args.sizes)
+    if args.kappas:
+        overrides["condition_numbers"] = tuple(args.kappas)
+    cfg = asymptotic.AsymptoticConfig.full(**overrides) if args.full else asymptotic.AsymptoticConfig(**overrides)
+    csv_path = asymptotic.run(cfg, progress=not args.no_progress)
+    print(asymptotic.summary(asymptotic.sweep.read_rows(csv_path), cfg))
+    print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
     return 0
 
 
@@ -379,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_cotrain(args)
         if args.command == "calibrate":
             return _cmd_calibrate(args)
+        if args.command == "study":
+            return _cmd_study(args)
         return _cmd_presets(args)
     except (ValueError, RuntimeError) as exc:
         print(f"tcd {args.command}: error: {exc}", file=sys.stderr)

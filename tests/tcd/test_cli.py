@@ -91,3 +91,12 @@ def test_calibrate_writes_a_system_that_project_reads(tmp_path, capsys):
     assert "gradient_s" in out and "compute_efficiency" in out
     assert main(["project", "--system", str(system), "--mlp", "32x2", "--steps", "adam=10", "--out", str(tmp_path)]) == 0
     assert "this machine (cpu)" in capsys.readouterr().out
+
+
+def test_study_asymptotic_runs_and_resumes(tmp_path, capsys):
+    args = ["study", "asymptotic", "--sizes", "32,64,128", "--kappas", "10", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    assert "fitted p=" in capsys.readouterr().out
+    first = (tmp_path / "asymptotic.csv").read_text()
+    assert main(args) == 0  # every point done: the CSV is unchanged
+    assert (tmp_path / "asymptotic.csv").read_text() == first
