@@ -145,7 +145,9 @@ def _execute(
         for p in points:
             yield p, fn(p)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    n_workers = workers or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    with ProcessPoolExecutor(max_workers=n_workers, initializer=_limit_threads, initargs=(threads,)) as pool:
         futures = {pool.submit(fn, p): p for p in points}
         try:
             for future in as_completed(futures):
@@ -154,6 +156,19 @@ def _execute(
             for future in futures:
                 future.cancel()
             raise
+
+
+def _limit_threads(threads: int) -> None:
+    """Worker start-up: share the cores instead of oversubscribing them (several workers each
+    running torch's and numba's full thread pools on a small machine made every point ~100x
+    slower through OpenMP spinning)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
 
 
 def _execute_dask(fn: Callable[[Point], Row], points: list[Point], scheduler: str) -> Iterator[tuple[Point, Row]]:

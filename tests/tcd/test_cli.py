@@ -100,3 +100,11 @@ def test_study_asymptotic_runs_and_resumes(tmp_path, capsys):
     first = (tmp_path / "asymptotic.csv").read_text()
     assert main(args) == 0  # every point done: the CSV is unchanged
     assert (tmp_path / "asymptotic.csv").read_text() == first
+
+
+def test_study_noise_reports_the_smallest_precision(tmp_path, capsys):
+    args = ["study", "noise", "--steps", "10", "--seeds", "2", "--bits", "6,16", "--workers", "1", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(args) == 0
+    assert "smallest bit width keeping K-FAC ahead of Adam" in capsys.readouterr().out
+    assert (tmp_path / "noise.csv").exists()

@@ -1,0 +1,55 @@
+"""The noise-tolerance study end to end at a tiny size, and its automatic smallest precision."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from studies import noise
+from studies.sweep import read_rows
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("noise")
+    cfg = noise.NoiseConfig(tasks=("digits-mlp",), steps=15, seeds=2, bits=(4, 16), kT=(1e-6,), mismatch_sigma=(0.0,),
+                            window_tau=(1.0,), workers=1, out_dir=out)
+    path = noise.run(cfg, progress=False)
+    return read_rows(path), cfg, path
+
+
+def test_every_point_is_in_the_csv_with_sane_values(result) -> None:
+    rows, cfg, path = result
+    assert len(rows) == len(noise.points(cfg))
+    assert {"task", "variant", "value", "seed", "train_loss", "test_accuracy", "fallbacks", "status"} <= set(rows[0])
+    for r in rows:
+        assert r["status"] == "ok" and 0 <= r["test_accuracy"] <= 1 and math.isfinite(r["train_loss"])
+        if r["variant"] in ("adam", "exact"):
+            assert r["analog_time_s"] == 0
+        else:
+            assert r["analog_time_s"] > 0
+    assert path.with_suffix(".png").stat().st_size > 0
+    assert "smallest bit width" in path.with_suffix(".md").read_text()
+
+
+def test_confidence_intervals_and_the_exact_reference(result) -> None:
+    rows, _, _ = result
+    summary = noise.summarize(rows)
+    exact = next(s for s in summary if s["variant"] == "exact")
+    sixteen = next(s for s in summary if s["variant"] == "bits" and s["value"] == 16)
+    assert exact["n"] == 2 and exact["train_loss_ci"] >= 0
+    # 16-bit converters are as good as exact arithmetic for training, within the seeds' spread
+    assert abs(sixteen["train_loss"] - exact["train_loss"]) <= 0.1 * exact["train_loss"] + exact["train_loss_ci"]
+
+
+def test_smallest_precision_is_the_start_of_the_run_of_widths_that_beat_adam() -> None:
+    summary = [{"task": "t", "variant": "adam", "value": 0.0, "train_loss": 1.0}] + [
+        {"task": "t", "variant": "bits", "value": float(b), "train_loss": loss}
+        for b, loss in ((4, 1.5), (6, 0.9), (8, 1.1), (10, 0.8), (12, 0.7))
+    ]
+    assert noise.smallest_precision(summary, "t") == 10  # 8 bits lost the benefit again
+    summary[4]["fallbacks"] = 3  # 10 bits only kept up through the exact fallback
+    assert noise.smallest_precision(summary, "t") == 12
+    summary[-1]["train_loss"] = 2.0
+    assert noise.smallest_precision(summary, "t") is None
