@@ -159,6 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     nz.add_argument("--out", type=Path, default=Path("results/noise"), help="output folder")
     nz.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    pr = studies.add_parser(
+        "projections",
+        help="projected time to target for ViT/ImageNet and the ogbg-molpcba GNN: Adam, digital and thermodynamic K-FAC",
+        description="AlgoPerf baseline steps, K-FAC step ratios (published and measured here) and a sensitivity sweep "
+        "over the device time constant, bits, link bandwidth and chips.",
+    )
+    pr.add_argument("--workloads", type=_strings, default=None, help="vit-imagenet,gnn-molpcba (default both)")
+    pr.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
+    pr.add_argument("--chips", type=int, default=16, help="analog chips of the base system (default 16)")
+    pr.add_argument("--knobs", type=_strings, default=None, help="sensitivity knobs: tau_scale,bits,link_scale,n_chips (default all)")
+    pr.add_argument("--no-measure", action="store_true", help="skip measuring K-FAC's step ratio on the digits MLP")
+    pr.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU count)")
+    pr.add_argument("--scheduler", default=None, help="Dask scheduler address (or 'local'); default: process pool")
+    pr.add_argument("--out", type=Path, default=Path("results/projections"), help="output folder")
+    pr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     presets = sub.add_parser("presets", help="print the hardware presets")
     presets.add_argument("names", nargs="*", help="presets to show (default: all)")
     return parser
@@ -282,6 +298,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 def _cmd_study(args: argparse.Namespace) -> int:
     if args.study == "noise":
         return _study_noise(args)
+    if args.study == "projections":
+        return _study_projections(args)
     from studies import asymptotic
 
     overrides: dict[str, object] = dict(
@@ -314,6 +332,26 @@ def _study_noise(args: argparse.Namespace) -> int:
     for task in cfg.tasks:
         smallest = noise.smallest_precision(summary, task)
         print(f"{task}: smallest bit width keeping K-FAC ahead of Adam: {smallest if smallest is not None else 'none'}")
+    print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
+    return 0
+
+
+def _study_projections(args: argparse.Namespace) -> int:
+    from studies import projections
+
+    overrides: dict[str, object] = dict(gpu=args.gpu, n_chips=args.chips, measure_ratio=not args.no_measure,
+                                        workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
+    if args.workloads:
+        overrides["workloads"] = args.workloads
+    if args.knobs:
+        overrides["knobs"] = args.knobs
+    cfg = projections.ProjectionConfig(**overrides)
+    csv_path = projections.run(cfg, progress=not args.no_progress)
+    for r in projections.sweep.read_rows(csv_path):
+        if r["knob"] == "base":
+            print(f"{r['workload']:<13} K-FAC steps x{r['step_ratio']:<6g} Adam {r['adam_s'] / 3600:8.3g} h  "
+                  f"digital K-FAC {r['kfac_s'] / 3600:8.3g} h  thermodynamic K-FAC {r['tkfac_s'] / 3600:8.3g} h "
+                  f"({r['speedup_vs_adam']:.3g}x Adam, bottleneck {r['tkfac_bottleneck']})")
     print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
     return 0
 

@@ -108,3 +108,12 @@ def test_study_noise_reports_the_smallest_precision(tmp_path, capsys):
     assert main(args) == 0
     assert "smallest bit width keeping K-FAC ahead of Adam" in capsys.readouterr().out
     assert (tmp_path / "noise.csv").exists()
+
+
+def test_study_projections_prints_the_base_system(tmp_path, capsys):
+    args = ["study", "projections", "--workloads", "gnn-molpcba", "--knobs", "bits", "--no-measure", "--workers", "1",
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "gnn-molpcba" in out and "thermodynamic K-FAC" in out
+    assert "AlgoPerf NAdamW measured" in (tmp_path / "projections.md").read_text()
