@@ -128,14 +128,19 @@ def _measure_cholesky_inverse(n: int, repeats: int) -> float:
     return float(np.median(times[1:]))
 
 
-def fit_exponents(rows: list[dict[str, Any]], fit_points: int) -> list[dict[str, Any]]:
-    """Least-squares slope of log(time) against log(n) over each series' largest sizes."""
+def _series(rows: list[dict[str, Any]]) -> dict[tuple[str, float], list[tuple[int, float]]]:
+    """``(n, time_s)`` points sorted by ``n``, per (series, condition number), in sorted order."""
     series: dict[tuple[str, float], list[tuple[int, float]]] = {}
     for r in rows:
         series.setdefault((r["kind"], float(r["kappa"])), []).append((int(r["n"]), float(r["time_s"])))
+    return {k: sorted(v) for k, v in sorted(series.items())}
+
+
+def fit_exponents(rows: list[dict[str, Any]], fit_points: int) -> list[dict[str, Any]]:
+    """Least-squares slope of log(time) against log(n) over each series' largest sizes."""
     out = []
-    for (kind, kappa), values in sorted(series.items()):
-        values = sorted(values)[-fit_points:]
+    for (kind, kappa), values in _series(rows).items():
+        values = values[-fit_points:]
         if len(values) < 2:
             continue
         x = np.log([v[0] for v in values])
@@ -177,12 +182,8 @@ def plot(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    series: dict[tuple[str, float], list[tuple[int, float]]] = {}
-    for r in rows:
-        series.setdefault((r["kind"], float(r["kappa"])), []).append((int(r["n"]), float(r["time_s"])))
     slope = {(f["kind"], f["kappa"]): f["exponent"] for f in fits}
-    for (kind, kappa), values in sorted(series.items()):
-        values.sort()
+    for (kind, kappa), values in _series(rows).items():
         label = kind if kind.startswith("digital") else f"{kind}, kappa={kappa:g}"
         if (kind, kappa) in slope:
             label += f" (n^{slope[(kind, kappa)]:.2f})"

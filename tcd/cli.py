@@ -48,6 +48,17 @@ def _system(args: argparse.Namespace) -> object:
     return SystemSpec.from_presets(gpu=args.gpu, link=args.link, hardware=args.hardware, n_chips=args.chips)
 
 
+def _add_sweep_arguments(
+    parser: argparse.ArgumentParser, out: str, workers: int | None = None,
+    workers_help: str = "process-pool size (default: CPU count)",
+) -> None:
+    """The options every study shares: where its points run, where it writes, the progress bar."""
+    parser.add_argument("--workers", type=int, default=workers, help=workers_help)
+    parser.add_argument("--scheduler", default=None, help="Dask scheduler address (or 'local'); default: process pool")
+    parser.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default {out})")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcd",
@@ -138,10 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     asym.add_argument("--hardware", default="published", help="analog hardware preset (default published)")
     asym.add_argument("--chips", type=int, default=1, help="analog chips (default 1)")
     asym.add_argument("--target-rel-error", type=float, default=1e-2, help="accuracy of the analog results (default 1e-2)")
-    asym.add_argument("--workers", type=int, default=1, help="process-pool size (default 1: the measurements stay clean)")
-    asym.add_argument("--scheduler", default=None, help="Dask scheduler address (or 'local'); default: process pool")
-    asym.add_argument("--out", type=Path, default=Path("results/asymptotic"), help="output folder")
-    asym.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_sweep_arguments(asym, "results/asymptotic", workers=1,
+                         workers_help="process-pool size (default 1: the measurements stay clean)")
 
     nz = studies.add_parser(
         "noise",
@@ -154,10 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     nz.add_argument("--steps", type=int, default=None, help="training steps per run")
     nz.add_argument("--seeds", type=int, default=None, help="seeds per point")
     nz.add_argument("--bits", type=_floats, default=None, help="bit widths, comma-separated")
-    nz.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU count)")
-    nz.add_argument("--scheduler", default=None, help="Dask scheduler address (or 'local'); default: process pool")
-    nz.add_argument("--out", type=Path, default=Path("results/noise"), help="output folder")
-    nz.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_sweep_arguments(nz, "results/noise")
 
     pr = studies.add_parser(
         "projections",
@@ -170,10 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--chips", type=int, default=16, help="analog chips of the base system (default 16)")
     pr.add_argument("--knobs", type=_strings, default=None, help="sensitivity knobs: tau_scale,bits,link_scale,n_chips (default all)")
     pr.add_argument("--no-measure", action="store_true", help="skip measuring K-FAC's step ratio on the digits MLP")
-    pr.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU count)")
-    pr.add_argument("--scheduler", default=None, help="Dask scheduler address (or 'local'); default: process pool")
-    pr.add_argument("--out", type=Path, default=Path("results/projections"), help="output folder")
-    pr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_sweep_arguments(pr, "results/projections")
 
     presets = sub.add_parser("presets", help="print the hardware presets")
     presets.add_argument("names", nargs="*", help="presets to show (default: all)")
