@@ -90,7 +90,7 @@ def _hardware(cfg: NoiseConfig, knob: str, value: float) -> Any:
 
     hw = preset(cfg.hardware)
     if knob == "bits":
-        return dataclasses.replace(hw, bits_A=int(value), bits_b=int(value), bits_adc=int(value))
+        return hw.with_converter_bits(int(value))
     if knob in ("kT", "mismatch_sigma"):
         return dataclasses.replace(hw, **{knob: value})
     return hw

@@ -116,7 +116,7 @@ def _system(cfg: ProjectionConfig, knob: str, value: float) -> Any:
     if knob == "tau_scale":
         hw = dataclasses.replace(hw, tau_s=hw.tau_s * value)
     elif knob == "bits":
-        hw = dataclasses.replace(hw, bits_A=int(value), bits_b=int(value), bits_adc=int(value))
+        hw = hw.with_converter_bits(int(value))
     elif knob == "link_scale":
         link = dataclasses.replace(link, bandwidth_bps=link.bandwidth_bps * value)
     elif knob == "n_chips":

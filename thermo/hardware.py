@@ -238,6 +238,10 @@ class HardwareSpec:
         """A copy with ``changes`` applied and validated (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)
 
+    def with_converter_bits(self, bits: int) -> "HardwareSpec":
+        """A copy whose three converters (coupling DAC, input DAC, readout ADC) have ``bits``."""
+        return self.replace(bits_A=bits, bits_b=bits, bits_adc=bits)
+
     # --- presets ----------------------------------------------------------------------------------
     @classmethod
     def ideal(cls, **overrides: object) -> "HardwareSpec":

@@ -77,3 +77,11 @@ def test_unknown_preset_lists_the_choices():
 def test_johnson_noise():
     # k_B T / C at 300 K and 1 nF is 4.14e-12 V^2
     assert johnson_noise_variance(300.0, 1e-9) == pytest.approx(4.141947e-12, rel=1e-6)
+
+
+def test_with_converter_bits_sets_all_three_converters():
+    from thermo import HardwareSpec
+
+    hw = HardwareSpec.published().with_converter_bits(6)
+    assert (hw.bits_A, hw.bits_b, hw.bits_adc) == (6, 6, 6)
+    assert hw.tau_s == HardwareSpec.published().tau_s
