@@ -16,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
 from .data import ArrayDataset, load_digits, make_graph_classification
 from .errors import UnsupportedConfigurationError
 from .losses import LOSSES, accuracy, loss_function
 from .models import MLP, SmallCNN, SmallGNN, SmallViT
-
 
 
 @dataclass(frozen=True)

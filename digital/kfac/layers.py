@@ -92,11 +92,20 @@ def gradient_matrix(module: nn.Module) -> Tensor | None:
     w = module.weight
     if w.grad is None:
         return None
-    grad = w.grad.reshape(w.shape[0], -1)
-    if module.bias is not None:
-        bias_grad = module.bias.grad if module.bias.grad is not None else torch.zeros_like(module.bias)
-        grad = torch.cat([grad, bias_grad[:, None]], dim=1)
-    return grad
+    if module.bias is None:
+        return _as_matrix(w.grad, None)
+    bias_grad = module.bias.grad if module.bias.grad is not None else torch.zeros_like(module.bias)
+    return _as_matrix(w.grad, bias_grad)
+
+
+def parameter_matrix(module: nn.Module) -> Tensor:
+    """The layer's parameters as ``(d_out, d_in [+1])``, laid out like :func:`gradient_matrix`."""
+    return _as_matrix(module.weight, module.bias)
+
+
+def _as_matrix(weight: Tensor, bias: Tensor | None) -> Tensor:
+    matrix = weight.reshape(weight.shape[0], -1)
+    return matrix if bias is None else torch.cat([matrix, bias[:, None]], dim=1)
 
 
 def split_update(module: nn.Module, update: Tensor) -> list[tuple[nn.Parameter, Tensor]]:

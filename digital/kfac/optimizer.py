@@ -434,7 +434,7 @@ class KFAC(torch.optim.Optimizer):
             if grad is None:
                 continue
             if wd:
-                grad = grad + wd * _param_matrix(module)
+                grad = grad + wd * L.parameter_matrix(module)
             state = self.state[module.weight]
             if "A" not in state:  # no statistics yet for this layer: first-order
                 update = grad
@@ -522,8 +522,3 @@ class KFAC(torch.optim.Optimizer):
 
 def _layer_params(module: nn.Module) -> list[nn.Parameter]:
     return [module.weight] + ([module.bias] if module.bias is not None else [])
-
-
-def _param_matrix(module: nn.Module) -> Tensor:
-    w = module.weight.reshape(module.weight.shape[0], -1)
-    return torch.cat([w, module.bias[:, None]], dim=1) if module.bias is not None else w
