@@ -204,6 +204,8 @@ def report(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, c
         "",
         "Per layer of width n: two n x n damped factors inverted (or solved with, n right-hand sides).",
         "",
+        f"![per-layer time against n]({path.with_suffix('.png').name})",
+        "",
         "## Assumptions",
         f"- digital: float32 Cholesky inversion, measured on this machine up to n = {cfg.measure_max_n}, "
         f"and projected by the roofline of the {cfg.gpu} preset (d^3 flops per inversion, datasheet peak).",

@@ -98,33 +98,46 @@ def _hardware(cfg: NoiseConfig, knob: str, value: float) -> Any:
 
 def evaluate(cfg: NoiseConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Train one variant for one seed; final training loss, test accuracy and what went wrong."""
+    variant, value = point["variant"], float(point["value"])
+    if variant == "adam":
+        return train_variant(point["task"], cfg.steps, int(point["seed"]), optimizer="adam")
+    if variant == "exact":
+        return train_variant(point["task"], cfg.steps, int(point["seed"]))
+    solver_options: dict[str, Any] = {"hardware": _hardware(cfg, variant, value), "target_rel_error": cfg.target_rel_error}
+    if variant == "window_tau":
+        solver_options["window_tau"] = value
+    elif variant == "kT":
+        solver_options["window_tau"] = cfg.noise_window_tau
+    return train_variant(point["task"], cfg.steps, int(point["seed"]), solver="thermo", solver_options=solver_options)
+
+
+def train_variant(
+    task: str, steps: int, seed: int, *, optimizer: str = "kfac", solver: str = "exact",
+    solver_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``task`` for ``steps`` with Adam (lr :data:`ADAM_LR`) or K-FAC (:data:`KFAC_SETTINGS`)
+    whose factor solves go to ``solver``; the thermo solver's noise is seeded with ``seed``.
+    Returns the final training loss, test accuracy, exact fallbacks, warnings, analog time (s)
+    and a status (``ok``, or ``failed: <error>`` for a diverged or refused run, which is a result)."""
     from digital.errors import TrainingStopped
     from digital.train import TrainConfig, train
     from thermo.errors import ThermoError
 
-    variant, value = point["variant"], float(point["value"])
-    common = dict(task=point["task"], steps=cfg.steps, seed=int(point["seed"]), eval_every=0, checkpoint_every=0)
-    if variant == "adam":
+    common = dict(task=task, steps=steps, seed=seed, eval_every=0, checkpoint_every=0)
+    if optimizer == "adam":
         config = TrainConfig(optimizer="adam", lr=ADAM_LR, **common)
     else:
         options = {k: v for k, v in KFAC_SETTINGS.items() if k != "lr"}
-        solver_options: dict[str, Any] = {}
-        solver = "exact"
-        if variant != "exact":
-            solver = "thermo"
-            solver_options = {"hardware": _hardware(cfg, variant, value), "target_rel_error": cfg.target_rel_error,
-                              "seed": int(point["seed"])}
-            if variant == "window_tau":
-                solver_options["window_tau"] = value
-            elif variant == "kT":
-                solver_options["window_tau"] = cfg.noise_window_tau
+        solver_options = dict(solver_options or {})
+        if solver == "thermo":
+            solver_options.setdefault("seed", seed)
         config = TrainConfig(optimizer="kfac", lr=KFAC_SETTINGS["lr"], optimizer_options=options, solver=solver,
                              solver_options=solver_options, **common)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             result = train(config)
-        except (TrainingStopped, ThermoError) as err:  # a diverged or refused run is a result of the study
+        except (TrainingStopped, ThermoError) as err:
             return {"train_loss": math.inf, "test_accuracy": 0.0, "fallbacks": 0, "warnings": len(caught),
                     "analog_time_s": 0.0, "status": f"failed: {type(err).__name__}"}
     fallbacks = sum(int(r.get("fallbacks", 0)) for r in result.history)
@@ -133,10 +146,18 @@ def evaluate(cfg: NoiseConfig, point: dict[str, Any]) -> dict[str, Any]:
             "fallbacks": fallbacks, "warnings": len(caught), "analog_time_s": analog, "status": "ok"}
 
 
-def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and 95% confidence half-width (Student t) over seeds per (task, variant, value)."""
+def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (NaN for one value)."""
     from scipy import stats
 
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()), math.nan
+    return float(x.mean()), float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and 95% confidence half-width (Student t) over seeds per (task, variant, value)."""
     groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["variant"], float(r["value"])), []).append(r)
@@ -144,11 +165,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (task, variant, value), rs in sorted(groups.items()):
         entry: dict[str, Any] = {"task": task, "variant": variant, "value": value, "n": len(rs)}
         for metric in ("train_loss", "test_accuracy"):
-            x = np.array([float(r[metric]) for r in rs])
-            mean = float(x.mean())
-            half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
-            entry[metric] = mean
-            entry[f"{metric}_ci"] = half
+            entry[metric], entry[f"{metric}_ci"] = mean_ci([float(r[metric]) for r in rs])
         entry["fallbacks"] = sum(int(r["fallbacks"]) for r in rs)
         entry["failed"] = sum(1 for r in rs if str(r["status"]) != "ok")
         out.append(entry)
@@ -218,6 +235,7 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> None:
 def report(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> None:
     lines = [
         "# Noise tolerance of thermodynamic K-FAC", "",
+        f"![final training loss against each non-ideality]({path.with_suffix('.png').name})", "",
         "## Assumptions",
         f"- Start from hardware `{cfg.hardware}`; vary one knob at a time (bits: DAC of A and b and the ADC together).",
         f"- K-FAC settings {KFAC_SETTINGS}; Adam lr = {ADAM_LR} (best points of the digits-MLP grids); "

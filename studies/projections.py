@@ -63,6 +63,14 @@ SENSITIVITY: dict[str, tuple[float, ...]] = {
 }
 """Hardware knobs swept around the base system (scales multiply the base figure)."""
 
+SENSITIVITY_FULL: dict[str, tuple[float, ...]] = {
+    "tau_scale": (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+    "bits": (6.0, 8.0, 10.0, 12.0, 14.0, 16.0),
+    "link_scale": (0.01, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0),
+    "n_chips": (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 256.0),
+}
+"""The denser grids of ``ProjectionConfig.full()``."""
+
 
 @dataclass(frozen=True)
 class ProjectionConfig:
@@ -77,6 +85,8 @@ class ProjectionConfig:
     """K-FAC steps over the baseline's (published range); a measured ratio is added by ``run``."""
     knobs: tuple[str, ...] = tuple(SENSITIVITY)
     """Which of :data:`SENSITIVITY`'s knobs to sweep."""
+    dense_grids: bool = False
+    """Sweep the knobs over :data:`SENSITIVITY_FULL` instead of :data:`SENSITIVITY`."""
     measure_ratio: bool = True
     measure_steps: int = 200
     target_rel_error: float = 1e-2
@@ -84,6 +94,14 @@ class ProjectionConfig:
     workers: int | None = None
     scheduler: str | None = None
     out_dir: Path = field(default=Path("results/projections"))
+
+    @classmethod
+    def full(cls, **overrides: Any) -> ProjectionConfig:
+        return cls(**{"step_ratios": (0.5, 0.625, 0.75, 1.0), "dense_grids": True, "measure_steps": 600, **overrides})
+
+    @property
+    def grids(self) -> dict[str, tuple[float, ...]]:
+        return SENSITIVITY_FULL if self.dense_grids else SENSITIVITY
 
     def __post_init__(self) -> None:
         unknown = set(self.workloads) - set(WORKLOADS)
@@ -108,10 +126,15 @@ def measured_step_ratio(steps: int = 200, seed: int = 0) -> float:
     return (reached if reached is not None else steps) / steps
 
 
-def _system(cfg: ProjectionConfig, knob: str, value: float) -> Any:
+def base_system(gpu: str, link: str, hardware: str, n_chips: int) -> Any:
+    """The system of the projections: presets by name (``cosim.SystemSpec.from_presets``)."""
     from cosim.system import SystemSpec
 
-    system = SystemSpec.from_presets(gpu=cfg.gpu, link=cfg.link, hardware=cfg.hardware, n_chips=cfg.n_chips)
+    return SystemSpec.from_presets(gpu=gpu, link=link, hardware=hardware, n_chips=n_chips)
+
+
+def _system(cfg: ProjectionConfig, knob: str, value: float) -> Any:
+    system = base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips)
     hw, link, chips = system.analog.hardware, system.link, system.analog.n_chips
     if knob == "tau_scale":
         hw = dataclasses.replace(hw, tau_s=hw.tau_s * value)
@@ -131,24 +154,34 @@ def points(cfg: ProjectionConfig, ratios: tuple[float, ...]) -> list[dict[str, A
         for ratio in ratios:
             out.append({"workload": w, "knob": "base", "value": 1.0, "step_ratio": ratio})
             for knob in cfg.knobs:
-                for value in SENSITIVITY[knob]:
+                for value in cfg.grids[knob]:
                     out.append({"workload": w, "knob": knob, "value": float(value), "step_ratio": ratio})
     return out
 
 
 def evaluate(cfg: ProjectionConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Projected time to target of the three methods for one workload, knob value and ratio."""
+    system = _system(cfg, point["knob"], float(point["value"]))
+    return project_methods(point["workload"], system, float(point["step_ratio"]), n_gpus=cfg.n_gpus,
+                           inv_update_steps=cfg.inv_update_steps, target_rel_error=cfg.target_rel_error)
+
+
+def project_methods(
+    workload: str, system: Any, step_ratio: float, *, n_gpus: int, inv_update_steps: int, target_rel_error: float
+) -> dict[str, Any]:
+    """Time to target (s) of Adam (the baseline's steps), digital K-FAC (inversions on the GPU) and
+    thermodynamic K-FAC (solves on the device), both K-FACs at ``step_ratio`` times the baseline's
+    steps, for a workload of :data:`WORKLOADS` on ``system`` (a ``cosim.SystemSpec``)."""
     from cosim.runs import compare
     from cosim.workload import LayerShape, ModelShape, StepModel
 
-    spec = WORKLOADS[point["workload"]]()
-    per_gpu = spec["batch_size"] // cfg.n_gpus  # data parallel: each GPU takes its share of the batch
+    spec = WORKLOADS[workload]()
+    per_gpu = spec["batch_size"] // n_gpus  # data parallel: each GPU takes its share of the batch
     shape = ModelShape(tuple(LayerShape(n, i, o, r) for n, i, o, r in spec["layers"]), per_gpu, spec["output_dim"],
-                       spec["other_params"], name=point["workload"])
-    system = _system(cfg, point["knob"], float(point["value"]))
+                       spec["other_params"], name=workload)
     base = spec["baseline_steps"]
-    kfac_steps = max(1, round(base * float(point["step_ratio"])))
-    common = dict(inv_update_steps=cfg.inv_update_steps, target_rel_error=cfg.target_rel_error)
+    kfac_steps = max(1, round(base * step_ratio))
+    common = dict(inv_update_steps=inv_update_steps, target_rel_error=target_rel_error)
     adam, digital, thermo = compare(shape, system, {
         "adam": (StepModel(method="adam"), base),
         "kfac": (StepModel(method="kfac", inverse_on="gpu", **common), kfac_steps),
@@ -203,7 +236,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 def report(
     rows: list[dict[str, Any]], path: Path, cfg: ProjectionConfig, ratios: tuple[float, ...], measured: float | None = None
 ) -> None:
-    lines = ["# Projected time to target: AlgoPerf vision and graph workloads", "", "## Assumptions",
+    lines = ["# Projected time to target: AlgoPerf vision and graph workloads", "",
+             f"![sensitivity of the speedup to the hardware]({path.with_suffix('.png').name})", "", "## Assumptions",
              f"- System: {cfg.gpu} (one of {cfg.n_gpus} data-parallel GPUs, batch split evenly), link {cfg.link}, "
              f"hardware `{cfg.hardware}`, {cfg.n_chips} analog chips; thermodynamic K-FAC solves both factors on the "
              f"device every step (solve variant), digital K-FAC inverts every {cfg.inv_update_steps} steps; analog "

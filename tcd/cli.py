@@ -171,12 +171,43 @@ def build_parser() -> argparse.ArgumentParser:
         description="AlgoPerf baseline steps, K-FAC step ratios (published and measured here) and a sensitivity sweep "
         "over the device time constant, bits, link bandwidth and chips.",
     )
+    pr.add_argument("--full", action="store_true", help="the full size (step ratios 0.5-1, denser sensitivity grids, "
+                    "600 measured steps)")
     pr.add_argument("--workloads", type=_strings, default=None, help="vit-imagenet,gnn-molpcba (default both)")
     pr.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
     pr.add_argument("--chips", type=int, default=16, help="analog chips of the base system (default 16)")
     pr.add_argument("--knobs", type=_strings, default=None, help="sensitivity knobs: tau_scale,bits,link_scale,n_chips (default all)")
     pr.add_argument("--no-measure", action="store_true", help="skip measuring K-FAC's step ratio on the digits MLP")
     _add_sweep_arguments(pr, "results/projections")
+
+    ds = studies.add_parser(
+        "designspace",
+        help="hardware design space: projected speedup against accuracy loss, with the Pareto front",
+        description="Each design (converter bits, planned solve error, mismatch, time constant) trains K-FAC through "
+        "the device for its accuracy loss against the exact backend and projects an AlgoPerf workload's time to "
+        "target for its speedup over digital K-FAC. Finished points are kept; a rerun skips them.",
+    )
+    ds.add_argument("--full", action="store_true", help="the full size (600 steps, 5 seeds, a denser grid)")
+    ds.add_argument("--task", default=None, help="model trained through each design (default digits-mlp)")
+    ds.add_argument("--steps", type=int, default=None, help="training steps per run")
+    ds.add_argument("--seeds", type=int, default=None, help="seeds per design")
+    ds.add_argument("--bits", type=_floats, default=None, help="converter bit widths, comma-separated")
+    ds.add_argument("--target-errors", type=_floats, default=None, help="planned relative errors of the solves")
+    ds.add_argument("--mismatch", type=_floats, default=None, help="static mismatch sigmas, comma-separated")
+    ds.add_argument("--tau-scales", type=_floats, default=None, help="time-constant multipliers, comma-separated")
+    ds.add_argument("--workload", default=None, help="vit-imagenet or gnn-molpcba (default vit-imagenet)")
+    _add_sweep_arguments(ds, "results/designspace")
+
+    every = studies.add_parser(
+        "all",
+        help="every study at its default size (or --full), each in OUT/<study>, and an index page",
+        description="Runs asymptotic, noise, projections and designspace one after the other, each writing its CSV, "
+        "PNG and Markdown report into OUT/<study>/, then OUT/README.md linking the reports: "
+        "`tcd study all --out docs/studies` produces the study pages of the documentation.",
+    )
+    every.add_argument("--full", action="store_true", help="every study at its full size")
+    _add_sweep_arguments(every, "results/studies", workers_help="process-pool size of every study but the "
+                         "asymptotic one, which measures on one worker (default: CPU count)")
 
     presets = sub.add_parser("presets", help="print the hardware presets")
     presets.add_argument("names", nargs="*", help="presets to show (default: all)")
@@ -303,6 +334,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
         return _study_noise(args)
     if args.study == "projections":
         return _study_projections(args)
+    if args.study == "designspace":
+        return _study_designspace(args)
+    if args.study == "all":
+        return _study_all(args)
     from studies import asymptotic
 
     overrides: dict[str, object] = dict(
@@ -348,7 +383,7 @@ def _study_projections(args: argparse.Namespace) -> int:
         overrides["workloads"] = args.workloads
     if args.knobs:
         overrides["knobs"] = args.knobs
-    cfg = projections.ProjectionConfig(**overrides)
+    cfg = projections.ProjectionConfig.full(**overrides) if args.full else projections.ProjectionConfig(**overrides)
     csv_path = projections.run(cfg, progress=not args.no_progress)
     for r in projections.sweep.read_rows(csv_path):
         if r["knob"] == "base":
@@ -356,6 +391,54 @@ def _study_projections(args: argparse.Namespace) -> int:
                   f"digital K-FAC {r['kfac_s'] / 3600:8.3g} h  thermodynamic K-FAC {r['tkfac_s'] / 3600:8.3g} h "
                   f"({r['speedup_vs_adam']:.3g}x Adam, bottleneck {r['tkfac_bottleneck']})")
     print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
+    return 0
+
+
+STUDY_ORDER = ("asymptotic", "noise", "projections", "designspace")
+
+
+def _study_all(args: argparse.Namespace) -> int:
+    common = [*(["--full"] if args.full else []), *(["--no-progress"] if args.no_progress else []),
+              *(["--scheduler", args.scheduler] if args.scheduler else [])]
+    pages = []
+    for name in STUDY_ORDER:
+        workers = ["--workers", str(args.workers)] if args.workers and name != "asymptotic" else []
+        print(f"== tcd study {name}")
+        status = main(["study", name, "--out", str(args.out / name), *common, *workers])
+        if status:
+            return status
+        report = args.out / name / f"{name}.md"
+        pages.append((name, report.read_text().splitlines()[0].lstrip("# ")))
+    index = ["# Studies", "", "Each page below was written by its study (`tcd study all"
+             + (" --full" if args.full else "") + f" --out {args.out}`); the CSVs of every point lie beside it.", ""]
+    index += [f"- [{title}]({name}/{name}.md): `tcd study {name}`" for name, title in pages]
+    (args.out / "README.md").write_text("\n".join(index) + "\n")
+    print(f"wrote {args.out / 'README.md'}")
+    return 0
+
+
+def _study_designspace(args: argparse.Namespace) -> int:
+    from studies import designspace
+
+    overrides: dict[str, object] = dict(workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
+    for name in ("task", "steps", "seeds", "workload"):
+        if getattr(args, name):
+            overrides[name] = getattr(args, name)
+    for flag, name in (("target_errors", "target_rel_error"), ("mismatch", "mismatch_sigma"), ("tau_scales", "tau_scale")):
+        if getattr(args, flag):
+            overrides[name] = getattr(args, flag)
+    if args.bits:
+        overrides["bits"] = tuple(int(b) for b in args.bits)
+    cfg = designspace.DesignSpaceConfig.full(**overrides) if args.full else designspace.DesignSpaceConfig(**overrides)
+    csv_path = designspace.run(cfg, progress=not args.no_progress)
+    front = [r for r in designspace.sweep.read_rows(csv_path) if r["pareto"]]
+    print(f"Pareto front ({len(front)} designs): speedup over digital K-FAC, accuracy loss (percentage points)")
+    for r in sorted(front, key=lambda r: -r["speedup_vs_kfac"]):
+        print(f"  {r['bits']:>2} bits, target error {r['target_rel_error']:<5g} mismatch {r['mismatch_sigma']:<5g} "
+              f"tau x{r['tau_scale']:<5g}: {r['speedup_vs_kfac']:.3g}x, {100 * r['accuracy_loss']:+.2f} pp")
+    print(f"wrote {csv_path} (per design), {cfg.out_dir / 'designspace_training.csv'}, "
+          f"{cfg.out_dir / 'designspace_projections.csv'} (every point), {csv_path.with_suffix('.png')}, "
+          f"{csv_path.with_suffix('.md')}")
     return 0
 
 

@@ -117,3 +117,36 @@ def test_study_projections_prints_the_base_system(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "gnn-molpcba" in out and "thermodynamic K-FAC" in out
     assert "AlgoPerf NAdamW measured" in (tmp_path / "projections.md").read_text()
+
+
+def test_study_designspace_prints_the_pareto_front(tmp_path, capsys):
+    args = ["study", "designspace", "--steps", "5", "--seeds", "2", "--bits", "12", "--target-errors", "0.3,0.03",
+            "--mismatch", "0", "--tau-scales", "1", "--workload", "gnn-molpcba", "--workers", "1", "--out", str(tmp_path),
+            "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out and "12 bits" in out
+    assert (tmp_path / "designspace.csv").exists() and (tmp_path / "designspace.png").exists()
+
+
+def test_study_all_runs_every_study_into_its_folder_and_indexes_the_reports(tmp_path, monkeypatch, capsys):
+    from tcd import cli
+
+    calls = []
+    real_main = cli.main
+
+    def fake_study(args):  # each study's own end-to-end test lives above; here: order, folders, options
+        calls.append((args.study, args.out, args.workers, args.full))
+        args.out.mkdir(parents=True)
+        (args.out / f"{args.study}.md").write_text(f"# Title of {args.study}\n\nbody\n")
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_study", lambda args: cli._study_all(args) if args.study == "all" else fake_study(args))
+    assert real_main(["study", "all", "--out", str(tmp_path), "--workers", "3", "--no-progress"]) == 0
+    assert [c[0] for c in calls] == list(cli.STUDY_ORDER)
+    assert all(out == tmp_path / name for name, out, _, _ in calls)
+    workers = {name: w for name, _, w, _ in calls}
+    assert workers["asymptotic"] == 1 and workers["noise"] == 3  # measurements stay on one worker
+    index = (tmp_path / "README.md").read_text()
+    for name in cli.STUDY_ORDER:
+        assert f"[Title of {name}]({name}/{name}.md)" in index

@@ -1,0 +1,322 @@
+"""Study: the hardware design space, projected speedup against accuracy loss, with its Pareto front.
+
+Each design is a device (``published`` preset by default) with a converter bit width (matrix
+DAC, input DAC and readout ADC together), the accuracy its solves are planned for
+(``target_rel_error``: it sets the readout window, so it trades time for precision), a static
+component mismatch (fabrication precision: it costs accuracy, not time) and a time constant
+(it costs time, not accuracy: the dynamics run in units of tau). For every design, over seeds:
+
+- accuracy: K-FAC trains a small model (the digits MLP) with its factor solves on that device;
+  the accuracy loss is the exact backend's mean test accuracy minus the design's (a positive
+  loss is worse than digital K-FAC);
+- speed: the same device, in the system of the projections study, projects the time to target
+  of an AlgoPerf workload (ViT-S/16 by default); the speedup is digital K-FAC's time over
+  thermodynamic K-FAC's (both at the same step ratio), and over Adam's.
+
+A design whose runs needed the exact fallback (quantization broke the factor's definiteness) or
+failed is infeasible: the device alone did not train. The Pareto front is the feasible designs
+that no other feasible design beats in both speedup and accuracy loss. Writes
+``designspace.csv`` (every seed of every design), ``designspace.png`` and ``designspace.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import sweep
+from .noise import mean_ci, train_variant
+from .projections import WORKLOADS, base_system, project_methods
+
+AXES = ("bits", "target_rel_error", "mismatch_sigma", "tau_scale")
+"""The hardware parameters of a design."""
+
+
+@dataclass(frozen=True)
+class DesignSpaceConfig:
+    task: str = "digits-mlp"
+    """The model trained through each design (accuracy side)."""
+    steps: int = 100
+    seeds: int = 3
+    bits: tuple[int, ...] = (4, 6, 8, 12)
+    target_rel_error: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01)
+    mismatch_sigma: tuple[float, ...] = (0.0, 0.05)
+    """Relative standard deviations of the static coupling mismatch."""
+    hardware: str = "published"
+    """The preset every design starts from."""
+    workload: str = "vit-imagenet"
+    """The AlgoPerf workload of the speed side (:data:`studies.projections.WORKLOADS`)."""
+    step_ratio: float = 0.5
+    """K-FAC's steps over Adam's baseline (published 0.5-0.75); the same for both K-FACs."""
+    tau_scale: tuple[float, ...] = (1.0, 0.1, 0.01)
+    """Multiply the preset's time constant in the projection (training runs in units of tau)."""
+    gpu: str = "V100"
+    n_gpus: int = 8
+    link: str = "paper-50gbps"
+    n_chips: int = 16
+    inv_update_steps: int = 10
+    workers: int | None = None
+    scheduler: str | None = None
+    out_dir: Path = field(default=Path("results/designspace"))
+
+    def __post_init__(self) -> None:
+        from digital.tasks import available_tasks
+        from thermo.hardware import PRESETS
+
+        if self.task not in available_tasks():
+            raise ValueError(f"unknown task {self.task!r}; known: {', '.join(available_tasks())}")
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"unknown workload {self.workload!r}; known: {', '.join(WORKLOADS)}")
+        if self.hardware not in PRESETS:
+            raise ValueError(f"unknown hardware preset {self.hardware!r}")
+        if self.steps < 1 or self.seeds < 1:
+            raise ValueError("steps and seeds must be >= 1")
+        if not (self.bits and self.target_rel_error and self.mismatch_sigma and self.tau_scale):
+            raise ValueError("every axis (bits, target_rel_error, mismatch_sigma, tau_scale) needs at least one value")
+        if any(b < 2 for b in self.bits):
+            raise ValueError(f"bit widths must be >= 2, got {self.bits}")
+        if any(not 0 < e < 1 for e in self.target_rel_error):
+            raise ValueError(f"target relative errors must lie in (0, 1), got {self.target_rel_error}")
+        if any(not 0 <= m < 1 for m in self.mismatch_sigma):
+            raise ValueError(f"mismatch_sigma must lie in [0, 1), got {self.mismatch_sigma}")
+        if not (self.step_ratio > 0 and all(t > 0 for t in self.tau_scale)):
+            raise ValueError("step_ratio and the tau scales must be positive")
+        if self.n_gpus < 1 or self.n_chips < 1 or self.inv_update_steps < 1:
+            raise ValueError("n_gpus, n_chips and inv_update_steps must be >= 1")
+
+    @classmethod
+    def full(cls, **overrides: Any) -> DesignSpaceConfig:
+        return cls(**{"steps": 600, "seeds": 5, "bits": (4, 5, 6, 7, 8, 10, 12, 16),
+                      "target_rel_error": (0.3, 0.1, 0.03, 0.01, 0.003), "mismatch_sigma": (0.0, 0.01, 0.05, 0.1),
+                      "tau_scale": (1.0, 0.3, 0.1, 0.03, 0.01), **overrides})
+
+
+def training_points(cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
+    """Every (device setting, seed) trained; the exact backend (digital K-FAC) has zeros on every axis."""
+    out = []
+    for seed in range(cfg.seeds):
+        out.append({"design": "exact", "bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0, "seed": seed})
+        for bits, target, mismatch in itertools.product(cfg.bits, cfg.target_rel_error, cfg.mismatch_sigma):
+            out.append({"design": "device", "bits": int(bits), "target_rel_error": float(target),
+                        "mismatch_sigma": float(mismatch), "seed": seed})
+    return out
+
+
+def projection_points(cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
+    """Every (bits, target error, time constant) projected: mismatch does not change the timing model."""
+    return [{"bits": int(b), "target_rel_error": float(e), "tau_scale": float(t)}
+            for b, e, t in itertools.product(cfg.bits, cfg.target_rel_error, cfg.tau_scale)]
+
+
+def _hardware(cfg: DesignSpaceConfig, bits: int, mismatch_sigma: float = 0.0) -> Any:
+    from thermo import preset
+
+    return preset(cfg.hardware).with_converter_bits(bits).replace(mismatch_sigma=mismatch_sigma)
+
+
+def train_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
+    """Train K-FAC through one device setting (or the exact backend) for one seed."""
+    seed = int(point["seed"])
+    if point["design"] == "exact":
+        return train_variant(cfg.task, cfg.steps, seed)
+    options = {"hardware": _hardware(cfg, int(point["bits"]), float(point["mismatch_sigma"])),
+               "target_rel_error": float(point["target_rel_error"])}
+    return train_variant(cfg.task, cfg.steps, seed, solver="thermo", solver_options=options)
+
+
+def project_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
+    """Projected times to target (s) and speedups of one design in the projections' system."""
+    system = base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips)
+    hw = _hardware(cfg, int(point["bits"]))
+    hw = hw.replace(tau_s=hw.tau_s * float(point["tau_scale"]))
+    system = dataclasses.replace(system, analog=dataclasses.replace(system.analog, hardware=hw))
+    projected = project_methods(cfg.workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus,
+                                inv_update_steps=cfg.inv_update_steps, target_rel_error=float(point["target_rel_error"]))
+    keep = ("adam_s", "kfac_s", "tkfac_s", "speedup_vs_kfac", "speedup_vs_adam", "kfac_vs_adam", "tkfac_bottleneck")
+    return {k: projected[k] for k in keep}
+
+
+def pareto_front(speedups: list[float], losses: list[float]) -> list[bool]:
+    """True where no other point has a speedup at least as high and an accuracy loss at least as
+    low, one of them strictly (maximize speedup, minimize loss)."""
+    if len(speedups) != len(losses):
+        raise ValueError("speedups and losses must have the same length")
+    front = []
+    for i, (s, l) in enumerate(zip(speedups, losses)):
+        dominated = any(
+            s2 >= s and l2 <= l and (s2 > s or l2 < l) for j, (s2, l2) in enumerate(zip(speedups, losses)) if j != i
+        )
+        front.append(not dominated)
+    return front
+
+
+def summarize(training: list[dict[str, Any]], projections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per design (and one for the exact backend, first): mean test accuracy and
+    training loss with 95% confidence half-widths over seeds, the accuracy loss against the exact
+    backend (its half-width combines both intervals in quadrature), the projected speedups,
+    feasibility and Pareto membership."""
+    groups: dict[tuple[int, float], dict[float, list[dict[str, Any]]]] = {}
+    exact = []
+    for r in training:
+        if r["design"] == "exact":
+            exact.append(r)
+        else:
+            setting = groups.setdefault((int(r["bits"]), float(r["target_rel_error"])), {})
+            setting.setdefault(float(r["mismatch_sigma"]), []).append(r)
+    if not exact:
+        raise ValueError("the training rows hold no exact-backend reference")
+    exact_acc, exact_ci = mean_ci([float(r["test_accuracy"]) for r in exact])
+
+    def accuracy(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        acc, acc_ci = mean_ci([float(r["test_accuracy"]) for r in rs])
+        loss, loss_ci = mean_ci([float(r["train_loss"]) for r in rs])
+        problems = sum(int(r["fallbacks"]) for r in rs) + sum(1 for r in rs if str(r["status"]) != "ok")
+        return {"n": len(rs), "test_accuracy": acc, "test_accuracy_ci": acc_ci, "train_loss": loss,
+                "train_loss_ci": loss_ci, "accuracy_loss": exact_acc - acc, "accuracy_loss_ci": math.hypot(acc_ci, exact_ci),
+                "fallbacks": sum(int(r["fallbacks"]) for r in rs), "feasible": problems == 0}
+
+    reference = {"design": "exact", "bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0, "tau_scale": 0.0,
+                 **accuracy(exact),
+                 "speedup_vs_kfac": 1.0, "speedup_vs_adam": float(projections[0]["kfac_vs_adam"]) if projections else math.nan,
+                 "bottleneck": "gpu", "pareto": False}
+    out = []
+    for p in projections:
+        key = (int(p["bits"]), float(p["target_rel_error"]))
+        for mismatch, rs in sorted(groups.get(key, {}).items()):
+            out.append({"design": "device", "bits": key[0], "target_rel_error": key[1], "mismatch_sigma": mismatch,
+                        "tau_scale": float(p["tau_scale"]), **accuracy(rs), "speedup_vs_kfac": float(p["speedup_vs_kfac"]),
+                        "speedup_vs_adam": float(p["speedup_vs_adam"]), "bottleneck": p["tkfac_bottleneck"],
+                        "pareto": False})
+    feasible = [s for s in out if s["feasible"]]
+    for s, on_front in zip(feasible, pareto_front([s["speedup_vs_kfac"] for s in feasible],
+                                                  [s["accuracy_loss"] for s in feasible])):
+        s["pareto"] = on_front
+    return [reference, *out]
+
+
+def run(cfg: DesignSpaceConfig, progress: bool = True) -> Path:
+    """Both sweeps (resumable: ``designspace_training.csv``, ``designspace_projections.csv``), then
+    the per-design table ``designspace.csv``, the plot and the report; returns the table's path."""
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    common = dict(workers=cfg.workers, scheduler=cfg.scheduler, progress=progress)
+    training = sweep.run_sweep(functools.partial(train_design, cfg), training_points(cfg),
+                               cfg.out_dir / "designspace_training.csv", description="design space: training", **common)
+    projections = sweep.run_sweep(functools.partial(project_design, cfg), projection_points(cfg),
+                                  cfg.out_dir / "designspace_projections.csv", description="design space: projections",
+                                  **common)
+    summary = summarize(training, projections)
+    csv_path = cfg.out_dir / "designspace.csv"
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+    plot(summary, cfg.out_dir / "designspace.png", cfg)
+    report(summary, cfg.out_dir / "designspace.md", cfg)
+    return csv_path
+
+
+def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> None:
+    """Speedup over digital K-FAC against accuracy loss, one panel per time constant; colour:
+    bits, marker: target error, filled: no mismatch; the global Pareto front in every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scales = sorted(cfg.tau_scale, reverse=True)
+    fig, axes = plt.subplots(1, len(scales), figsize=(4.6 * len(scales), 4.4), sharey=True, squeeze=False)
+    markers = dict(zip(sorted(cfg.target_rel_error), "osD^v<>p*h"))
+    widths = sorted(cfg.bits)
+    cmap = plt.get_cmap("viridis")
+    colors = {b: cmap(i / max(1, len(widths) - 1)) for i, b in enumerate(widths)}
+    front = sorted((100 * s["accuracy_loss"], s["speedup_vs_kfac"]) for s in summary if s["pareto"])
+    for ax, scale in zip(axes[0], scales):
+        for s in summary:
+            if s["design"] != "device" or s["tau_scale"] != scale:
+                continue
+            x, y = 100 * s["accuracy_loss"], s["speedup_vs_kfac"]
+            if not s["feasible"]:
+                ax.scatter(x, y, marker="x", color="0.6", s=25, zorder=2)
+                continue
+            if not math.isnan(s["accuracy_loss_ci"]):
+                ax.errorbar(x, y, xerr=100 * s["accuracy_loss_ci"], fmt="none", ecolor=colors[s["bits"]], alpha=0.3,
+                            lw=0.8, zorder=1)
+            filled = s["mismatch_sigma"] == min(cfg.mismatch_sigma)
+            ax.scatter(x, y, marker=markers[s["target_rel_error"]], s=40, zorder=3, lw=1.0,
+                       facecolor=colors[s["bits"]] if filled else "none", edgecolor=colors[s["bits"]])
+        if front:
+            ax.step(*zip(*front), where="post", color="crimson", lw=1.2, zorder=4, label="Pareto front (all panels)")
+            ax.scatter(*zip(*front), s=140, facecolor="none", edgecolor="crimson", lw=1.5, zorder=4)
+        ax.scatter([0.0], [1.0], marker="*", s=120, color="k", zorder=5, label="digital K-FAC")
+        ax.axhline(1.0, color="k", lw=0.6, ls=":")
+        ax.axvline(0.0, color="k", lw=0.6, ls=":")
+        ax.set_yscale("log")
+        ax.set_title(f"time constant x{scale:g}", fontsize=9)
+        ax.set_xlabel(f"accuracy loss vs exact K-FAC, {cfg.task} (pp)", fontsize=8)
+    axes[0][0].set_ylabel(f"projected speedup over digital K-FAC ({cfg.workload})", fontsize=8)
+    ax = axes[0][-1]
+    for b in widths:
+        ax.scatter([], [], color=colors[b], label=f"{b} bits")
+    for e, m in markers.items():
+        ax.scatter([], [], marker=m, color="0.3", label=f"target error {e:g}")
+    ax.scatter([], [], marker="o", facecolor="none", edgecolor="0.3", label=f"hollow: mismatch > {min(cfg.mismatch_sigma):g}")
+    ax.scatter([], [], marker="x", color="0.6", label="infeasible (exact fallback)")
+    ax.legend(fontsize=6, loc="best")
+    fig.suptitle(f"Design space of the {cfg.hardware} device", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> None:
+    exact = next(s for s in summary if s["design"] == "exact")
+    devices = sorted((s for s in summary if s["design"] == "device"), key=lambda s: -s["speedup_vs_kfac"])
+    front = [s for s in devices if s["pareto"]]
+    lines = [
+        "# Design space: projected speedup against accuracy loss", "",
+        f"![design space]({path.with_suffix('.png').name})", "",
+        "## Assumptions",
+        f"- Designs: the `{cfg.hardware}` preset with converter bits {list(cfg.bits)} (matrix DAC, input DAC and ADC "
+        f"together), solves planned for a relative error of {list(cfg.target_rel_error)} (this sets the readout "
+        f"window), static mismatch {list(cfg.mismatch_sigma)} (relative) and time constants x"
+        f"{', x'.join(f'{t:g}' for t in cfg.tau_scale)} of the preset's; the rest of the preset is kept.",
+        f"- Accuracy: K-FAC on `{cfg.task}` for {cfg.steps} steps over {cfg.seeds} seeds with its factor solves on the "
+        f"design (settings of the noise study), against the exact backend; accuracy loss = exact mean test accuracy "
+        f"({exact['test_accuracy']:.4f}) minus the design's; 95% Student-t intervals over seeds, combined in quadrature.",
+        f"- Speed: `{cfg.workload}` time to target on {cfg.n_gpus} x {cfg.gpu}, link {cfg.link}, {cfg.n_chips} chips, "
+        f"the design's time constant; both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps, "
+        f"thermodynamic K-FAC solves both factors on the device every step, digital K-FAC inverts every "
+        f"{cfg.inv_update_steps} steps; the device's timing model at the design's target error.",
+        "- The accuracy is measured on a small model and stands in for the large workload's: the speed and accuracy "
+        "sides share the device, not the model.",
+        "- Infeasible: a design whose runs fell back to the exact backend or failed.", "",
+        f"## Pareto front ({len(front)} of {len(devices)} designs)", "",
+        "| bits | target error | mismatch | tau scale | speedup vs digital K-FAC | speedup vs Adam | accuracy loss (pp, 95% CI) "
+        "| bottleneck |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
+              f"{s['speedup_vs_adam']:.3g}x | {100 * s['accuracy_loss']:.2f} ± {100 * s['accuracy_loss_ci']:.2f} | "
+              f"{s['bottleneck']} |" for s in front]
+    feasible = [s for s in devices if s["feasible"]]
+    within = sum(1 for s in feasible if abs(s["accuracy_loss"]) <= s["accuracy_loss_ci"])
+    lines += ["", f"{len(feasible)} of {len(devices)} designs are feasible; the accuracy loss of {within} of them lies "
+              f"within its 95% interval of zero (indistinguishable from exact K-FAC at {cfg.seeds} seeds). The fastest "
+              f"feasible design reaches {max((s['speedup_vs_kfac'] for s in feasible), default=math.nan):.3g}x "
+              f"digital K-FAC."]
+    lines += ["", "## Every design", "",
+              "| bits | target error | mismatch | tau scale | speedup vs digital K-FAC | test accuracy (95% CI) | train loss | "
+              "fallbacks | feasible | Pareto |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
+              f"{s['test_accuracy']:.4f} ± {s['test_accuracy_ci']:.2g} | {s['train_loss']:.4g} | {s['fallbacks']} | "
+              f"{'yes' if s['feasible'] else 'no'} | {'yes' if s['pareto'] else ''} |" for s in devices]
+    lines += ["", f"Digital K-FAC (exact backend): test accuracy {exact['test_accuracy']:.4f} ± "
+              f"{exact['test_accuracy_ci']:.2g}, train loss {exact['train_loss']:.4g}; "
+              f"{exact['speedup_vs_adam']:.3g}x Adam's projected time."]
+    path.write_text("\n".join(lines) + "\n")

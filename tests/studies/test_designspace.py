@@ -1,0 +1,110 @@
+"""The design-space study end to end at a tiny size, its Pareto front and its restart."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from studies import designspace
+from studies.designspace import pareto_front
+from studies.sweep import read_rows
+
+
+def _config(out):
+    return designspace.DesignSpaceConfig(steps=10, seeds=2, bits=(4, 12), target_rel_error=(0.3, 0.03),
+                                         mismatch_sigma=(0.0,), tau_scale=(1.0, 0.1), workload="gnn-molpcba",
+                                         workers=1, out_dir=out)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    cfg = _config(tmp_path_factory.mktemp("designspace"))
+    path = designspace.run(cfg, progress=False)
+    return read_rows(path), cfg, path
+
+
+def test_every_design_is_in_the_table_with_sane_values(result) -> None:
+    rows, cfg, path = result
+    assert rows[0]["design"] == "exact" and rows[0]["speedup_vs_kfac"] == 1.0
+    devices = rows[1:]
+    assert len(devices) == len(cfg.bits) * len(cfg.target_rel_error) * len(cfg.mismatch_sigma) * len(cfg.tau_scale)
+    expected = {"bits", "target_rel_error", "mismatch_sigma", "tau_scale", "test_accuracy", "test_accuracy_ci",
+                "accuracy_loss", "speedup_vs_kfac", "speedup_vs_adam", "feasible", "pareto"}
+    assert expected <= set(rows[0])
+    for r in rows:
+        assert 0 <= r["test_accuracy"] <= 1 and r["speedup_vs_kfac"] > 0 and r["speedup_vs_adam"] > 0
+        assert -1 <= r["accuracy_loss"] <= 1
+    training = read_rows(cfg.out_dir / "designspace_training.csv")
+    assert len(training) == len(designspace.training_points(cfg))  # every seed of every setting is kept
+    assert len(read_rows(cfg.out_dir / "designspace_projections.csv")) == len(designspace.projection_points(cfg))
+    assert path.with_suffix(".png").stat().st_size > 0
+    assert "Pareto front" in path.with_suffix(".md").read_text()
+
+
+def test_speed_is_monotone_where_the_timing_model_says(result) -> None:
+    rows, _, _ = result
+    speed = {(r["bits"], r["target_rel_error"], r["tau_scale"]): r["speedup_vs_kfac"] for r in rows[1:]}
+    for bits in (4, 12):
+        for tau in (1.0, 0.1):
+            # a looser target shortens the readout window
+            assert speed[(bits, 0.3, tau)] > speed[(bits, 0.03, tau)]
+        for target in (0.3, 0.03):
+            # the device runs in units of tau: a faster device is never slower
+            assert speed[(bits, target, 0.1)] > speed[(bits, target, 1.0)]
+
+
+def test_the_front_holds_only_feasible_undominated_designs(result) -> None:
+    rows, _, _ = result
+    four_bits = [r for r in rows if r["bits"] == 4]
+    assert all(r["fallbacks"] > 0 and not r["feasible"] for r in four_bits)  # 4-bit factors lose definiteness
+    front = [r for r in rows if r["pareto"]]
+    assert front and all(r["feasible"] for r in front)
+    feasible = [r for r in rows[1:] if r["feasible"]]
+    for r in front:
+        assert not any(o["speedup_vs_kfac"] > r["speedup_vs_kfac"] and o["accuracy_loss"] < r["accuracy_loss"]
+                       for o in feasible)
+
+
+def test_a_restart_recomputes_nothing_and_writes_the_same_table(result, monkeypatch) -> None:
+    rows, cfg, path = result
+    first = path.read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished point was computed again")
+
+    monkeypatch.setattr(designspace, "train_design", refuse)
+    monkeypatch.setattr(designspace, "project_design", refuse)
+    assert designspace.run(cfg, progress=False) == path
+    assert path.read_text() == first
+
+
+def test_pareto_front_on_hand_built_points() -> None:
+    speedups = [1.0, 2.0, 2.0, 0.5, 3.0]
+    losses = [0.0, 0.01, 0.02, 0.0, 0.05]
+    # (2, .02) is beaten by (2, .01); (.5, 0) by (1, 0); the rest trade speed for accuracy
+    assert pareto_front(speedups, losses) == [True, True, False, False, True]
+    assert pareto_front([1.0, 1.0], [0.1, 0.1]) == [True, True]  # ties dominate nobody
+    with pytest.raises(ValueError, match="same length"):
+        pareto_front([1.0], [])
+
+
+@pytest.mark.parametrize("bad", [dict(bits=(1,)), dict(target_rel_error=(1.5,)), dict(mismatch_sigma=(-0.1,)),
+                                 dict(tau_scale=()), dict(workload="resnet"), dict(task="nope"), dict(seeds=0)])
+def test_bad_configurations_are_refused(bad) -> None:
+    with pytest.raises(ValueError):
+        designspace.DesignSpaceConfig(**bad)
+
+
+def test_accuracy_loss_interval_combines_both_in_quadrature() -> None:
+    def row(design, acc, seed, bits=8):
+        return {"design": design, "bits": bits, "target_rel_error": 0.1, "mismatch_sigma": 0.0, "seed": seed,
+                "test_accuracy": acc, "train_loss": 0.1, "fallbacks": 0, "status": "ok"}
+
+    training = [row("exact", 0.9, 0), row("exact", 0.92, 1), row("device", 0.85, 0), row("device", 0.89, 1)]
+    projections = [{"bits": 8, "target_rel_error": 0.1, "tau_scale": 1.0, "speedup_vs_kfac": 2.0, "speedup_vs_adam": 1.5,
+                    "kfac_vs_adam": 0.75, "tkfac_bottleneck": "analog"}]
+    exact, device = designspace.summarize(training, projections)
+    assert device["accuracy_loss"] == pytest.approx(0.91 - 0.87)
+    assert device["accuracy_loss_ci"] == pytest.approx(math.hypot(exact["test_accuracy_ci"], device["test_accuracy_ci"]))
+    assert device["pareto"] and device["feasible"] and exact["speedup_vs_adam"] == 0.75
