@@ -158,8 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Final loss and accuracy with seeds and 95%% confidence intervals, and the smallest bit width "
         "that keeps K-FAC ahead of Adam. Finished points are kept; a rerun skips them.",
     )
-    nz.add_argument("--full", action="store_true", help="the full size (MLP and CNN, 600 steps, 5 seeds, more widths)")
-    nz.add_argument("--tasks", type=_strings, default=None, help="tasks, comma-separated (default digits-mlp)")
+    nz.add_argument("--full", action="store_true", help="the full size (every knob on MLP and CNN, 600 steps, 5 seeds, more widths)")
+    nz.add_argument("--tasks", type=_strings, default=None, help="tasks, comma-separated (default digits-mlp,digits-cnn; "
+                    "the CNN sweeps bit widths only)")
     nz.add_argument("--steps", type=int, default=None, help="training steps per run")
     nz.add_argument("--seeds", type=int, default=None, help="seeds per point")
     nz.add_argument("--bits", type=_floats, default=None, help="bit widths, comma-separated")
@@ -362,8 +363,9 @@ def _study_noise(args: argparse.Namespace) -> int:
     for name in ("tasks", "steps", "seeds"):
         if getattr(args, name):
             overrides[name] = getattr(args, name)
-    if args.bits:
+    if args.bits:  # every task sweeps the widths given
         overrides["bits"] = tuple(int(b) for b in args.bits)
+        overrides["bits_only"] = {task: overrides["bits"] for task in noise.NoiseConfig().bits_only}
     cfg = noise.NoiseConfig.full(**overrides) if args.full else noise.NoiseConfig(**overrides)
     csv_path = noise.run(cfg, progress=not args.no_progress)
     summary = noise.summarize(noise.sweep.read_rows(csv_path))

@@ -53,3 +53,16 @@ def test_smallest_precision_is_the_start_of_the_run_of_widths_that_beat_adam() -
     assert noise.smallest_precision(summary, "t") == 12
     summary[-1]["train_loss"] = 2.0
     assert noise.smallest_precision(summary, "t") is None
+
+
+def test_the_default_sweeps_every_knob_on_the_mlp_and_bit_widths_on_the_cnn() -> None:
+    cfg = noise.NoiseConfig()
+    variants = {(p["task"], p["variant"]) for p in noise.points(cfg)}
+    assert {("digits-mlp", k) for k in noise.KNOBS} <= variants
+    assert {v for t, v in variants if t == "digits-cnn"} == {"adam", "exact", "bits"}
+    cnn_bits = sorted({p["value"] for p in noise.points(cfg) if p["task"] == "digits-cnn" and p["variant"] == "bits"})
+    assert cnn_bits == [float(b) for b in cfg.bits_only["digits-cnn"]]
+    full = noise.NoiseConfig.full()
+    assert {v for p in noise.points(full) if p["task"] == "digits-cnn" for v in [p["variant"]]} >= set(noise.KNOBS)
+    with pytest.raises(ValueError, match="bit widths"):
+        noise.NoiseConfig(bits_only={"digits-cnn": (1,)})

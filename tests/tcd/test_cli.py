@@ -103,7 +103,8 @@ def test_study_asymptotic_runs_and_resumes(tmp_path, capsys):
 
 
 def test_study_noise_reports_the_smallest_precision(tmp_path, capsys):
-    args = ["study", "noise", "--steps", "10", "--seeds", "2", "--bits", "6,16", "--workers", "1", "--out", str(tmp_path),
+    args = ["study", "noise", "--tasks", "digits-mlp", "--steps", "10", "--seeds", "2", "--bits", "6,16", "--workers", "1",
+            "--out", str(tmp_path),
             "--no-progress"]
     assert main(args) == 0
     assert "smallest bit width keeping K-FAC ahead of Adam" in capsys.readouterr().out
