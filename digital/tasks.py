@@ -156,6 +156,28 @@ TASKS: dict[str, Factory] = {
 }
 
 
+def register_task(name: str, factory: Factory, spec: TaskSpec) -> None:
+    """Add task ``name`` to the registry (:data:`TASKS` and :data:`TASK_SPECS`).
+
+    ``factory(data_seed: int, **model_overrides) -> Task`` builds the data split for
+    ``data_seed`` and a fresh model; :func:`build_task` calls it under ``torch.manual_seed(seed)``
+    and checks that the :class:`Task` it returns agrees with ``spec`` (name, loss, outputs, batch
+    size). Names are unique: a duplicate, or a ``spec`` named otherwise, raises
+    UnsupportedConfigurationError. Registration lives in this process only: worker processes of
+    a sweep see the task if they import the module that registers it.
+    """
+    if not isinstance(spec, TaskSpec):
+        raise TypeError(f"spec must be a TaskSpec, got {type(spec).__name__}")
+    if not callable(factory):
+        raise TypeError(f"factory must be callable (data_seed, **model_overrides) -> Task, got {factory!r}")
+    if spec.name != name:
+        raise UnsupportedConfigurationError(f"task name {name!r} and TaskSpec.name {spec.name!r} differ")
+    if name in TASKS or name in TASK_SPECS:
+        raise UnsupportedConfigurationError(f"a task named {name!r} is already registered; known tasks: {', '.join(TASKS)}")
+    TASK_SPECS[name] = spec
+    TASKS[name] = factory
+
+
 def available_tasks() -> tuple[str, ...]:
     """Names accepted by :func:`build_task`, in registration order."""
     return tuple(TASKS)
@@ -173,7 +195,24 @@ def build_task(name: str, seed: int = 0, data_seed: int = 0, **model_overrides: 
         raise UnsupportedConfigurationError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return TASKS[name](data_seed, **model_overrides)
+        task = TASKS[name](data_seed, **model_overrides)
+    _check_against_spec(task, TASK_SPECS[name])
+    return task
+
+
+def _check_against_spec(task: object, spec: TaskSpec) -> None:
+    """A factory's result must be a :class:`Task` that says what its spec says."""
+    if not isinstance(task, Task):
+        raise UnsupportedConfigurationError(
+            f"the factory of task {spec.name!r} returned {type(task).__name__}, not a Task"
+        )
+    built = (task.name, task.loss, task.n_outputs, task.batch_size)
+    stated = (spec.name, spec.loss, spec.n_outputs, spec.batch_size)
+    if built != stated:
+        raise UnsupportedConfigurationError(
+            f"task {spec.name!r}: the factory built (name, loss, n_outputs, batch_size) = {built}, "
+            f"its TaskSpec says {stated}"
+        )
 
 
 __all__ = [
@@ -186,4 +225,5 @@ __all__ = [
     "available_tasks",
     "build_task",
     "loss_function",
+    "register_task",
 ]

@@ -21,6 +21,8 @@ def register_solver(cls: S) -> S:
     name = cls.name
     if not name or name == LinearSolver.name:
         raise UnsupportedConfigurationError(f"{cls.__name__} must set a class attribute 'name'")
+    if name != name.lower():  # get_solver looks names up in lower case
+        raise UnsupportedConfigurationError(f"solver names are lower case: {cls.__name__}.name = {name!r}")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise UnsupportedConfigurationError(f"a solver named {name!r} is already registered ({_REGISTRY[name].__name__})")
     _REGISTRY[name] = cls

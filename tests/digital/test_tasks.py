@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from digital.data import epoch_batches
+from digital.data import ArrayDataset, epoch_batches
 from digital.errors import UnsupportedConfigurationError
 from digital.models import MLP, SmallCNN, SmallGNN, SmallViT, model_inputs_call
 from digital.tasks import (
@@ -19,7 +23,9 @@ from digital.tasks import (
     available_tasks,
     build_task,
     loss_function,
+    register_task,
 )
+from digital.train import TrainConfig, train
 from thermo.errors import ShapeMismatchError
 
 EXPECTED = {
@@ -135,3 +141,73 @@ def test_digits_mlp_learns_quickly() -> None:
             opt.step()
     with torch.no_grad():
         assert accuracy(task.model(task.test.inputs), task.test.targets) > 0.85
+
+
+# --------------------------------------------------------------------------------------------
+# registering a task
+
+BLOBS = TaskSpec("test-blobs", "cross_entropy", 3, batch_size=16, description="3 Gaussian blobs in 2-D, MLP 2-8-3")
+
+
+def _blobs(data_seed: int, **overrides: Any) -> Task:
+    """Three unit-variance blobs around the corners of a triangle: 48 train, 24 test examples."""
+    gen = torch.Generator().manual_seed(data_seed)
+    centres = torch.tensor([[0.0, 3.0], [-3.0, -2.0], [3.0, -2.0]])
+    labels = torch.arange(72) % 3
+    points = centres[labels] + torch.randn(72, 2, generator=gen)
+    model = MLP(**{"in_features": 2, "hidden": (8,), "out_features": 3, **overrides})
+    train_set, test_set = ArrayDataset(points[:48], labels[:48]), ArrayDataset(points[48:], labels[48:])
+    return Task(BLOBS.name, model, train_set, test_set, BLOBS.loss, BLOBS.n_outputs, BLOBS.batch_size)
+
+
+def _unregister(name: str) -> None:
+    TASKS.pop(name, None)
+    TASK_SPECS.pop(name, None)
+
+
+@pytest.fixture
+def blobs() -> Iterator[str]:
+    """``test-blobs`` registered for one test, then removed so other tests see the built-ins only."""
+    register_task(BLOBS.name, _blobs, BLOBS)
+    try:
+        yield BLOBS.name
+    finally:
+        _unregister(BLOBS.name)
+
+
+def test_a_registered_task_is_built_and_trained_like_a_built_in(blobs: str) -> None:
+    assert available_tasks()[-1] == blobs and TASK_SPECS[blobs] is BLOBS and TASKS[blobs] is _blobs
+    a, b = build_task(blobs, seed=1), build_task(blobs, seed=1)
+    assert torch.equal(a.model.net[0].weight, b.model.net[0].weight)
+    assert build_task(blobs, hidden=(4,)).model.net[0].out_features == 4
+    result = train(TrainConfig(task=blobs, optimizer="kfac", lr=0.1, steps=2, eval_every=0, checkpoint_every=0))
+    assert [row["step"] for row in result.history] == [1, 2]
+    assert all(math.isfinite(row["loss"]) for row in result.history)
+    assert 0.0 <= result.final["test_accuracy"] <= 1.0
+
+
+def test_register_task_refuses_duplicates_and_mismatched_names(blobs: str) -> None:
+    before = (dict(TASKS), dict(TASK_SPECS))
+    with pytest.raises(UnsupportedConfigurationError, match="already registered"):
+        register_task(blobs, _blobs, BLOBS)
+    with pytest.raises(UnsupportedConfigurationError, match="already registered"):
+        register_task("digits-mlp", _blobs, TaskSpec("digits-mlp", "cross_entropy", 10))
+    with pytest.raises(UnsupportedConfigurationError, match="differ"):
+        register_task("other-blobs", _blobs, BLOBS)
+    with pytest.raises(TypeError, match="TaskSpec"):
+        register_task("other-blobs", _blobs, "cross_entropy")  # type: ignore[arg-type]
+    assert (TASKS, TASK_SPECS) == before
+    assert "other-blobs" not in available_tasks()
+
+
+def test_build_task_checks_the_factory_against_its_spec() -> None:
+    spec = TaskSpec("test-blobs-mse", "mse", 3, batch_size=16)
+    register_task(spec.name, _blobs, spec)  # the factory says cross_entropy
+    try:
+        with pytest.raises(UnsupportedConfigurationError, match="TaskSpec says"):
+            build_task(spec.name)
+        with pytest.raises(UnsupportedConfigurationError, match="TaskSpec says"):
+            train(TrainConfig(task=spec.name, steps=1))
+    finally:
+        _unregister(spec.name)
+    assert spec.name not in available_tasks()

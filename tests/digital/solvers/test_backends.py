@@ -197,3 +197,5 @@ def test_a_new_backend_is_a_small_class() -> None:
     assert out.diagnostics.residual == pytest.approx(0.0, abs=1e-15)
     with pytest.raises(UnsupportedConfigurationError, match="already registered"):
         register_solver(type("Other", (Jacobi,), {}))
+    with pytest.raises(UnsupportedConfigurationError, match="lower case"):
+        register_solver(type("Shouting", (Jacobi,), {"name": "Test-Jacobi2"}))
