@@ -168,6 +168,8 @@ def run(cfg: AsymptoticConfig, progress: bool = True) -> Path:
     rows = sweep.run_sweep(
         functools.partial(evaluate, cfg), points(cfg), csv_path, workers=cfg.workers or 1, scheduler=cfg.scheduler,
         progress=progress, description="asymptotic",
+        context=sweep.context_of(cfg, exclude=("sizes", "condition_numbers", "fit_points", "workers", "scheduler",
+                                               "out_dir")),
     )
     fits = fit_exponents(rows, cfg.fit_points)
     plot(rows, fits, cfg.out_dir / "asymptotic.png", cfg)

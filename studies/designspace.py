@@ -206,10 +206,12 @@ def run(cfg: DesignSpaceConfig, progress: bool = True) -> Path:
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     common = dict(workers=cfg.workers, scheduler=cfg.scheduler, progress=progress)
     training = sweep.run_sweep(functools.partial(train_design, cfg), training_points(cfg),
-                               cfg.out_dir / "designspace_training.csv", description="design space: training", **common)
+                               cfg.out_dir / "designspace_training.csv", description="design space: training",
+                               context={"task": cfg.task, "steps": cfg.steps, "hardware": cfg.hardware}, **common)
     projections = sweep.run_sweep(functools.partial(project_design, cfg), projection_points(cfg),
                                   cfg.out_dir / "designspace_projections.csv", description="design space: projections",
-                                  **common)
+                                  context=sweep.context_of(cfg, exclude=(*AXES, "task", "steps", "seeds", "workers",
+                                                                         "scheduler", "out_dir")), **common)
     summary = summarize(training, projections)
     csv_path = cfg.out_dir / "designspace.csv"
     with csv_path.open("w", newline="") as fh:

@@ -197,7 +197,9 @@ def run(cfg: NoiseConfig, progress: bool = True) -> Path:
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = cfg.out_dir / "noise.csv"
     rows = sweep.run_sweep(functools.partial(evaluate, cfg), points(cfg), csv_path, workers=cfg.workers,
-                           scheduler=cfg.scheduler, progress=progress, description="noise")
+                           scheduler=cfg.scheduler, progress=progress, description="noise",
+                           context=sweep.context_of(cfg, exclude=(*KNOBS, "tasks", "seeds", "bits_only", "workers",
+                                                                  "scheduler", "out_dir")))
     summary = summarize(rows)
     plot(summary, cfg.out_dir / "noise.png", cfg)
     report(summary, cfg.out_dir / "noise.md", cfg)

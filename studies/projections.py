@@ -201,7 +201,10 @@ def run(cfg: ProjectionConfig, progress: bool = True) -> Path:
     ratios = tuple(dict.fromkeys((*cfg.step_ratios, *(() if measured is None else (measured,)))))
     csv_path = cfg.out_dir / "projections.csv"
     rows = sweep.run_sweep(functools.partial(evaluate, cfg), points(cfg, ratios), csv_path, workers=cfg.workers,
-                           scheduler=cfg.scheduler, progress=progress, description="projections")
+                           scheduler=cfg.scheduler, progress=progress, description="projections",
+                           context=sweep.context_of(cfg, exclude=("workloads", "step_ratios", "knobs", "dense_grids",
+                                                                  "measure_ratio", "measure_steps", "workers",
+                                                                  "scheduler", "out_dir")))
     plot(rows, cfg.out_dir / "projections.png")
     report(rows, cfg.out_dir / "projections.md", cfg, ratios, measured)
     return csv_path

@@ -107,6 +107,7 @@ def run(cfg: DemoConfig, progress: bool = True, scheduler: str | None = None) ->
     rows = sweep.run_sweep(
         functools.partial(_evaluate, cfg), points, csv_path, workers=workers, scheduler=scheduler,
         progress=progress, description="solves",
+        context=sweep.context_of(cfg, exclude=("presets", "windows_tau", "seeds", "workers", "out_dir")),
     )
     plot(rows, cfg.out_dir / "solver_demo.png", cfg)
     report(rows, cfg.out_dir / "solver_demo.md", cfg)

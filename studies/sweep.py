@@ -16,9 +16,10 @@ for Dask.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,15 @@ def run_sweep(
     scheduler: str | None = None,
     progress: bool = True,
     description: str = "sweep",
+    context: Mapping[str, Any] | None = None,
 ) -> list[Row]:
     """Run ``fn`` on every point not yet in ``csv_path``; return all rows in point order.
 
     ``key`` names the point fields that identify a point (default: all of the first point's).
     A row is the point merged with ``fn``'s result (result fields must not repeat point fields).
+    ``context`` holds the settings every point shares but no point names (training steps, the
+    hardware preset...): it is kept beside the CSV (``<csv>.context.json``), and resuming a CSV
+    computed under another context is refused, naming what differs, instead of mixing rows.
     """
     points = [dict(p) for p in points]
     if not points:
@@ -103,6 +108,7 @@ def run_sweep(
     existing = read_rows(path)
     if existing and any(k not in existing[0] for k in key):
         raise SweepError(f"{path} holds another sweep (its columns lack {list(key)}); use another path")
+    _check_context(path, context, resuming=bool(existing))
     done = {_key_of(r, key): r for r in existing}
     pending = [p for p, k in zip(points, keys) if k not in done]
     columns = list(existing[0]) if existing else None
@@ -129,6 +135,33 @@ def run_sweep(
     if columns is not None:
         _rewrite(path, columns, rows)
     return rows
+
+
+def context_of(config: Any, exclude: Sequence[str]) -> dict[str, Any]:
+    """A dataclass config's fields except ``exclude`` (its swept axes and where it runs), as a
+    sweep ``context``."""
+    import dataclasses
+
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in exclude}
+
+
+def _context_path(path: Path) -> Path:
+    return path.with_name(path.name + ".context.json")
+
+
+def _check_context(path: Path, context: Mapping[str, Any] | None, resuming: bool) -> None:
+    if context is None:
+        return
+    wanted = json.loads(json.dumps(dict(context), default=str, sort_keys=True))
+    sidecar = _context_path(path)
+    if resuming and sidecar.exists():
+        kept = json.loads(sidecar.read_text())
+        differ = sorted(k for k in set(kept) | set(wanted) if kept.get(k) != wanted.get(k))
+        if differ:
+            changes = ", ".join(f"{k}: {kept.get(k)!r} there, {wanted.get(k)!r} now" for k in differ)
+            raise SweepError(f"{path} was computed with other settings ({changes}); write to another folder "
+                             f"(--out) or delete it to start over")
+    sidecar.write_text(json.dumps(wanted, indent=1, sort_keys=True) + "\n")
 
 
 def _execute(

@@ -69,3 +69,15 @@ def test_bad_sweeps_are_refused(tmp_path) -> None:
     other.write_text("a,b\n1,2\n")
     with pytest.raises(SweepError, match="another sweep"):
         run_sweep(model, POINTS, other, workers=1, progress=False)
+
+
+def test_a_csv_computed_under_other_settings_is_refused_not_mixed(tmp_path) -> None:
+    path = tmp_path / "s.csv"
+    run_sweep(model, POINTS[:3], path, workers=1, progress=False, context={"steps": 100, "gpu": "A100"})
+    assert (tmp_path / "s.csv.context.json").exists()
+    # more points under the same settings: only the new ones run
+    rows = run_sweep(model, POINTS, path, workers=1, progress=False, context={"steps": 100, "gpu": "A100"})
+    assert len(rows) == len(POINTS)
+    with pytest.raises(SweepError, match=r"gpu: 'A100' there, 'V100' now"):
+        run_sweep(model, POINTS, path, workers=1, progress=False, context={"steps": 100, "gpu": "V100"})
+    assert len(read_rows(path)) == len(POINTS)  # nothing was written
