@@ -43,6 +43,7 @@ from .curvature import (
     trainable_params,
 )
 from .errors import NonFiniteGradientError, UnsupportedConfigurationError
+from .ggn import GGNOperator
 from .momentum import heavy_ball
 from .solvers import LinearSolver, SolverDiagnostics, get_solver
 
@@ -231,9 +232,21 @@ class NGD(CurvatureOptimizer):
         t0 = time.perf_counter()
         loss, g = self._gradient(closure)
         t1 = time.perf_counter()
-        U = self._curvature()
-        t2 = time.perf_counter()
-        x, diag = self.natural_gradient(U, g, damping)
+        if self.method == "woodbury":  # matrix-free: the Gram of U, never U itself
+            assert self._batch is not None
+            op = GGNOperator(self.model, self._batch[0], loss=self.loss, params=trainable_params(self.model),
+                             check=self._step_count == 0)
+            gram = op.gram()
+            if not bool(torch.isfinite(gram).all()):
+                raise NonFiniteGradientError("the GGN Gram matrix (Jacobians or loss Hessian) contains NaN or infinity")
+            t2 = time.perf_counter()
+            x, diag = self.woodbury_step(op, gram, g, damping)
+            shape = (op.n, op.rank)
+        else:
+            U = self._curvature()
+            t2 = time.perf_counter()
+            x, diag = self.natural_gradient(U, g, damping)
+            shape = tuple(U.shape)
         t3 = time.perf_counter()
         self._apply(x)
         self._step_count += 1
@@ -242,8 +255,8 @@ class NGD(CurvatureOptimizer):
         self.last_stats = {
             "step": self._step_count,
             "method": self.method,
-            "N": U.shape[0],
-            "rank": U.shape[1],
+            "N": shape[0],
+            "rank": shape[1],
             "damping": damping,
             "loss": float(loss.detach()) if isinstance(loss, Tensor) else float("nan"),
             "gradient_s": t1 - t0,
@@ -253,6 +266,16 @@ class NGD(CurvatureOptimizer):
             "analog_time_s": diag.analog_time_s,
         }
         return loss
+
+    def woodbury_step(
+        self, op: GGNOperator, gram: Tensor, g: Tensor, damping: float
+    ) -> tuple[Tensor, SolverDiagnostics]:
+        """``(U U^T + l I)^-1 g = (g - U (l I + K)^-1 U^T g) / l`` with ``K = U^T U`` the Gram of
+        the matrix-free operator: one JVP pass, the ``r x r`` solve on this optimizer's backend,
+        one VJP pass."""
+        out = self.solver.solve(0.5 * (gram + gram.mT), op.apply_ut(g), damping)
+        out.diagnostics.extra["system"] = f"woodbury capacitance ({op.rank} x {op.rank}), matrix-free"
+        return (g - op.apply_u(out.x)) / damping, out.diagnostics
 
     def natural_gradient(self, U: Tensor, g: Tensor, damping: float) -> tuple[Tensor, SolverDiagnostics]:
         """``x = (U U^T + damping I)^-1 g`` (``(N,)``) by this optimizer's method, and the

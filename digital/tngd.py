@@ -1,5 +1,20 @@
 """Thermodynamic natural-gradient descent (Donatella et al. 2024, arXiv 2405.13817).
 
+Two device paths (``method``):
+
+* ``exact`` / ``krylov`` (the default where the hardware allows it): the device of the paper,
+  ``dx = -(A x - g) dt + sqrt(2 kappa) dW`` with ``t`` in tau and ``A = U U^T + lambda I`` in its
+  own units, propagated exactly between uploads (:mod:`thermo.hybrid` on
+  :mod:`thermo.lowrank`): one ``eigh`` of the ``r x r`` Gram (assembled layer by layer by
+  :class:`digital.ggn.GGNOperator`, never forming ``J_f``), and products with ``U`` (a VJP) and
+  ``U^T`` (a JVP). ``kappa`` is the hardware's ``kT``; the input DAC and the ADC are the
+  hardware's ``bits_b`` and ``bits_adc`` (auto-ranged); the readout averages ``n_readout``
+  samples; ``delay_tau`` lets the device run on the previous upload while the next gradient is
+  computed (the paper's ``t_d``). ``krylov`` replaces the ``eigh`` by Lanczos (large ``r``).
+* ``simulator``: the chip of :mod:`thermo` with everything it models (coupling DAC, rails,
+  mismatch, drift, clipping inside the dynamics, underdamped nodes), on a dense ``A``, described
+  below. ``auto`` takes it when the hardware has any of those.
+
 Each step the digital side computes the gradient ``g`` and the GGN factor ``U``; the analog
 device holds ``A = U U^T + lambda I`` and ``g`` and its node voltages follow the
 Ornstein-Uhlenbeck process whose mean relaxes towards the natural gradient ``A^-1 g``. The
@@ -42,13 +57,39 @@ from torch import Tensor, nn
 
 from thermo import AnalogState, HardwareSpec, SolverConfig, preset
 
-from .errors import UnsupportedConfigurationError
+from thermo.hybrid import LowRankDevice, LowRankDeviceSpec
+from thermo.lowrank import LowRankCurvature
+
+from .curvature import trainable_params
+from .errors import NonFiniteGradientError, UnsupportedConfigurationError
+from .ggn import GGNOperator
 from .ngd import CurvatureOptimizer, check_damping
 from .solvers import SolverDiagnostics
 from .solvers.thermo_backend import ThermoSolver
 
 INITIAL_STATES = ("gradient", "zero")
+METHODS = ("auto", "exact", "krylov", "simulator")
 _RESERVED = ("burn_in_tau", "window_tau")
+
+
+def simulator_only_features(hw: HardwareSpec) -> list[str]:
+    """What of ``hw`` the exact low-rank path cannot model (empty: it models all of it).
+
+    The exact path auto-ranges its converters to the values converted (the paper's loop states
+    no scaling into volts), so the rails ``v_range_v`` never clip there; clipping inside the
+    dynamics needs the simulator."""
+    reasons = []
+    if hw.bits_A is not None:
+        reasons.append(f"coupling DAC (bits_A={hw.bits_A})")
+    if hw.mismatch_sigma > 0:
+        reasons.append(f"mismatch (mismatch_sigma={hw.mismatch_sigma:g})")
+    if hw.drift_sigma > 0:
+        reasons.append(f"drift (drift_sigma={hw.drift_sigma:g})")
+    if hw.clip_in_dynamics:
+        reasons.append("clipping inside the dynamics")
+    if hw.regime != "overdamped":
+        reasons.append(f"{hw.regime} nodes")
+    return reasons
 
 
 class TNGD(CurvatureOptimizer):
@@ -71,8 +112,18 @@ class TNGD(CurvatureOptimizer):
             step from ``initial_state``.
         initial_state: the first (or every, without ``warm_start``) step starts from
             ``gradient`` (``x0 = g``) or ``zero`` volts.
-        solver_config_options: other :class:`thermo.SolverConfig` fields (``closed_form``,
-            ``method``, ``input_scaling``...); ``burn_in_tau`` and ``window_tau`` are set here.
+        method: ``auto`` (``exact`` unless the hardware has something only the simulator
+            models, see :func:`simulator_only_features`), ``exact``, ``krylov`` or ``simulator``.
+        delay_tau: ``t_d``, analog time the device runs on the previous upload between the read
+            and the next upload (tau; exact/krylov paths).
+        n_readout: samples averaged by the readout (every ``hardware.sample_interval_tau``,
+            ending at ``t``; default from ``readout_window_tau``).
+        kappa: noise strength of the exact path (default: ``hardware.kT``).
+        adam: TNGD-Adam: feed the read to Adam with ``beta1 = beta2 = 0``, i.e. step by
+            ``lr * x / (|x| + adam_eps)`` elementwise.
+        solver_config_options: other :class:`thermo.SolverConfig` fields of the simulator path
+            (``closed_form``, ``method``, ``input_scaling``...); ``burn_in_tau`` and ``window_tau``
+            are set here.
 
     After a step: ``last_diagnostics`` (:class:`SolverDiagnostics` of the device run; the full
     :class:`thermo.Diagnostics` under ``extra["thermo"]``), ``last_stats`` (``analog_time_tau``,
@@ -94,6 +145,12 @@ class TNGD(CurvatureOptimizer):
         seed: int = 0,
         warm_start: bool = True,
         initial_state: str = "gradient",
+        method: str = "auto",
+        delay_tau: float = 0.0,
+        n_readout: int | None = None,
+        kappa: float | None = None,
+        adam: bool = False,
+        adam_eps: float = 1e-8,
         **solver_config_options: Any,
     ) -> None:
         if initial_state not in INITIAL_STATES:
@@ -112,18 +169,48 @@ class TNGD(CurvatureOptimizer):
         if not isinstance(seed, int) or seed < 0:
             raise UnsupportedConfigurationError(f"seed must be an integer >= 0, got {seed!r}")
         check_damping(damping)
-        defaults = dict(lr=lr, damping=damping, analog_time_tau=analog_time_tau, readout_window_tau=readout_window_tau)
+        if method not in METHODS:
+            raise UnsupportedConfigurationError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if not (isinstance(adam_eps, (int, float)) and adam_eps > 0):
+            raise UnsupportedConfigurationError(f"adam_eps must be > 0, got {adam_eps!r}")
+        defaults = dict(lr=lr, damping=damping, analog_time_tau=analog_time_tau, readout_window_tau=readout_window_tau,
+                        delay_tau=delay_tau)
         super().__init__(model, defaults, loss)
         self.hardware = preset(hardware) if isinstance(hardware, str) else hardware
+        unsupported = simulator_only_features(self.hardware)
+        if method == "auto":
+            method = "simulator" if unsupported else "exact"
+        elif method != "simulator" and unsupported:
+            raise UnsupportedConfigurationError(
+                f"method={method!r} propagates the linear device exactly and cannot model {', '.join(unsupported)}; "
+                "use method='simulator', or a hardware without them (hardware.replace(...))"
+            )
+        if method == "simulator" and delay_tau:
+            raise UnsupportedConfigurationError("delay_tau is modelled by the exact and krylov paths only")
+        self.method = method
+        self.adam, self.adam_eps = bool(adam), float(adam_eps)
+        self.device: LowRankDevice | None = None
+        if method != "simulator":
+            h = self.hardware.sample_interval_tau
+            n_samples = n_readout if n_readout is not None else max(1, round(readout_window_tau / h))
+            spec = LowRankDeviceSpec.from_hardware(
+                self.hardware, n_readout=n_samples, method="eigen" if method == "exact" else "krylov",
+                **({} if kappa is None else {"kappa": kappa}),
+            )
+            self.device = LowRankDevice(spec)
+        elif kappa is not None or n_readout is not None:
+            raise UnsupportedConfigurationError("kappa and n_readout belong to the exact path; the simulator reads "
+                                                "hardware.kT and readout_window_tau")
         self.config = SolverConfig(**solver_config_options)
         self.seed = seed
         self.warm_start = warm_start
         self.initial_state = initial_state
         self.analog_state: AnalogState | None = None
         self.last_diagnostics: SolverDiagnostics | None = None
-        self._schedule(analog_time_tau, readout_window_tau)  # refuse off-grid times now
+        if method == "simulator":
+            self._schedule(analog_time_tau, readout_window_tau)  # refuse off-grid times now
         n_units = self.hardware.n_units
-        if n_units is not None and self.num_params > n_units:
+        if method == "simulator" and n_units is not None and self.num_params > n_units:
             # The simulator block-iterates larger matrices (Gauss-Seidel sweeps of block solves):
             # there is no single analog run whose state after time t could be read.
             raise UnsupportedConfigurationError(
@@ -161,6 +248,8 @@ class TNGD(CurvatureOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
         """One TNGD step on the batch given to :meth:`set_batch`; returns the closure's loss."""
+        if self.device is not None:
+            return self._step_lowrank(closure)
         group = self.param_groups[0]
         damping, t, w = group["damping"], group["analog_time_tau"], group["readout_window_tau"]
         check_damping(damping)
@@ -178,7 +267,7 @@ class TNGD(CurvatureOptimizer):
             x0 = None
         x, state, diag = self.relax_on_device(U, g, damping, x0, n_total, n_window)
         t3 = time.perf_counter()
-        self._apply(x)
+        self._apply(self._direction(x))
         self.analog_state = state
         self._step_count += 1
         self._batch = None
@@ -200,6 +289,57 @@ class TNGD(CurvatureOptimizer):
             "curvature_s": t2 - t1,
             "device_s": t3 - t2,
             "update_s": time.perf_counter() - t3,
+        }
+        return loss
+
+    def _direction(self, x: Tensor) -> Tensor:
+        """The step direction from the read: ``x``, or TNGD-Adam's ``x / (|x| + eps)`` (Adam with
+        ``beta1 = beta2 = 0``: its moments are this step's ``x`` and ``x^2``)."""
+        return x / (x.abs() + self.adam_eps) if self.adam else x
+
+    def _step_lowrank(self, closure: Callable[[], Tensor] | None) -> Tensor:
+        """A step on the exact (or Lanczos) device: the Gram of the batch GGN, one upload, a run
+        of ``t``, the read, then ``t_d`` more on this upload while the next gradient is computed."""
+        assert self.device is not None and self._batch is not None
+        group = self.param_groups[0]
+        damping, t, t_d = group["damping"], float(group["analog_time_tau"]), float(group["delay_tau"])
+        check_damping(damping)
+        for name, value in (("analog_time_tau", t), ("delay_tau", t_d)):
+            if not (math.isfinite(value) and value >= 0):
+                raise UnsupportedConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
+        t0 = time.perf_counter()
+        loss, g = self._gradient(closure)
+        t1 = time.perf_counter()
+        inputs, targets = self._batch
+        op = GGNOperator(self.model, inputs, loss=self.loss, params=trainable_params(self.model),
+                         check=self._step_count == 0)
+        gram = op.gram()
+        if not bool(torch.isfinite(gram).all()):
+            raise NonFiniteGradientError("the GGN Gram matrix (Jacobians or loss Hessian) contains NaN or infinity")
+        curvature = LowRankCurvature(apply_u=op.apply_u, apply_ut=op.apply_ut, gram=gram, damping=damping, n=op.n)
+        t2 = time.perf_counter()
+        device = self.device
+        device.generator = torch.Generator(device=g.device).manual_seed(self._step_seed())
+        device.upload(curvature, g)
+        if not self.warm_start or device.state is None:
+            device.reset(g.clone() if self.initial_state == "gradient" else None)
+        before = device.analog_time_tau
+        x = device.run(t)
+        device.idle(t_d)
+        analog_tau = device.analog_time_tau - before
+        t3 = time.perf_counter()
+        self._apply(self._direction(x))
+        self._step_count += 1
+        self._batch = None
+        self.last_diagnostics = SolverDiagnostics(
+            f"tngd-{self.method}", t3 - t2, analog_time_s=analog_tau * device.spec.tau_s,
+            notes=(f"rank {op.rank}, numerical rank {getattr(device.process, 'numerical_rank', op.rank)}",),
+        )
+        self.last_stats = {
+            "step": self._step_count, "N": op.n, "rank": op.rank, "damping": damping,
+            "loss": float(loss.detach()) if isinstance(loss, Tensor) else float("nan"),
+            "analog_time_tau": analog_tau, "analog_time_s": analog_tau * device.spec.tau_s, "matrix_time": t,
+            "gradient_s": t1 - t0, "curvature_s": t2 - t1, "device_s": t3 - t2, "update_s": time.perf_counter() - t3,
         }
         return loss
 
@@ -237,6 +377,10 @@ class TNGD(CurvatureOptimizer):
         def tensor(a: np.ndarray | None) -> Tensor | None:
             return None if a is None else torch.as_tensor(np.array(a, dtype=np.float64))
 
+        if self.device is not None:
+            x = self.device.state
+            return {"step": self._step_count, "analog_x": None if x is None else x.detach().clone(),
+                    "analog_velocity": None, "analog_time_tau": self.device.analog_time_tau}
         return {
             "step": self._step_count,
             "analog_x": None if state is None else tensor(state.x),
@@ -246,6 +390,10 @@ class TNGD(CurvatureOptimizer):
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         self._step_count = int(extra["step"])
         x, v = extra["analog_x"], extra["analog_velocity"]
+        if self.device is not None:
+            self.device.reset(None if x is None else x.detach().clone())
+            self.device.analog_time_tau = float(extra.get("analog_time_tau", 0.0))
+            return
         self.analog_state = None if x is None else AnalogState(
             x.detach().cpu().double().numpy().copy(), None if v is None else v.detach().cpu().double().numpy().copy()
         )

@@ -1,4 +1,5 @@
-"""TNGD: its limits (t = 0 is SGD, t -> inf is NGD), the exact mean relaxation and OU noise law
+"""TNGD on the simulator path (``method="simulator"``; the exact low-rank path is tested in
+test_tngd_lowrank.py): its limits (t = 0 is SGD, t -> inf is NGD), the exact mean relaxation and OU noise law
 of the analog state between reads, warm starts, and checkpoints that resume the same run.
 
 References are computed here with torch.linalg.eigh from ``A = U U^T + lambda I`` and ``g``. The
@@ -20,8 +21,14 @@ from torch import nn
 from digital.curvature import batch_loss, flatten_params, ggn_factor
 from digital.errors import UnsupportedConfigurationError
 from digital.ngd import NGD
-from digital.tngd import TNGD
+from digital.tngd import TNGD as _TNGD
 from thermo import HardwareSpec
+
+
+
+def TNGD(*args, **kwargs):  # noqa: N802 - the class under test, on the chip simulator
+    return _TNGD(*args, method="simulator", **kwargs)
+
 
 F64 = torch.float64
 NOISELESS = HardwareSpec.ideal(kT=0.0)
