@@ -199,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--workload", default=None, help="vit-imagenet or gnn-molpcba (default vit-imagenet)")
     _add_sweep_arguments(ds, "results/designspace")
 
+    from studies.tngd import EXPERIMENTS
+
+    for experiment, published in EXPERIMENTS.items():
+        tn = studies.add_parser(
+            f"tngd-{experiment}",
+            help=f"thermodynamic NGD on the digits CNN, published experiment '{experiment}'",
+            description=f"Published outcome: {published} Runs over seeds with 95%% confidence intervals and reports "
+            "whether ours agrees. Finished points are kept; a rerun skips them.",
+        )
+        tn.add_argument("--full", action="store_true", help="the full size (20 epochs, 5 seeds, wider runtime sweep)")
+        tn.add_argument("--epochs", type=int, default=None, help="training epochs per run (default 10)")
+        tn.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 3)")
+        tn.add_argument("--task", default=None, help="model and data (default digits-cnn)")
+        _add_sweep_arguments(tn, f"results/tngd-{experiment}")
+
     every = studies.add_parser(
         "all",
         help="every study at its default size (or --full), each in OUT/<study>, and an index page",
@@ -339,6 +354,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         return _study_designspace(args)
     if args.study == "all":
         return _study_all(args)
+    if args.study.startswith("tngd-"):
+        return _study_tngd(args)
     from studies import asymptotic
 
     overrides: dict[str, object] = dict(
@@ -392,6 +409,26 @@ def _study_projections(args: argparse.Namespace) -> int:
             print(f"{r['workload']:<13} K-FAC steps x{r['step_ratio']:<6g} Adam {r['adam_s'] / 3600:8.3g} h  "
                   f"digital K-FAC {r['kfac_s'] / 3600:8.3g} h  thermodynamic K-FAC {r['tkfac_s'] / 3600:8.3g} h "
                   f"({r['speedup_vs_adam']:.3g}x Adam, bottleneck {r['tkfac_bottleneck']})")
+    print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
+    return 0
+
+
+def _study_tngd(args: argparse.Namespace) -> int:
+    from studies import tngd
+
+    experiment = args.study.removeprefix("tngd-")
+    overrides: dict[str, object] = dict(workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
+    for name in ("epochs", "seeds", "task"):
+        if getattr(args, name):
+            overrides[name] = getattr(args, name)
+    cfg = (tngd.TNGDStudyConfig.full(experiment, **overrides) if args.full
+           else tngd.TNGDStudyConfig(experiment=experiment, **overrides))
+    csv_path = tngd.run(cfg, progress=not args.no_progress)
+    rows = tngd.sweep.read_rows(csv_path)
+    agrees, evidence = tngd.agreement(cfg, rows, tngd.summarize(rows))
+    print(f"published: {tngd.EXPERIMENTS[experiment]}")
+    print(f"ours: {evidence}")
+    print(f"verdict: {({True: 'agrees', False: 'does not agree', None: 'nothing published to compare'})[agrees]}")
     print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
     return 0
 

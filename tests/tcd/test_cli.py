@@ -151,3 +151,12 @@ def test_study_all_runs_every_study_into_its_folder_and_indexes_the_reports(tmp_
     index = (tmp_path / "README.md").read_text()
     for name in cli.STUDY_ORDER:
         assert f"[Title of {name}]({name}/{name}.md)" in index
+
+
+def test_study_tngd_prints_the_published_outcome_and_the_verdict(tmp_path, capsys):
+    args = ["study", "tngd-delay", "--task", "digits-mlp", "--epochs", "1", "--seeds", "1", "--workers", "1",
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "published: At t = 5 tau" in out and "verdict:" in out
+    assert (tmp_path / "tngd-delay.csv").exists()

@@ -1,0 +1,516 @@
+"""Studies: the published thermodynamic-NGD experiments (Donatella et al. 2024), reproduced on
+scikit-learn's digits with a small CNN (one Conv2d and two Linear layers, batch 64).
+
+One study per experiment (``EXPERIMENTS``), each over seeds with 95% confidence intervals,
+writing ``tngd-<experiment>.csv`` (every run, with its learning curve), a PNG and a report that
+states the published outcome beside ours and whether they agree:
+
+- ``wallclock``: loss and accuracy (train and test) against estimated wall-clock time, Adam
+  against TNGD (t = 50 tau); the time per step of each comes from the co-simulation of the
+  digits CNN on an A100, the 50 Gb/s link and the published device (``cosim``);
+- ``analog-time``: TNGD at t = 5, 10, 20, 50 tau against exact NGD (Woodbury);
+- ``delay``: t_d = 0, 0.2 tau and tau at t = 5 tau;
+- ``noise``: kappa_0 = 0.1, 0.01, 0.001 at t = tau;
+- ``bits``: input DAC and readout ADC bit widths (both the same), t = 50 tau;
+- ``runtime``: time per iteration against the parameter count N at fixed d_z = 10 (the digits
+  MLP's hidden width varies) for dense NGD, NGD-CG and NGD-Woodbury (measured here) and TNGD
+  (its digital part measured, its analog part from the co-simulation's timing model), with
+  fitted exponents beside the paper's Table 1.
+
+TNGD runs on the exact low-rank device (``digital.tngd``, ``method="exact"``): each step costs
+one eigendecomposition of the 640 x 640 Gram and a few JVP/VJP passes, where the paper ran 500
+Euler-Maruyama steps of GGN-vector products.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import sweep
+from .noise import mean_ci
+
+EXPERIMENTS: dict[str, str] = {
+    "wallclock": "TNGD (eta 0.01, lambda 0.01, t = 50 tau, t_d = 0) beats Adam (eta 1e-3) in loss against "
+                 "estimated wall-clock time, and generalises better.",
+    "analog-time": "Loss per iteration improves with t and approaches exact NGD near t = 50 tau.",
+    "delay": "At t = 5 tau, t_d = 0.2 tau and t_d = tau improve on t_d = 0.",
+    "noise": "At t = tau, noise below kappa_0 = 0.01 has no visible effect.",
+    "bits": "No figure in PAPER.md: the paper's timing model assumes 16-bit DAC/ADC precision.",
+    "runtime": "NGD grows as N^3 (O(N^3 + b d_z N^2)); NGD-CG, NGD-Woodbury and TNGD grow linearly in N; "
+               "TNGD about 2x Adam's time per iteration (A100).",
+}
+"""The published outcome of each experiment (PAPER.md section 1)."""
+
+TABLE1_EXPONENTS = {"ngd-dense": 3.0, "ngd-cg": 1.0, "ngd-woodbury": 1.0, "tngd": 1.0}
+
+
+@dataclass(frozen=True)
+class TNGDStudyConfig:
+    experiment: str
+    task: str = "digits-cnn"
+    epochs: int = 10
+    seeds: int = 3
+    lr: float = 0.01
+    """TNGD's learning rate (the paper's eta)."""
+    damping: float = 0.01
+    adam_lr: float = 1e-3
+    adam_max_epochs: int = 300
+    """wallclock: Adam trains as long as TNGD in projected time, at most this many epochs."""
+    kappa: float = 1e-6
+    """Noise of the device outside the noise sweep (the hardware's kT, of order 1e-6)."""
+    analog_time_tau: float = 50.0
+    analog_times: tuple[float, ...] = (5.0, 10.0, 20.0, 50.0)
+    delays: tuple[float, ...] = (0.0, 0.2, 1.0)
+    delay_time_tau: float = 5.0
+    kappas: tuple[float, ...] = (0.1, 0.01, 0.001)
+    noise_time_tau: float = 1.0
+    bits: tuple[int, ...] = (4, 6, 8, 12, 16)
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128, 256)
+    """runtime: hidden widths of the digits MLP (N = 75 w + 10)."""
+    dense_max_n: int = 5000
+    """runtime: dense NGD (an N x N solve) only up to this N."""
+    runtime_batch: int = 32
+    cg_iterations: int = 200
+    runtime_repeats: int = 3
+    gpu: str = "A100"
+    link: str = "paper-50gbps"
+    workers: int | None = None
+    scheduler: str | None = None
+    out_dir: Path = field(default=Path("results/tngd"))
+
+    def __post_init__(self) -> None:
+        from digital.tasks import available_tasks
+
+        if self.experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment must be one of {', '.join(EXPERIMENTS)}, got {self.experiment!r}")
+        if self.task not in available_tasks():
+            raise ValueError(f"unknown task {self.task!r}")
+        if self.epochs < 1 or self.seeds < 1:
+            raise ValueError("epochs and seeds must be >= 1")
+        if min(self.lr, self.damping, self.adam_lr) <= 0 or self.kappa < 0:
+            raise ValueError("lr, damping and adam_lr must be > 0 and kappa >= 0")
+        times = (self.analog_time_tau, self.delay_time_tau, self.noise_time_tau, *self.analog_times, *self.delays)
+        if any(not (math.isfinite(t) and t >= 0) for t in times) or any(k < 0 for k in self.kappas):
+            raise ValueError("analog times, delays and kappas must be finite and >= 0")
+        if any(b < 2 for b in self.bits) or any(w < 1 for w in self.widths):
+            raise ValueError("bit widths must be >= 2 and MLP widths >= 1")
+
+    @classmethod
+    def full(cls, experiment: str, **overrides: Any) -> TNGDStudyConfig:
+        return cls(**{"experiment": experiment, "epochs": 20, "seeds": 5,
+                      "widths": (8, 16, 32, 64, 128, 256, 512, 1024), **overrides})
+
+    @property
+    def stem(self) -> str:
+        return f"tngd-{self.experiment}"
+
+
+# -- points ----------------------------------------------------------------------------------------
+def points(cfg: TNGDStudyConfig) -> list[dict[str, Any]]:
+    """Every run of the experiment: ``variant`` (adam, ngd, tngd), ``value`` (the swept quantity)
+    and ``seed``; the runtime experiment has one point per (optimizer, width)."""
+    if cfg.experiment == "runtime":
+        out = [{"variant": v, "value": float(w), "seed": 0} for w in cfg.widths
+               for v in ("adam", "ngd-dense", "ngd-cg", "ngd-woodbury", "tngd")]
+        return [p for p in out if not (p["variant"] == "ngd-dense" and _mlp_params(int(p["value"])) > cfg.dense_max_n)]
+    sweeps = {
+        "wallclock": [("adam", 0.0), ("tngd", cfg.analog_time_tau)],
+        "analog-time": [("ngd", 0.0), *(("tngd", t) for t in cfg.analog_times)],
+        "delay": [("tngd", d) for d in cfg.delays],
+        "noise": [("tngd", k) for k in cfg.kappas],
+        "bits": [("tngd", 0.0), *(("tngd", float(b)) for b in cfg.bits)],  # 0: ideal converters
+    }[cfg.experiment]
+    return [{"variant": v, "value": float(x), "seed": s} for s in range(cfg.seeds) for v, x in sweeps]
+
+
+def _mlp_params(width: int, d_in: int = 64, d_out: int = 10) -> int:
+    return d_in * width + width + width * d_out + d_out
+
+
+def _tngd_options(cfg: TNGDStudyConfig, value: float) -> dict[str, Any]:
+    from thermo import HardwareSpec
+
+    t, delay, kappa, hw = cfg.analog_time_tau, 0.0, cfg.kappa, HardwareSpec.ideal()
+    if cfg.experiment == "analog-time":
+        t = value
+    elif cfg.experiment == "delay":
+        t, delay = cfg.delay_time_tau, value
+    elif cfg.experiment == "noise":
+        t, kappa = cfg.noise_time_tau, value
+    elif cfg.experiment == "bits" and value:
+        hw = HardwareSpec.ideal(bits_b=int(value), bits_adc=int(value), v_range_v=1.0)
+    return {"damping": cfg.damping, "analog_time_tau": t, "delay_tau": delay, "kappa": kappa, "hardware": hw,
+            "method": "exact"}
+
+
+def steps_per_epoch(task: str) -> int:
+    from digital.tasks import build_task
+
+    built = build_task(task)
+    return math.ceil(len(built.train.targets) / built.batch_size)
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+def evaluate(cfg: TNGDStudyConfig, point: dict[str, Any]) -> dict[str, Any]:
+    """One training run (or, for ``runtime``, one timing) of one variant, value and seed."""
+    if cfg.experiment == "runtime":
+        return _time_iteration(cfg, point["variant"], int(point["value"]))
+    from digital.errors import TrainingStopped
+    from digital.train import TrainConfig, train
+
+    variant, value, seed = point["variant"], float(point["value"]), int(point["seed"])
+    per_epoch = steps_per_epoch(cfg.task)
+    epochs = cfg.epochs
+    if variant == "adam" and cfg.experiment == "wallclock":
+        # Adam trains for as long as TNGD in projected wall-clock time (capped)
+        ratio = _step_time(cfg, "tngd") / _step_time(cfg, "adam")
+        epochs = max(cfg.epochs, min(cfg.adam_max_epochs, math.ceil(cfg.epochs * ratio)))
+    eval_every = per_epoch * max(1, epochs // 50)
+    common = dict(task=cfg.task, steps=epochs * per_epoch, seed=seed, eval_every=eval_every, checkpoint_every=0)
+    if variant == "adam":
+        config = TrainConfig(optimizer="adam", lr=cfg.adam_lr, **common)
+    elif variant == "ngd":
+        config = TrainConfig(optimizer="ngd", lr=cfg.lr, optimizer_options={"damping": cfg.damping, "method": "woodbury"},
+                             **common)
+    else:
+        config = TrainConfig(optimizer="tngd", lr=cfg.lr, optimizer_options={**_tngd_options(cfg, value), "seed": seed},
+                             **common)
+    start = time.perf_counter()
+    try:
+        result = train(config)
+    except TrainingStopped as err:  # a diverged run is a result of the study
+        return {"train_loss": math.inf, "test_loss": math.inf, "train_accuracy": 0.0, "test_accuracy": 0.0,
+                "sim_s": time.perf_counter() - start, "step_s": _step_time(cfg, variant), "curve": "{}",
+                "status": f"failed: {type(err).__name__}"}
+    evals = [_initial_evaluation(cfg.task, seed)] + [r for r in result.history if "train_loss" in r]
+    curve = {"step": [int(r["step"]) for r in evals],
+             **{k: [round(float(r[k]), 6) for r in evals] for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")},
+             "batch_loss": [round(float(r["loss"]), 5) for r in result.history[:5000]]}
+    final = result.final
+    return {"train_loss": final["train_loss"], "test_loss": final["test_loss"], "train_accuracy": final["train_accuracy"],
+            "test_accuracy": final["test_accuracy"], "sim_s": time.perf_counter() - start,
+            "step_s": _step_time(cfg, variant), "curve": json.dumps(curve), "status": "ok"}
+
+
+def _initial_evaluation(task: str, seed: int) -> dict[str, Any]:
+    """Step 0 of a learning curve: the untrained model of ``train``'s run with this seed."""
+    from digital.tasks import build_task
+    from digital.train import evaluate as evaluate_model
+
+    built = build_task(task, seed=seed)
+    row: dict[str, Any] = {"step": 0}
+    row["train_loss"], row["train_accuracy"] = evaluate_model(built.model, built.train, built.loss)
+    row["test_loss"], row["test_accuracy"] = evaluate_model(built.model, built.test, built.loss)
+    return row
+
+
+@functools.lru_cache(maxsize=8)
+def _system(gpu: str, link: str) -> Any:
+    from cosim.system import SystemSpec
+
+    return SystemSpec.from_presets(gpu=gpu, link=link, hardware="published", n_chips=1)
+
+
+def _shape(task: str, width: int | None = None, batch: int | None = None) -> Any:
+    from cosim.workload import ModelShape
+    from digital.tasks import build_task
+
+    built = build_task(task, **({} if width is None else {"hidden": (width,)}))
+    inputs = built.train.subset(np.arange(batch or built.batch_size)).inputs
+    return ModelShape.from_model(built.model, inputs, name=task)
+
+
+def _step_time(cfg: TNGDStudyConfig, variant: str, analog_time_tau: float | None = None) -> float:
+    """Projected seconds per step of ``variant`` on the co-simulated system (A100, link, device)."""
+    from cosim.runs import project_run
+    from cosim.workload import StepModel
+
+    if variant == "adam":
+        step = StepModel(method="adam")
+    elif variant == "tngd":
+        step = StepModel(method="tngd", analog_time_tau=analog_time_tau or cfg.analog_time_tau)
+    else:
+        return math.nan  # exact NGD is a reference, not a timed method here
+    return project_run(_shape(cfg.task), _system(cfg.gpu, cfg.link), step, 100).time_per_step_s
+
+
+def _phases(cfg: TNGDStudyConfig) -> str:
+    """The co-simulated TNGD step's time by phase, largest first (microseconds)."""
+    from cosim.runs import project_run
+    from cosim.workload import StepModel
+
+    run = project_run(_shape(cfg.task), _system(cfg.gpu, cfg.link), StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau),
+                      100)
+    phases = sorted(run.phase_s.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {seconds / run.n_steps * 1e6:.3g} us" for name, seconds in phases if seconds > 0)
+
+
+def _time_iteration(cfg: TNGDStudyConfig, variant: str, width: int) -> dict[str, Any]:
+    """Median seconds of one iteration of ``variant`` on the digits MLP of hidden ``width``
+    (batch ``runtime_batch``), measured here; TNGD adds its analog part from the timing model."""
+    import torch
+
+    from digital.curvature import batch_loss
+    from digital.optimizers import make_optimizer
+    from digital.tasks import build_task
+
+    task = build_task("digits-mlp", hidden=(width,))
+    model = task.model
+    batch = task.train.subset(torch.arange(cfg.runtime_batch))
+    x, y = batch.inputs, batch.targets
+    options: dict[str, Any] = {"damping": cfg.damping}
+    name = variant
+    if variant.startswith("ngd-"):
+        name = "ngd"
+        options["method"] = variant.removeprefix("ngd-")
+        if options["method"] == "cg":
+            # c iterations whatever the residual (the paper's fixed-budget CG)
+            options["solver_options"] = {"max_iter": cfg.cg_iterations, "rtol": 1e-12, "warn_unconverged": False}
+    elif variant == "tngd":
+        options.update(analog_time_tau=cfg.analog_time_tau, method="exact")
+    elif variant == "adam":
+        options = {}
+    solver_options = options.pop("solver_options", None)
+    opt = make_optimizer(name, model, lr=1e-3, loss="cross_entropy", solver_options=solver_options, **options)
+
+    def one() -> None:
+        if hasattr(opt, "set_batch"):
+            opt.set_batch(x, y)
+
+        def closure() -> Any:
+            opt.zero_grad()
+            loss = batch_loss(model(x), y, "cross_entropy")
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+
+    one()  # warm-up
+    times = []
+    for _ in range(cfg.runtime_repeats):
+        start = time.perf_counter()
+        one()
+        times.append(time.perf_counter() - start)
+    digital = float(np.median(times))
+    analog = 0.0
+    if variant == "tngd":
+        digital -= float(opt.last_stats.get("device_s", 0.0))  # the simulated device is not digital work
+        analog = _analog_part(cfg, width)
+    return {"n_params": _mlp_params(width), "digital_s": digital, "analog_s": analog, "iteration_s": digital + analog,
+            "status": "ok"}
+
+
+def _analog_part(cfg: TNGDStudyConfig, width: int) -> float:
+    """Upload, relaxation for ``t``, readout and read-back of one TNGD step (timing model)."""
+    from cosim.workload import StepModel, step_pattern
+
+    graph = step_pattern(_shape("digits-mlp", width, cfg.runtime_batch), _system(cfg.gpu, cfg.link),
+                         StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau, overlap=False))[0]
+    return sum(t.duration_s for t in graph.tasks if t.resource in ("link", "analog"))
+
+
+# -- summary, agreement, outputs -------------------------------------------------------------------
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (variant, value): mean and 95% half-width over seeds of the final metrics."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["variant"]), float(r["value"])), []).append(r)
+    out = []
+    for (variant, value), rs in groups.items():
+        entry: dict[str, Any] = {"variant": variant, "value": value, "n": len(rs),
+                                 "failed": sum(1 for r in rs if str(r["status"]) != "ok")}
+        for metric in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+            if metric in rs[0]:
+                entry[metric], entry[f"{metric}_ci"] = mean_ci([float(r[metric]) for r in rs])
+        for metric in ("step_s", "iteration_s", "n_params", "digital_s", "analog_s"):
+            if metric in rs[0]:
+                entry[metric] = float(rs[0][metric])
+        out.append(entry)
+    return out
+
+
+def _loss_at(curves: list[dict[str, Any]], step_s: float, at_s: float, metric: str = "train_loss") -> float:
+    """Mean over seeds of ``metric`` interpolated at wall-clock ``at_s``."""
+    values = [float(np.interp(at_s, np.asarray(c["step"]) * step_s, c[metric])) for c in curves if c]
+    return float(np.mean(values)) if values else math.nan
+
+
+def fit_exponent(ns: list[float], times: list[float], last: int = 3) -> float:
+    """Slope of log time against log N over the ``last`` largest N."""
+    pairs = sorted(zip(ns, times))[-last:]
+    if len(pairs) < 2:
+        return math.nan
+    x, y = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def agreement(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> tuple[bool | None, str]:
+    """Whether our outcome agrees with the published one, and the evidence in one sentence."""
+    by = {(s["variant"], s["value"]): s for s in summary}
+
+    def differs(a: dict[str, Any], b: dict[str, Any], metric: str = "train_loss") -> bool:
+        """a and b differ by more than their combined 95% half-widths."""
+        half = math.hypot(_finite(a.get(f"{metric}_ci")), _finite(b.get(f"{metric}_ci")))
+        return abs(a[metric] - b[metric]) > half
+
+    if cfg.experiment == "wallclock":
+        adam, tngd = by[("adam", 0.0)], by[("tngd", cfg.analog_time_tau)]
+        curves = {v: [json.loads(r["curve"]) for r in rows if r["variant"] == v] for v in ("adam", "tngd")}
+        horizon = min(adam["step_s"] * max(curves["adam"][0]["step"]), tngd["step_s"] * max(curves["tngd"][0]["step"]))
+        la = _loss_at(curves["adam"], adam["step_s"], horizon)
+        lt = _loss_at(curves["tngd"], tngd["step_s"], horizon)
+        ta = _loss_at(curves["adam"], adam["step_s"], horizon, "test_accuracy")
+        tt = _loss_at(curves["tngd"], tngd["step_s"], horizon, "test_accuracy")
+        ok = lt < la and tt >= ta
+        return ok, (f"at {horizon * 1e3:.3g} ms of projected wall-clock time TNGD's train loss is {lt:.4g} against "
+                    f"Adam's {la:.4g}, test accuracy {tt:.4f} against {ta:.4f} (step {tngd['step_s'] * 1e6:.3g} us "
+                    f"against {adam['step_s'] * 1e6:.3g} us)")
+    if cfg.experiment == "analog-time":
+        ts = sorted(cfg.analog_times)
+        losses = [by[("tngd", t)]["train_loss"] for t in ts]
+        ngd = by[("ngd", 0.0)]
+        improves = all(b <= a or not differs(by[("tngd", tb)], by[("tngd", ta)]) for a, b, ta, tb in
+                       zip(losses, losses[1:], ts, ts[1:]))
+        close = not differs(by[("tngd", ts[-1])], ngd) or abs(losses[-1] - ngd["train_loss"]) <= 0.1 * ngd["train_loss"]
+        return improves and close, (f"final train loss at t = {', '.join(f'{t:g}' for t in ts)} tau: "
+                                    f"{', '.join(f'{x:.4g}' for x in losses)}; exact NGD {ngd['train_loss']:.4g}")
+    if cfg.experiment == "delay":
+        base = by[("tngd", 0.0)]
+        others = [by[("tngd", d)] for d in cfg.delays if d > 0]
+        ok = all(o["train_loss"] < base["train_loss"] for o in others)
+        losses = [by[("tngd", d)]["train_loss"] for d in cfg.delays]
+        return ok, (f"final train loss at t_d = {', '.join(f'{d:g}' for d in cfg.delays)} tau: "
+                    f"{', '.join(f'{x:.4g}' for x in losses)}")
+    if cfg.experiment == "noise":
+        small = [by[("tngd", k)] for k in cfg.kappas if k <= 0.01]
+        ok = all(not differs(a, b) for a, b in zip(small, small[1:]))
+        runs = [by[("tngd", k)] for k in cfg.kappas]
+        return ok, (f"final train loss at kappa_0 = {', '.join(f'{k:g}' for k in cfg.kappas)}: "
+                    + ", ".join(f"{r['train_loss']:.4g} ± {_finite(r['train_loss_ci']):.2g}" for r in runs))
+    if cfg.experiment == "bits":
+        ideal = by[("tngd", 0.0)]
+        keeps = [b for b in sorted(cfg.bits) if not differs(by[("tngd", float(b))], ideal)]
+        return None, (f"smallest bit width within the 95% interval of ideal converters: "
+                      f"{keeps[0] if keeps else 'none'} (ideal: {ideal['train_loss']:.4g})")
+    fits = {v: fit_exponent([s["n_params"] for s in summary if s["variant"] == v],
+                            [s["iteration_s"] for s in summary if s["variant"] == v]) for v in TABLE1_EXPONENTS}
+    linear = [v for v in ("ngd-cg", "ngd-woodbury", "tngd") if math.isfinite(fits[v])]
+    ok = all(fits[v] < 1.5 for v in linear) and (not math.isfinite(fits["ngd-dense"]) or fits["ngd-dense"] > 1.5)
+    return ok, "fitted exponents: " + ", ".join(f"{v} {fits[v]:.2f} (Table 1: {TABLE1_EXPONENTS[v]:g})" for v in fits)
+
+
+def _finite(x: Any) -> float:
+    return float(x) if x is not None and math.isfinite(float(x)) else 0.0
+
+
+def run(cfg: TNGDStudyConfig, progress: bool = True) -> Path:
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = cfg.out_dir / f"{cfg.stem}.csv"
+    context = sweep.context_of(cfg, exclude=("experiment", "seeds", "analog_times", "delays", "kappas", "bits", "widths",
+                                             "workers", "scheduler", "out_dir"))
+    rows = sweep.run_sweep(functools.partial(evaluate, cfg), points(cfg), csv_path, workers=cfg.workers,
+                           scheduler=cfg.scheduler, progress=progress, description=cfg.stem, context=context)
+    summary = summarize(rows)
+    plot(cfg, rows, summary, csv_path.with_suffix(".png"))
+    report(cfg, rows, summary, csv_path.with_suffix(".md"))
+    return csv_path
+
+
+def _label(cfg: TNGDStudyConfig, variant: str, value: float) -> str:
+    if variant != "tngd":
+        return {"adam": "Adam", "ngd": "exact NGD"}.get(variant, variant)
+    name = {"wallclock": f"TNGD t={value:g}", "analog-time": f"TNGD t={value:g} tau", "delay": f"t_d={value:g} tau",
+            "noise": f"kappa_0={value:g}", "bits": f"{int(value)} bits" if value else "ideal converters"}
+    return name[cfg.experiment]
+
+
+def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if cfg.experiment == "runtime":
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for v in ("adam", *TABLE1_EXPONENTS):
+            pts = sorted((s["n_params"], s["iteration_s"]) for s in summary if s["variant"] == v)
+            if pts:
+                ax.loglog(*zip(*pts), marker="o", label=v)
+        ax.set_xlabel("parameters N (digits MLP, d_z = 10)")
+        ax.set_ylabel("time per iteration (s)")
+        ax.set_title("Runtime per iteration (TNGD: digital measured + analog from the timing model)", fontsize=8)
+        ax.legend(fontsize=7)
+    else:
+        metrics = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+        fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+        wall = cfg.experiment == "wallclock"
+        for (variant, value) in dict.fromkeys((r["variant"], float(r["value"])) for r in rows):
+            curves = [json.loads(r["curve"]) for r in rows if r["variant"] == variant and float(r["value"]) == value
+                      and str(r["status"]) == "ok"]
+            if not curves:
+                continue
+            step_s = next(float(r["step_s"]) for r in rows if r["variant"] == variant)
+            x = np.asarray(curves[0]["step"], dtype=float) * (step_s * 1e3 if wall else 1.0)
+            for ax, metric in zip(axes, metrics):
+                y = np.array([c[metric] for c in curves])
+                mean = y.mean(0)
+                line = ax.plot(x, mean, marker=".", label=_label(cfg, variant, value))
+                if len(curves) > 1:
+                    ax.fill_between(x, y.min(0), y.max(0), color=line[0].get_color(), alpha=0.15)
+        for ax, metric in zip(axes, metrics):
+            ax.set_xlabel("projected wall-clock time (ms)" if wall else "iteration")
+            ax.set_ylabel(metric.replace("_", " "))
+            if "loss" in metric:
+                ax.set_yscale("log")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{cfg.stem} on {cfg.task} ({cfg.seeds} seeds: mean, band = min..max)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> None:
+    agrees, evidence = agreement(cfg, rows, summary)
+    verdict = {True: "agrees", False: "does not agree", None: "no published outcome to compare"}[agrees]
+    lines = [f"# Thermodynamic NGD: {cfg.experiment}", "", f"![{cfg.experiment}]({path.with_suffix('.png').name})", "",
+             "## Published outcome and ours", "", f"- Published (Donatella et al. 2024, on MNIST): {EXPERIMENTS[cfg.experiment]}",
+             f"- Ours ({'digits MLP' if cfg.experiment == 'runtime' else cfg.task}): {evidence}.", f"- Verdict: **{verdict}**.", "", "## Assumptions"]
+    if cfg.experiment == "runtime":
+        lines += [f"- Digits MLP 64-w-10 (d_z = 10), batch {cfg.runtime_batch}, widths {list(cfg.widths)}; median of "
+                  f"{cfg.runtime_repeats} iterations after a warm-up, on this machine's CPU. Dense NGD up to N = "
+                  f"{cfg.dense_max_n}; NGD-CG runs {cfg.cg_iterations} iterations (the paper's c).",
+                  f"- TNGD: the digital part (gradient and the Gram of the GGN, measured) plus the analog part from the "
+                  f"co-simulation's timing model ({cfg.link} upload of U, t = {cfg.analog_time_tau:g} tau at the "
+                  f"published tau, readout, read-back); the simulation of the device itself is not counted."]
+    else:
+        lines += [f"- {cfg.task}, batch 64, {cfg.epochs} epochs, {cfg.seeds} seeds; 95% Student-t intervals over seeds.",
+                  f"- TNGD: eta {cfg.lr:g}, lambda {cfg.damping:g}, warm start from x0 = g, no momentum, noise kappa_0 "
+                  f"{cfg.kappa:g} unless swept, exact propagation of the device between uploads; Adam eta {cfg.adam_lr:g}.",
+                  "- Our digits CNN and data set stand in for the paper's MNIST CNN: compare shapes, not digits."]
+        if cfg.experiment == "wallclock":
+            lines.append(f"- Projected TNGD step by phase: {_phases(cfg)}.")
+            lines.append(f"- Wall-clock per step from the co-simulation of {cfg.task} on {cfg.gpu}, link {cfg.link}, the "
+                         "published device (tau = 1 us): Adam and TNGD (gradient, GGN factor on the GPU, upload, "
+                         "relaxation, read-back).")
+    lines += ["", "## Results", ""]
+    if cfg.experiment == "runtime":
+        lines += ["| method | N | digital (ms) | analog (ms) | per iteration (ms) |", "|---|---|---|---|---|"]
+        lines += [f"| {s['variant']} | {int(s['n_params'])} | {s['digital_s'] * 1e3:.3g} | {s['analog_s'] * 1e3:.3g} | "
+                  f"{s['iteration_s'] * 1e3:.3g} |" for s in sorted(summary, key=lambda s: (s["variant"], s["n_params"]))]
+    else:
+        lines += ["| run | train loss | test loss | train accuracy | test accuracy | failed |", "|---|---|---|---|---|---|"]
+        lines += [f"| {_label(cfg, s['variant'], s['value'])} | {s['train_loss']:.4g} ± {_finite(s['train_loss_ci']):.2g} | "
+                  f"{s['test_loss']:.4g} ± {_finite(s['test_loss_ci']):.2g} | {s['train_accuracy']:.4f} | "
+                  f"{s['test_accuracy']:.4f} ± {_finite(s['test_accuracy_ci']):.2g} | {s['failed']} |" for s in summary]
+        sim = [float(r["sim_s"]) for r in rows if r["variant"] == "tngd"]
+        if sim:
+            lines += ["", f"Simulation cost: {np.mean(sim):.3g} s per TNGD run on this machine."]
+    path.write_text("\n".join(lines) + "\n")

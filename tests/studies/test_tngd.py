@@ -1,0 +1,75 @@
+"""The published TNGD experiments end to end at a tiny size, their agreement verdicts and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from studies import tngd
+from studies.sweep import read_rows
+
+TINY = dict(task="digits-mlp", epochs=1, seeds=2, workers=1, analog_times=(5.0, 50.0), delays=(0.0, 1.0),
+            kappas=(0.1, 0.001), bits=(4, 16), adam_max_epochs=2)
+
+
+@pytest.mark.parametrize("experiment", ["wallclock", "analog-time", "delay", "noise", "bits"])
+def test_each_training_experiment_runs_end_to_end(experiment, tmp_path) -> None:
+    cfg = tngd.TNGDStudyConfig(experiment=experiment, out_dir=tmp_path, **TINY)
+    path = tngd.run(cfg, progress=False)
+    rows = read_rows(path)
+    assert len(rows) == len(tngd.points(cfg))
+    for r in rows:
+        assert r["status"] == "ok" and math.isfinite(r["train_loss"])
+        assert 0 <= r["train_accuracy"] <= 1 and 0 <= r["test_accuracy"] <= 1
+        curve = json.loads(r["curve"])
+        assert curve["step"][0] == 0 and len(curve["train_loss"]) == len(curve["step"]) >= 2
+        # training lowers the loss from the untrained model's
+        assert curve["train_loss"][-1] < curve["train_loss"][0]
+    agrees, evidence = tngd.agreement(cfg, rows, tngd.summarize(rows))
+    assert agrees in (True, False, None) and evidence
+    text = path.with_suffix(".md").read_text()
+    assert "Published" in text and "Verdict" in text and tngd.EXPERIMENTS[experiment][:30] in text
+    assert path.with_suffix(".png").stat().st_size > 0
+
+
+def test_wallclock_trains_adam_for_tngds_projected_time(tmp_path) -> None:
+    cfg = tngd.TNGDStudyConfig(experiment="wallclock", out_dir=tmp_path, **{**TINY, "seeds": 1})
+    rows = read_rows(tngd.run(cfg, progress=False))
+    adam, run = (next(r for r in rows if r["variant"] == v) for v in ("adam", "tngd"))
+    assert 0 < adam["step_s"] < run["step_s"]  # a TNGD step costs more wall-clock time than Adam's
+    assert max(json.loads(adam["curve"])["step"]) == 2 * max(json.loads(run["curve"])["step"])  # capped at 2 epochs
+
+
+def test_runtime_experiment_and_its_exponents(tmp_path) -> None:
+    cfg = tngd.TNGDStudyConfig(experiment="runtime", widths=(8, 16, 32), runtime_repeats=1, cg_iterations=5,
+                               dense_max_n=1300, workers=1, out_dir=tmp_path)
+    rows = read_rows(tngd.run(cfg, progress=False))
+    assert {r["variant"] for r in rows} == {"adam", "ngd-dense", "ngd-cg", "ngd-woodbury", "tngd"}
+    assert max(r["n_params"] for r in rows if r["variant"] == "ngd-dense") <= 1300
+    for r in rows:
+        assert r["iteration_s"] > 0 and r["digital_s"] > 0
+    analog = sorted((r["n_params"], r["analog_s"]) for r in rows if r["variant"] == "tngd")
+    # the upload of U (b d_z x N values) grows with N in the timing model
+    assert all(b[1] > a[1] > 0 for a, b in zip(analog, analog[1:]))
+    assert tngd.fit_exponent([1e3, 2e3, 4e3], [1.0, 8.0, 64.0]) == pytest.approx(3.0)
+
+
+def test_a_restarted_study_recomputes_nothing(tmp_path, monkeypatch) -> None:
+    cfg = tngd.TNGDStudyConfig(experiment="delay", out_dir=tmp_path, **{**TINY, "seeds": 1})
+    path = tngd.run(cfg, progress=False)
+    first = path.read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(tngd, "evaluate", refuse)
+    assert tngd.run(cfg, progress=False) == path and path.read_text() == first
+
+
+@pytest.mark.parametrize("bad", [dict(experiment="mnist"), dict(experiment="delay", epochs=0),
+                                 dict(experiment="noise", kappas=(-1.0,)), dict(experiment="bits", bits=(1,))])
+def test_bad_configurations_are_refused(bad) -> None:
+    with pytest.raises(ValueError):
+        tngd.TNGDStudyConfig(**bad)
