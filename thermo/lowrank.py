@@ -429,6 +429,18 @@ class _OUBase:
         return 0.5 * (c + c.T)
 
 
+def _eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh``, retried in float64 when the divide-and-conquer driver fails to
+    converge in a lower precision (it does on some float32 Grams with clustered eigenvalues)."""
+    try:
+        return torch.linalg.eigh(gram)
+    except torch.linalg.LinAlgError:
+        if gram.dtype == torch.float64:
+            raise
+        s, q = torch.linalg.eigh(gram.to(torch.float64))
+        return s.to(gram.dtype), q.to(gram.dtype)
+
+
 class LowRankOU(_OUBase):
     """Exact OU propagation for ``A = U U^T + lam I`` by the eigendecomposition of ``K = U^T U``.
 
@@ -451,7 +463,7 @@ class LowRankOU(_OUBase):
         if r == 0:
             s, q = torch.zeros(0, dtype=self.dtype, device=self.device), curvature.gram
         else:
-            s, q = torch.linalg.eigh(curvature.gram)
+            s, q = _eigh(curvature.gram)
         smax = float(s.max()) if r else 0.0
         smin = float(s.min()) if r else 0.0
         floor = 100 * max(self.tol, torch.finfo(self.dtype).eps) * max(smax, 0.0)

@@ -582,3 +582,25 @@ def test_bad_inputs_raise_naming_the_problem():
     # all input errors are ValueErrors
     with pytest.raises(ValueError):
         ou.mean(x0, g, -1.0)
+
+
+def test_a_failed_low_precision_eigh_is_retried_in_float64(monkeypatch) -> None:
+    import thermo.lowrank as lowrank
+
+    real = torch.linalg.eigh
+    calls = []
+
+    def flaky(a):
+        calls.append(a.dtype)
+        if a.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(a)
+
+    gen = torch.Generator().manual_seed(0)
+    U = torch.randn(8, 3, generator=gen)
+    monkeypatch.setattr(lowrank.torch.linalg, "eigh", flaky)
+    ou = lowrank.LowRankOU(lowrank.LowRankCurvature.from_matrix(U, 0.5), 0.0)
+    assert calls == [torch.float32, torch.float64] and ou.eigenvalues.dtype == torch.float32
+    monkeypatch.setattr(lowrank.torch.linalg, "eigh", real)
+    expected = torch.linalg.eigvalsh(U.T.double() @ U.double()) + 0.5
+    torch.testing.assert_close(ou.eigenvalues.double(), expected, rtol=1e-5, atol=1e-6)
