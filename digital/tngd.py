@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from thermo import AnalogState, HardwareSpec, SolverConfig, preset
+from thermo.errors import NonFiniteInputError
 
 from thermo.hybrid import LowRankDevice, LowRankDeviceSpec
 from thermo.lowrank import LowRankCurvature
@@ -320,12 +321,15 @@ class TNGD(CurvatureOptimizer):
         t2 = time.perf_counter()
         device = self.device
         device.generator = torch.Generator(device=g.device).manual_seed(self._step_seed())
-        device.upload(curvature, g)
-        if not self.warm_start or device.state is None:
-            device.reset(g.clone() if self.initial_state == "gradient" else None)
-        before = device.analog_time_tau
-        x = device.run(t)
-        device.idle(t_d)
+        try:
+            device.upload(curvature, g)
+            if not self.warm_start or device.state is None:
+                device.reset(g.clone() if self.initial_state == "gradient" else None)
+            before = device.analog_time_tau
+            x = device.run(t)
+            device.idle(t_d)
+        except NonFiniteInputError as err:  # the loop's non-finite policy (stop, or fall back) takes it
+            raise NonFiniteGradientError(f"TNGD device at step {self._step_count + 1}: {err}") from err
         analog_tau = device.analog_time_tau - before
         t3 = time.perf_counter()
         self._apply(self._direction(x))

@@ -32,7 +32,7 @@ from typing import Literal
 import torch
 
 from .backends import get_backend
-from .errors import HardwareSpecError, InputError
+from .errors import HardwareSpecError, InputError, NonFiniteInputError
 from .hardware import HardwareSpec
 from .lowrank import KrylovOU, LowRankCurvature, LowRankOU
 from .quantize import Quantizer
@@ -138,10 +138,18 @@ class LowRankDevice:
             raise InputError("g contains NaN or infinity")
         spec = self.spec
         use_krylov = spec.method == "krylov" or (spec.method == "auto" and curvature.rank > spec.max_eigen_rank)
+        if not bool(torch.isfinite(curvature.gram).all()):
+            raise NonFiniteInputError("the Gram matrix of the curvature contains NaN or infinity")
         if use_krylov:
             self.process = KrylovOU.from_curvature(curvature, spec.kappa, max_steps=spec.krylov_steps)
         else:
-            self.process = LowRankOU(curvature, spec.kappa)
+            try:
+                self.process = LowRankOU(curvature, spec.kappa)
+            except torch.linalg.LinAlgError as err:
+                scale = float(curvature.gram.abs().max())
+                raise NonFiniteInputError(
+                    f"the Gram matrix (max |K| = {scale:.3g}) cannot be diagonalized: {err} (a diverging model?)"
+                ) from err
         self.g = convert(g, spec.bits_in, spec.input_range)
 
     def reset(self, x0: Tensor | None) -> None:
@@ -177,6 +185,11 @@ class LowRankDevice:
         else:
             n = min(spec.n_readout, int(t / spec.sample_interval_tau + 1e-9) + 1)
             read, final = self.process.readout(x0, self.g, t, n, spec.sample_interval_tau, self.generator)
+        if not bool(torch.isfinite(read).all() and torch.isfinite(final).all()):
+            raise NonFiniteInputError(
+                "the device state is not finite: the uploaded curvature is too ill-conditioned for its "
+                "eigendecomposition (a diverging model?)"
+            )
         self.state = final
         self.analog_time_tau += t
         return convert(read, spec.bits_out, spec.output_range)

@@ -137,3 +137,13 @@ def test_krylov_and_eigen_devices_agree() -> None:
         device.reset(g)
         reads.append(device.run(2.0))
     torch.testing.assert_close(reads[0], reads[1], rtol=1e-8, atol=1e-10)
+
+
+def test_a_non_finite_curvature_is_refused_by_name() -> None:
+    from thermo.errors import NonFiniteInputError
+
+    curv, g = _problem(9)
+    bad = LowRankCurvature(apply_u=curv.apply_u, apply_ut=curv.apply_ut, gram=curv.gram, damping=LAM, n=N)
+    object.__setattr__(bad, "gram", torch.full_like(curv.gram, float("nan")))
+    with pytest.raises(NonFiniteInputError, match="Gram"):
+        LowRankDevice(LowRankDeviceSpec()).upload(bad, g)
