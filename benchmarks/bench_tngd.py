@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _timing import sample_times  # noqa: E402
 from digital.curvature import batch_loss, flatten_params
 from digital.ggn import GGNOperator, woodbury_solve
 from digital.ngd import NGD
@@ -57,17 +58,8 @@ LR = 0.01
 
 
 def timed(fn, repeats: int, warmup: int, pause_s: float = 0.3) -> list[float]:
-    """``_timing.median_time``'s procedure (warm-up, then a pause before each timed call), returning
-    every time, so the table can show the spread next to the median."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        time.sleep(pause_s)
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    """Every time of ``_timing.sample_times``, so the table can show the spread next to the median."""
+    return sample_times(fn, repeats, warmup, pause_s)
 
 
 def rel(a: torch.Tensor, ref: torch.Tensor) -> float:

@@ -150,3 +150,16 @@ def ggn_matvec(U: Tensor) -> Callable[[Tensor], Tensor]:
         return U @ (U.mT @ v)
 
     return matvec
+
+
+def conv_layout_reason(module: nn.Conv2d) -> str | None:
+    """Why a Conv2d's patches cannot be read as ``unfold`` of its input (None if they can): the
+    layout that K-FAC's factors and the GGN Gram's per-layer blocks both assume."""
+    if module.groups != 1:
+        return f"grouped convolution (groups={module.groups})"
+    if module.padding_mode != "zeros":
+        return f"padding_mode={module.padding_mode!r}"
+    if isinstance(module.padding, str):
+        return f"padding={module.padding!r} (give explicit padding)"
+    return None
+

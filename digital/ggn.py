@@ -94,7 +94,7 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from thermo.errors import NotPositiveDefiniteError, ShapeMismatchError
 
-from .curvature import Inputs, batch_loss, loss_hessian_factor, trainable_params
+from .curvature import Inputs, batch_loss, conv_layout_reason, loss_hessian_factor, trainable_params
 from .errors import NonFiniteGradientError, UnsupportedConfigurationError
 from .losses import check_loss
 
@@ -165,13 +165,7 @@ def _hook_reason(module: nn.Module) -> str | None:
     if isinstance(module, nn.Conv2d):
         if type(module).forward is not nn.Conv2d.forward:
             return f"{type(module).__name__} overrides nn.Conv2d.forward"
-        if module.groups != 1:
-            return f"grouped convolution (groups={module.groups})"
-        if module.padding_mode != "zeros":
-            return f"padding_mode={module.padding_mode!r}"
-        if isinstance(module.padding, str):
-            return f"padding={module.padding!r} (give explicit padding)"
-        return None
+        return conv_layout_reason(module)
     return f"{type(module).__name__} is not an nn.Linear or nn.Conv2d"
 
 

@@ -154,7 +154,7 @@ def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
-    if len(x) < 2:
+    if len(x) < 2 or not np.isfinite(x).all():  # one value, or a failed run (infinite loss): no interval
         return float(x.mean()), math.nan
     return float(x.mean()), float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 

@@ -422,7 +422,9 @@ def run(cfg: TNGDStudyConfig, progress: bool = True) -> Path:
     csv_path = cfg.out_dir / f"{cfg.stem}.csv"
     context = sweep.context_of(cfg, exclude=("experiment", "seeds", "analog_times", "delays", "kappas", "bits", "widths",
                                              "workers", "scheduler", "out_dir"))
-    rows = sweep.run_sweep(functools.partial(evaluate, cfg), points(cfg), csv_path, workers=cfg.workers,
+    # timings run on one worker unless told otherwise, so that they do not disturb each other
+    workers = cfg.workers or (1 if cfg.experiment == "runtime" else None)
+    rows = sweep.run_sweep(functools.partial(evaluate, cfg), points(cfg), csv_path, workers=workers,
                            scheduler=cfg.scheduler, progress=progress, description=cfg.stem, context=context)
     summary = summarize(rows)
     plot(cfg, rows, summary, csv_path.with_suffix(".png"))

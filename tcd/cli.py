@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     every = studies.add_parser(
         "all",
         help="every study at its default size (or --full), each in OUT/<study>, and an index page",
-        description="Runs asymptotic, noise, projections and designspace one after the other, each writing its CSV, "
+        description="Runs asymptotic, noise, projections, designspace and the six tngd-* studies one after the other, "
+        "each writing its CSV, "
         "PNG and Markdown report into OUT/<study>/, then OUT/README.md linking the reports: "
         "`tcd study all --out docs/studies` produces the study pages of the documentation.",
     )
@@ -433,7 +434,8 @@ def _study_tngd(args: argparse.Namespace) -> int:
     return 0
 
 
-STUDY_ORDER = ("asymptotic", "noise", "projections", "designspace")
+STUDY_ORDER = ("asymptotic", "noise", "projections", "designspace", "tngd-wallclock", "tngd-analog-time", "tngd-delay",
+               "tngd-noise", "tngd-bits", "tngd-runtime")
 
 
 def _study_all(args: argparse.Namespace) -> int:
@@ -441,7 +443,7 @@ def _study_all(args: argparse.Namespace) -> int:
               *(["--scheduler", args.scheduler] if args.scheduler else [])]
     pages = []
     for name in STUDY_ORDER:
-        workers = ["--workers", str(args.workers)] if args.workers and name != "asymptotic" else []
+        workers = ["--workers", str(args.workers)] if args.workers and name not in ("asymptotic", "tngd-runtime") else []
         print(f"== tcd study {name}")
         status = main(["study", name, "--out", str(args.out / name), *common, *workers])
         if status:

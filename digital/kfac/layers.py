@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..curvature import conv_layout_reason
+
 Approximation = Literal["expand", "reduce"]
 SUPPORTED_TYPES = (nn.Linear, nn.Conv2d)
 
@@ -37,12 +39,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
     if module.bias is not None and not module.bias.requires_grad:
         return "bias is frozen while the weight trains"
     if isinstance(module, nn.Conv2d):
-        if module.groups != 1:
-            return f"grouped convolution (groups={module.groups})"
-        if module.padding_mode != "zeros":
-            return f"padding_mode={module.padding_mode!r}"
-        if isinstance(module.padding, str):
-            return f"padding={module.padding!r} (give explicit padding)"
+        return conv_layout_reason(module)
     return None
 
 

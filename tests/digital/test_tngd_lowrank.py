@@ -16,23 +16,10 @@ from digital.tngd import TNGD
 from thermo import HardwareSpec
 from thermo.lowrank import LowRankCurvature, LowRankOU
 
+from .test_tngd import data, mlp, params
+
 F64 = torch.float64
 QUIET = HardwareSpec.ideal(kT=0.0)
-
-
-def mlp(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)).to(F64)
-
-
-def data(b: int = 6, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(b) % 2
-    return torch.randn(b, 4, dtype=F64, generator=gen) + 1.5 * y[:, None], y
-
-
-def params(model: nn.Module) -> torch.Tensor:
-    return flatten_params(p.detach() for p in model.parameters()).clone()
 
 
 def take_step(opt: torch.optim.Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
