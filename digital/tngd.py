@@ -57,7 +57,6 @@ from torch import Tensor, nn
 
 from thermo import AnalogState, HardwareSpec, SolverConfig, preset
 from thermo.errors import NonFiniteInputError
-
 from thermo.hybrid import LowRankDevice, LowRankDeviceSpec
 from thermo.lowrank import LowRankCurvature
 
