@@ -116,6 +116,28 @@ def loss_hessian_factor(outputs: Tensor, loss: str) -> Tensor:
     return torch.diag_embed(sqrt_p) - p[:, :, None] * sqrt_p[:, None, :]
 
 
+def reduced_loss_hessian_factor(outputs: Tensor, loss: str) -> Tensor:
+    """Factors of full column rank ``L~_i`` with ``L~_i L~_i^T = H_i``: ``(b, d_z, d_z - 1)`` for
+    ``cross_entropy`` (``H = diag(p) - p p^T`` annihilates the all-ones vector, so rank ``d_z - 1``),
+    and ``(b, d_z, d_z)`` (the identity) for ``mse``.
+
+    The full factor ``L = diag(sqrt p) - p sqrt(p)^T`` has null space ``span(sqrt p)``; with ``B``
+    an orthonormal basis of its complement (the last ``d_z - 1`` columns of the Householder
+    reflector taking ``sqrt p`` to ``-e_1``), ``L B (L B)^T = L L^T``. The batch GGN's factor then
+    has ``b (d_z - 1)`` columns instead of ``b d_z``, with the same ``U U^T``.
+    """
+    L = loss_hessian_factor(outputs, loss)
+    if loss == "mse" or outputs.shape[1] < 2:
+        return L
+    u = torch.softmax(outputs.detach(), dim=-1).sqrt()
+    w = u.clone()
+    w[:, 0] += 1.0  # u_1 = sqrt(p_1) > 0: w^T w = 2 + 2 u_1 >= 2, no cancellation
+    Q = torch.eye(u.shape[1], dtype=u.dtype, device=u.device) - 2.0 * w[:, :, None] * w[:, None, :] / (w * w).sum(
+        -1
+    )[:, None, None]
+    return L @ Q[:, :, 1:]
+
+
 def batch_loss(outputs: Tensor, targets: Tensor, loss: str) -> Tensor:
     """The mean batch loss whose GGN this module builds (:func:`digital.losses.loss_function`)."""
     return loss_function(check_loss(loss))(outputs, targets)

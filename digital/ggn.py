@@ -94,7 +94,14 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from thermo.errors import NotPositiveDefiniteError, ShapeMismatchError
 
-from .curvature import Inputs, batch_loss, conv_layout_reason, loss_hessian_factor, trainable_params
+from .curvature import (
+    Inputs,
+    batch_loss,
+    conv_layout_reason,
+    loss_hessian_factor,
+    reduced_loss_hessian_factor,
+    trainable_params,
+)
 from .errors import NonFiniteGradientError, UnsupportedConfigurationError
 from .losses import check_loss
 
@@ -193,12 +200,15 @@ class GGNOperator:
         on_unsupported: ``jacobian`` (per-example autodiff fallback for parameters the hooks
             cannot cover) or ``raise``.
         check: verify the hook path against autograd once (one extra backward pass).
+        reduced_factor: use the loss factor of full column rank
+            (:func:`~digital.curvature.reduced_loss_hessian_factor`): ``r = b (d_z - 1)`` for
+            cross-entropy instead of ``b d_z``, the same GGN ``U U^T``, a smaller Gram.
         chunk_size: ``vmap`` chunk size over the columns of :meth:`apply_u` / :meth:`apply_ut`
             (None: all at once).
         max_elements: cap on the entries of the Gram's intermediates (chunking).
 
-    Attributes: ``n`` (``N``), ``rank`` (``r = b d_z``), ``batch_size``, ``d_z``, ``outputs``
-    (``(b, d_z)``, detached), ``loss_factor`` (``L``, ``(b, d_z, d_z)``), ``param_names``,
+    Attributes: ``n`` (``N``), ``rank`` (``r = b width``), ``width`` (``d_z``, or ``d_z - 1`` reduced), ``batch_size``, ``d_z``, ``outputs``
+    (``(b, d_z)``, detached), ``loss_factor`` (``L``, ``(b, d_z, width)``), ``param_names``,
     ``plan`` (list of :class:`LayerPlan`, after :meth:`gram`), ``last_gram_stats`` (seconds).
     """
 
@@ -213,6 +223,7 @@ class GGNOperator:
         strategy: str = "auto",
         on_unsupported: str = "jacobian",
         check: bool = True,
+        reduced_factor: bool = False,
         chunk_size: int | None = None,
         max_elements: int = _MAX_ELEMENTS,
     ) -> None:
@@ -262,7 +273,6 @@ class GGNOperator:
             raise ShapeMismatchError(f"the model must map a batch of {b} to outputs (b, d_z); got {tuple(z.shape)}")
         self.outputs = z.detach()
         self.batch_size, self.d_z = b, z.shape[1]
-        self.rank = b * self.d_z
         self.dtype, self.device = z.dtype, z.device
         if targets is not None:
             if self.loss == "cross_entropy" and tuple(targets.shape) != (b,):
@@ -272,7 +282,11 @@ class GGNOperator:
         self.targets = targets
         if not bool(torch.isfinite(self.outputs).all()):
             raise NonFiniteGradientError("the model outputs contain NaN or infinity")
-        self.loss_factor = loss_hessian_factor(self.outputs, self.loss).to(self.dtype)
+        factor = reduced_loss_hessian_factor if reduced_factor else loss_hessian_factor
+        self.loss_factor = factor(self.outputs, self.loss).to(self.dtype)
+        #: columns of each example's loss factor: ``d_z``, or ``d_z - 1`` reduced (cross-entropy)
+        self.width = self.loss_factor.shape[2]
+        self.rank = b * self.width
         self._scale = 1.0 / math.sqrt(b)
 
         self.strategy = strategy
@@ -377,7 +391,7 @@ class GGNOperator:
         if self._vjp_fn is None:
             with torch.enable_grad():
                 _, self._vjp_fn = vjp(self._forward, self.params)
-        cot = torch.einsum("nij,njc->cni", self.loss_factor, C.reshape(self.batch_size, self.d_z, k)) * self._scale
+        cot = torch.einsum("nij,njc->cni", self.loss_factor, C.reshape(self.batch_size, self.width, k)) * self._scale
         with torch.enable_grad():
             (grads,) = vmap(self._vjp_fn, chunk_size=self.chunk_size)(cot)
         out = self._flatten_batched(grads, k).mT
@@ -416,7 +430,7 @@ class GGNOperator:
         if self._sens is not None:
             return self._sens
         t0 = time.perf_counter()
-        b, d_z = self.batch_size, self.d_z
+        b, d_z = self.batch_size, self.width  # one cotangent per column of the loss factor
         fallback = dict(self._fallback)
         p_req = {n: t.detach().requires_grad_(True) for n, t in self.params.items()}
         records: dict[str, list[tuple[Tensor, Tensor]]] = {h.name: [] for h in self._hooked}
@@ -529,7 +543,7 @@ class GGNOperator:
         inputs and output gradients and compare with autograd's; mismatches go to ``bad``."""
         if not z.requires_grad:  # the outputs depend on no parameter: nothing to compare
             return
-        b, d_z = self.batch_size, self.d_z
+        b, d_z = self.batch_size, self.width
         gen = torch.Generator(device="cpu").manual_seed(0)
         w = torch.randn(b, d_z, generator=gen, dtype=torch.float64).to(device=self.device, dtype=self.dtype)
         cot = torch.einsum("nik,nk->ni", self.loss_factor, w) * self._scale
@@ -589,8 +603,8 @@ class GGNOperator:
             a, s = sens[h.name]
             P, d_in, d_out = a.shape[1], a.shape[2], s.shape[3]
             w, c = h.weight is not None, h.bias is not None
-            cp = pairwise_cost(self.batch_size, self.d_z, P, d_in, d_out, w, c)
-            cb = block_cost(self.batch_size, self.d_z, P, d_in, d_out, w, c)
+            cp = pairwise_cost(self.batch_size, self.width, P, d_in, d_out, w, c)
+            cb = block_cost(self.batch_size, self.width, P, d_in, d_out, w, c)
             names = tuple(n for n in (h.weight, h.bias) if n is not None)
             plans.append(LayerPlan(h.name, type(h.module).__name__, names, "pairwise" if cp <= cb else "block", P, d_in, d_out, cp, cb))
         if fallback:

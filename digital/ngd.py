@@ -235,7 +235,7 @@ class NGD(CurvatureOptimizer):
         if self.method == "woodbury":  # matrix-free: the Gram of U, never U itself
             assert self._batch is not None
             op = GGNOperator(self.model, self._batch[0], loss=self.loss, params=trainable_params(self.model),
-                             check=self._step_count == 0)
+                             check=self._step_count == 0, reduced_factor=True)
             gram = op.gram()
             if not bool(torch.isfinite(gram).all()):
                 raise NonFiniteGradientError("the GGN Gram matrix (Jacobians or loss Hessian) contains NaN or infinity")

@@ -312,7 +312,7 @@ class TNGD(CurvatureOptimizer):
         t1 = time.perf_counter()
         inputs, targets = self._batch
         op = GGNOperator(self.model, inputs, loss=self.loss, params=trainable_params(self.model),
-                         check=self._step_count == 0)
+                         check=self._step_count == 0, reduced_factor=True)
         gram = op.gram()
         if not bool(torch.isfinite(gram).all()):
             raise NonFiniteGradientError("the GGN Gram matrix (Jacobians or loss Hessian) contains NaN or infinity")

@@ -319,3 +319,37 @@ def test_shape_and_configuration_errors_are_clear() -> None:
         woodbury_solve(op, torch.zeros(op.n), 0.0)
     with pytest.raises(UnsupportedConfigurationError, match="needs the targets"):
         GGNOperator(model, x, loss="cross_entropy").gradient()
+
+
+def test_the_reduced_loss_factor_has_full_rank_and_the_same_hessian() -> None:
+    from digital.curvature import loss_hessian_factor, reduced_loss_hessian_factor
+
+    z = torch.randn(7, 5, dtype=F64, generator=torch.Generator().manual_seed(3)) * 4
+    full, reduced = loss_hessian_factor(z, "cross_entropy"), reduced_loss_hessian_factor(z, "cross_entropy")
+    assert reduced.shape == (7, 5, 4)
+    torch.testing.assert_close(reduced @ reduced.mT, full @ full.mT, rtol=1e-12, atol=1e-14)
+    assert int(torch.linalg.matrix_rank(reduced).min()) == 4  # no null column left
+    assert reduced_loss_hessian_factor(z, "mse").shape == (7, 5, 5)
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+def test_a_reduced_operator_has_the_same_ggn_and_a_smaller_gram(model_name: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    if model_name == "mlp":
+        torch.manual_seed(0)
+        model, x = MLP(6, (5,), 4).to(F64), torch.randn(8, 6, dtype=F64, generator=gen)
+    else:
+        task = build_task("digits-cnn")
+        model, x = task.model.to(F64), task.train.subset(torch.arange(6)).inputs.to(F64)
+    full = GGNOperator(model, x, loss="cross_entropy")
+    small = GGNOperator(model, x, loss="cross_entropy", reduced_factor=True)
+    assert small.rank == full.rank - small.batch_size and small.width == full.d_z - 1
+    v = torch.randn(full.n, 3, dtype=F64, generator=gen)
+    torch.testing.assert_close(small.matvec(v), full.matvec(v), rtol=1e-9, atol=1e-12)
+    K_full, K_small = full.gram(), small.gram()
+    torch.testing.assert_close(K_small, small.dense_u().mT @ small.dense_u(), rtol=1e-9, atol=1e-12)
+    # the nonzero spectrum of U^T U is that of U U^T, whichever factor
+    top = torch.linalg.eigvalsh(K_small)
+    torch.testing.assert_close(top, torch.linalg.eigvalsh(K_full)[-small.rank :], rtol=1e-8, atol=1e-10)
+    for strategy in ("pairwise", "block"):
+        torch.testing.assert_close(small.gram(strategy), K_small, rtol=1e-9, atol=1e-12)
