@@ -16,22 +16,10 @@ from digital.tngd import TNGD
 from thermo import HardwareSpec
 from thermo.lowrank import LowRankCurvature, LowRankOU
 
-from .test_tngd import data, mlp, params
+from .test_tngd import data, mlp, params, take_step
 
 F64 = torch.float64
 QUIET = HardwareSpec.ideal(kT=0.0)
-
-
-def take_step(opt: torch.optim.Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    opt.set_batch(x, y)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = batch_loss(model(x), y, "cross_entropy")
-        loss.backward()
-        return loss
-
-    opt.step(closure)
 
 
 def curvature(model: nn.Module, x: torch.Tensor, y: torch.Tensor, damping: float) -> tuple[LowRankCurvature, torch.Tensor]:
