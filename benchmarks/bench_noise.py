@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _timing import sample_times  # noqa: E402
 from thermo.noise import CounterNormalRNG  # noqa: E402
 
 
@@ -28,14 +29,7 @@ def median_us(fn, repeats: int, warmup: int = 50) -> float:
     and OpenBLAS's pools are separate) have gone idle and do not steal the two cores.
     """
     time.sleep(0.5)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+    return statistics.median(sample_times(fn, repeats, warmup, pause_s=0.0)) * 1e6
 
 
 def main() -> None:

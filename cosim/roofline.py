@@ -327,12 +327,18 @@ def measure(
     return work, statistics.median(wall_times(fn, repeats, warmup))
 
 
-def wall_times(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed calls."""
+def wall_times(fn: Callable[[], object], repeats: int, warmup: int = 1, pause_s: float = 0.0) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``fn()`` after ``warmup`` untimed calls.
+
+    ``pause_s`` seconds of sleep before each timed call let the idle thread pools of numba,
+    torch and OpenBLAS stop spinning, so that one contender does not pay for another's threads
+    on a small machine."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        if pause_s:
+            time.sleep(pause_s)
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
