@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from . import sweep
-from .noise import mean_ci, train_variant
+from .intervals import mean_ci
+from .noise import train_variant
 from .projections import WORKLOADS, base_system, project_methods
 
 AXES = ("bits", "target_rel_error", "mismatch_sigma", "tau_scale")

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import sweep
+from .intervals import mean_ci
 
 KNOBS = ("bits", "kT", "mismatch_sigma", "window_tau")
 
@@ -147,16 +146,6 @@ def train_variant(
     analog = sum(float(r.get("analog_time_s", 0.0)) for r in result.history)
     return {"train_loss": result.final["train_loss"], "test_accuracy": result.final["test_accuracy"],
             "fallbacks": fallbacks, "warnings": len(caught), "analog_time_s": analog, "status": "ok"}
-
-
-def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its Student-t confidence interval (NaN for one value)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2 or not np.isfinite(x).all():  # one value, or a failed run (infinite loss): no interval
-        return float(x.mean()), math.nan
-    return float(x.mean()), float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from . import sweep
-from .noise import mean_ci
+from .intervals import mean_ci
 
 EXPERIMENTS: dict[str, str] = {
     "wallclock": "TNGD (eta 0.01, lambda 0.01, t = 50 tau, t_d = 0) beats Adam (eta 1e-3) in loss against "
