@@ -420,6 +420,11 @@ def agreement(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[di
     return ok, "fitted exponents: " + ", ".join(f"{v} {fits[v]:.2f} (Table 1: {TABLE1_EXPONENTS[v]:g})" for v in fits)
 
 
+def verdict_text(agrees: bool | None) -> str:
+    """The words of :func:`agreement`'s verdict."""
+    return {True: "agrees", False: "does not agree", None: "no published outcome to compare"}[agrees]
+
+
 def _finite(x: Any) -> float:
     return float(x) if x is not None and math.isfinite(float(x)) else 0.0
 
@@ -494,7 +499,7 @@ def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[st
 
 def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> None:
     agrees, evidence = agreement(cfg, rows, summary)
-    verdict = {True: "agrees", False: "does not agree", None: "no published outcome to compare"}[agrees]
+    verdict = verdict_text(agrees)
     lines = [f"# Thermodynamic NGD: {cfg.experiment}", "", f"![{cfg.experiment}]({path.with_suffix('.png').name})", "",
              "## Published outcome and ours", "", f"- Published (Donatella et al. 2024, on MNIST): {EXPERIMENTS[cfg.experiment]}",
              f"- Ours ({'digits MLP' if cfg.experiment == 'runtime' else cfg.task}): {evidence}.", f"- Verdict: **{verdict}**.", "", "## Assumptions"]

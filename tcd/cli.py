@@ -429,7 +429,7 @@ def _study_tngd(args: argparse.Namespace) -> int:
     agrees, evidence = tngd.agreement(cfg, rows, tngd.summarize(rows))
     print(f"published: {tngd.EXPERIMENTS[experiment]}")
     print(f"ours: {evidence}")
-    print(f"verdict: {({True: 'agrees', False: 'does not agree', None: 'nothing published to compare'})[agrees]}")
+    print(f"verdict: {tngd.verdict_text(agrees)}")
     print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
     return 0
 
