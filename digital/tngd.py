@@ -314,13 +314,11 @@ class TNGD(CurvatureOptimizer):
         op = GGNOperator(self.model, inputs, loss=self.loss, params=trainable_params(self.model),
                          check=self._step_count == 0, reduced_factor=True)
         gram = op.gram()
-        if not bool(torch.isfinite(gram).all()):
-            raise NonFiniteGradientError("the GGN Gram matrix (Jacobians or loss Hessian) contains NaN or infinity")
-        curvature = LowRankCurvature(apply_u=op.apply_u, apply_ut=op.apply_ut, gram=gram, damping=damping, n=op.n)
         t2 = time.perf_counter()
         device = self.device
         device.generator = torch.Generator(device=g.device).manual_seed(self._step_seed())
-        try:
+        try:  # LowRankCurvature refuses a non-finite Gram; the device a state it cannot propagate
+            curvature = LowRankCurvature(apply_u=op.apply_u, apply_ut=op.apply_ut, gram=gram, damping=damping, n=op.n)
             device.upload(curvature, g)
             if not self.warm_start or device.state is None:
                 device.reset(g.clone() if self.initial_state == "gradient" else None)

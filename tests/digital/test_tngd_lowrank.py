@@ -133,3 +133,16 @@ def test_the_path_follows_the_hardware() -> None:
         TNGD(model, method="simulator", delay_tau=1.0)
     with pytest.raises(UnsupportedConfigurationError, match="method"):
         TNGD(model, method="euler")
+
+
+def test_a_non_finite_curvature_stops_the_step_as_a_non_finite_gradient(monkeypatch) -> None:
+    from digital.errors import NonFiniteGradientError
+    from digital.ggn import GGNOperator
+
+    x, y = data()
+    model = mlp()
+    opt = TNGD(model, lr=0.1, damping=0.1, analog_time_tau=1.0, hardware=QUIET)
+    monkeypatch.setattr(GGNOperator, "gram", lambda self, strategy=None: torch.full((self.rank, self.rank), float("nan"),
+                                                                                     dtype=F64))
+    with pytest.raises(NonFiniteGradientError, match="step 1"):
+        take_step(opt, model, x, y)
