@@ -45,3 +45,8 @@ class DivergenceError(ThermoError, RuntimeError):
 
     The solver raises this rather than return a number computed from a run that blew up.
     """
+
+
+class MemoryBudgetError(ThermoError, ValueError):
+    """A plan whose arrays would exceed the memory budget (:mod:`thermo.memory`); refused before
+    anything is allocated. The message names the size, the budget and the alternative."""
