@@ -50,3 +50,8 @@ class DivergenceError(ThermoError, RuntimeError):
 class MemoryBudgetError(ThermoError, ValueError):
     """A plan whose arrays would exceed the memory budget (:mod:`thermo.memory`); refused before
     anything is allocated. The message names the size, the budget and the alternative."""
+
+
+class ConfigFileError(ThermoError, ValueError):
+    """A hardware or system description file that is missing, unreadable or malformed; the
+    message names the file (and the line, where the parser gives one)."""
