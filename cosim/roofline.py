@@ -16,11 +16,12 @@ fitted to measured timings by :func:`calibrate`. Kernel helpers (:func:`gemm`, :
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -45,6 +46,10 @@ class RooflineError(SystemSpecError):
 
 class CalibrationWarning(UserWarning):
     """A calibrated parameter is not constrained by the measurements given."""
+
+
+class MeasurementWarning(UserWarning):
+    """A wall-clock timing cannot be trusted: its repeats disagree, or the machine is busy."""
 
 
 def _check_count(owner: str, name: str, value: object) -> None:
@@ -343,6 +348,156 @@ def wall_times(fn: Callable[[], object], repeats: int, warmup: int = 1, pause_s:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def relative_spread(times: Sequence[float]) -> float:
+    """``(p90 - p10) / median`` of ``times`` (dimensionless; 0 for one time): the width of the
+    middle 80% of the repeats relative to their median, robust to a single outlier."""
+    x = np.asarray(times, dtype=float)
+    if x.size == 0:
+        raise RooflineError("relative_spread needs at least one time")
+    median = float(np.median(x))
+    if x.size == 1 or median <= 0:
+        return 0.0
+    p10, p90 = np.percentile(x, [10.0, 90.0])
+    return float((p90 - p10) / median)
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average, or None where the OS has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        return None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """A wall-clock measurement of one callable: the median and how far its repeats spread.
+
+    ``spread`` is :func:`relative_spread` of ``times_s`` (``(p90 - p10) / median``);
+    ``load`` the 1-minute load average when the measurement ended (None where the OS has none)
+    on ``cores`` usable cores; ``stable`` says whether the spread reached the tolerance asked.
+    """
+
+    median_s: float
+    spread: float
+    repeats: int
+    tolerance: float
+    load: float | None
+    cores: int
+    times_s: tuple[float, ...] = field(repr=False)
+
+    @property
+    def stable(self) -> bool:
+        return self.spread <= self.tolerance
+
+    @property
+    def busy(self) -> bool:
+        """More runnable tasks than usable cores on average over the last minute."""
+        return self.load is not None and self.load > self.cores
+
+    @property
+    def reliable(self) -> bool:
+        return self.stable and not self.busy
+
+    @property
+    def min_s(self) -> float:
+        return min(self.times_s)
+
+    def describe(self) -> str:
+        """``"1.23 ms (spread 4%, 9 repeats)"``: the median with its spread, for a table."""
+        return f"{_format_seconds(self.median_s)} (spread {100 * self.spread:.0f}%, {self.repeats} repeats)"
+
+
+def _format_seconds(seconds: float) -> str:
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds * 1e9:.3g} ns"
+
+
+def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise RooflineError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def measure_stable(
+    fn: Callable[[], object],
+    what: str = "fn",
+    *,
+    tolerance: float = 0.1,
+    min_repeats: int = 5,
+    max_repeats: int = 30,
+    budget_s: float = 10.0,
+    warmup: int = 1,
+    pause_s: float = 0.0,
+    warn: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+    load: Callable[[], float | None] = _load_average,
+    cores: int | None = None,
+) -> Timing:
+    """Time ``fn()`` until its repeats agree: the median and spread of its wall-clock seconds.
+
+    After ``warmup`` untimed calls, ``min_repeats`` timed calls, then one more at a time until
+    the spread (:func:`relative_spread`, ``(p90 - p10) / median``) is at most ``tolerance``, or
+    ``max_repeats`` calls are timed, or ``budget_s`` seconds (timed calls and pauses, by
+    ``clock``) are spent, whichever comes first (``min_repeats`` calls are always timed). ``pause_s`` seconds of sleep before each
+    timed call let idle thread pools stop spinning (see :func:`wall_times`).
+
+    A :class:`MeasurementWarning` names ``what`` when the spread stays above the tolerance or
+    when the load average exceeds the usable cores (``warn=False`` leaves the verdict to
+    :attr:`Timing.reliable`). ``clock``, ``sleep``, ``load`` and ``cores`` are injectable so that
+    the procedure can be tested without real timing.
+    """
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance > 0):
+        raise RooflineError(f"tolerance must be a finite relative spread > 0 (e.g. 0.1), got {tolerance!r}")
+    min_repeats = _check_positive_int("min_repeats", min_repeats)
+    max_repeats = _check_positive_int("max_repeats", max_repeats)
+    if max_repeats < min_repeats:
+        raise RooflineError(f"max_repeats ({max_repeats}) must be >= min_repeats ({min_repeats})")
+    warmup = _check_positive_int("warmup", warmup, minimum=0)
+    if not (isinstance(budget_s, (int, float)) and budget_s > 0):
+        raise RooflineError(f"budget_s must be a time > 0 in seconds, got {budget_s!r}")
+    if not (isinstance(pause_s, (int, float)) and pause_s >= 0):
+        raise RooflineError(f"pause_s must be a time >= 0 in seconds, got {pause_s!r}")
+    n_cores = _usable_cores() if cores is None else _check_positive_int("cores", cores)
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    began = clock()
+    while len(times) < max_repeats:
+        if pause_s:
+            sleep(pause_s)
+        start = clock()
+        fn()
+        end = clock()
+        times.append(end - start)
+        if len(times) >= min_repeats and (relative_spread(times) <= tolerance or end - began >= budget_s):
+            break
+    timing = Timing(median_s=float(statistics.median(times)), spread=relative_spread(times), repeats=len(times),
+                    tolerance=float(tolerance), load=load(), cores=n_cores, times_s=tuple(times))
+    if warn and not timing.reliable:
+        warnings.warn(unreliable_message(what, timing), MeasurementWarning, stacklevel=2)
+    return timing
+
+
+def unreliable_message(what: str, timing: Timing) -> str:
+    """The one line that says why ``timing`` of ``what`` cannot be trusted, and what to do."""
+    load = "load unknown" if timing.load is None else f"load {timing.load:.1f}"
+    return (f"timings of {what} are unreliable: spread {100 * timing.spread:.0f}% (tolerance "
+            f"{100 * timing.tolerance:.0f}%) after {timing.repeats} repeats, {load} on {timing.cores} cores; "
+            "rerun on an idle machine")
 
 
 _EFFICIENCY_BOUNDS = (1e-3, 1.0)

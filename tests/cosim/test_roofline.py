@@ -260,3 +260,116 @@ def test_calibration_on_torch_matmuls_predicts_a_held_out_size():
     assert 0 < fitted.compute_efficiency <= 1 and 0 < fitted.memory_efficiency <= 1
     predicted = RooflineModel(fitted).time_s(work)
     assert 0.5 < predicted / seconds < 2.0
+
+
+# --- measure_stable: the procedure under a fake clock (no real timing) ----------------------------
+class FakeClock:
+    """A clock that only moves when the timed function runs (by its scripted durations) or the
+    procedure sleeps: every timing the procedure sees is known exactly."""
+
+    def __init__(self, durations):
+        self.now = 0.0
+        self.durations = iter(durations)
+        self.calls = 0
+
+    def __call__(self):
+        return self.now
+
+    def fn(self):
+        self.calls += 1
+        self.now += next(self.durations)
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def _stable(clock, **kwargs):
+    from cosim.roofline import measure_stable
+
+    options = dict(clock=clock, sleep=clock.sleep, load=lambda: 0.1, cores=2, warmup=1)
+    return measure_stable(clock.fn, "the fake kernel", **{**options, **kwargs})
+
+
+def test_stable_timings_stop_at_the_minimum_repeats_without_warning(recwarn):
+    clock = FakeClock([1.0] + [1e-3] * 100)  # a slow warm-up call, then identical calls
+    timing = _stable(clock, min_repeats=5, max_repeats=30)
+    assert timing.repeats == 5 and clock.calls == 6  # the warm-up is not timed
+    assert timing.median_s == pytest.approx(1e-3) and timing.spread == pytest.approx(0.0, abs=1e-9)
+    assert timing.stable and timing.reliable and not recwarn.list
+
+
+def test_noisy_timings_hit_the_cap_and_warn_with_the_figures():
+    from cosim.roofline import MeasurementWarning
+
+    # alternating 1 ms and 2 ms: p10 = 1 ms, p90 = 2 ms, median 1.5 ms -> spread 2/3, never below 10%
+    clock = FakeClock([1e-3, 2e-3] * 100)
+    with pytest.warns(MeasurementWarning, match=r"the fake kernel are unreliable: spread 67% .*after 12 repeats.*"
+                                                r"load 0\.1 on 2 cores; rerun on an idle machine"):
+        timing = _stable(clock, warmup=0, min_repeats=4, max_repeats=12)
+    assert timing.repeats == 12 and not timing.stable
+    assert timing.median_s == pytest.approx(1.5e-3) and timing.spread == pytest.approx(2 / 3)
+
+
+def test_noise_that_settles_stops_as_soon_as_the_spread_is_small():
+    from cosim.roofline import relative_spread
+
+    durations = [5e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3] + [1e-3] * 50
+    clock = FakeClock(durations)
+    timing = _stable(clock, warmup=0, min_repeats=3, max_repeats=50, tolerance=0.1)
+    # the one 5 ms outlier keeps p90 high until it lies in the top decile of the repeats
+    assert relative_spread(durations[: timing.repeats - 1]) > 0.1 >= timing.spread
+    assert 3 < timing.repeats < 50
+
+
+def test_the_time_budget_stops_a_noisy_measurement():
+    from cosim.roofline import MeasurementWarning
+
+    clock = FakeClock([0.5, 1.5] * 100)  # 1 s per call on average, noisy
+    with pytest.warns(MeasurementWarning):
+        timing = _stable(clock, warmup=0, min_repeats=3, max_repeats=100, budget_s=5.0)
+    # stops at the first call that ends past 5 s of clock: 0.5 + 1.5 + 0.5 + 1.5 + 0.5 + 1.5 = 6 s after 6 calls
+    assert timing.repeats == 6
+
+
+def test_pauses_count_towards_the_budget_but_not_the_timings():
+    clock = FakeClock([1e-3] * 100)
+    timing = _stable(clock, warmup=0, min_repeats=2, max_repeats=100, pause_s=0.25)
+    assert timing.median_s == pytest.approx(1e-3) and timing.repeats == 2
+    assert clock.now == pytest.approx(2 * (0.25 + 1e-3))
+
+
+def test_a_busy_machine_warns_even_when_the_repeats_agree():
+    from cosim.roofline import MeasurementWarning
+
+    clock = FakeClock([1e-3] * 100)
+    with pytest.warns(MeasurementWarning, match=r"spread 0% .*load 3\.1 on 2 cores"):
+        timing = _stable(clock, load=lambda: 3.1)
+    assert timing.stable and timing.busy and not timing.reliable
+    clock = FakeClock([1e-3] * 100)
+    assert not _stable(clock, load=lambda: None).busy  # no load average (Windows): not called busy
+
+
+def test_warn_false_leaves_the_verdict_to_the_timing(recwarn):
+    clock = FakeClock([1e-3, 2e-3] * 100)
+    timing = _stable(clock, warn=False, max_repeats=8, load=lambda: 9.0)
+    assert not timing.reliable and not recwarn.list
+    assert "spread 67%" in timing.describe() and "8 repeats" in timing.describe()
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(tolerance=0), "tolerance"), (dict(min_repeats=0), "min_repeats"),
+                                          (dict(min_repeats=5, max_repeats=3), "max_repeats"),
+                                          (dict(max_repeats=True), "max_repeats"), (dict(budget_s=-1), "budget_s"),
+                                          (dict(warmup=-1), "warmup"), (dict(pause_s=-0.1), "pause_s")])
+def test_measure_stable_refuses_bad_settings_naming_them(kwargs, name):
+    with pytest.raises(RooflineError, match=name):
+        _stable(FakeClock([1e-3] * 10), **kwargs)
+
+
+def test_relative_spread_is_the_p10_p90_width_over_the_median():
+    from cosim.roofline import relative_spread
+
+    assert relative_spread([1.0]) == 0.0
+    times = np.arange(1.0, 12.0)  # 1..11: p10 = 2, p90 = 10, median 6
+    assert relative_spread(times) == pytest.approx(8 / 6)
+    with pytest.raises(RooflineError, match="at least one"):
+        relative_spread([])
