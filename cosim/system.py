@@ -16,9 +16,7 @@ A :class:`SystemSpec` serializes to nested plain dicts and to TOML or YAML files
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 from thermo import PRESETS as HARDWARE_PRESETS
 from thermo import HardwareSpec
 from thermo import preset as hardware_preset
+from thermo.config_files import read_table
 
 
 class SystemSpecError(ValueError):
@@ -470,21 +469,11 @@ class SystemSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> SystemSpec:
-        """Read a spec written by :meth:`save` (or by hand) from a TOML or YAML file."""
+        """Read a spec written by :meth:`save` (or by hand) from a TOML or YAML file; a missing or
+        malformed file raises :class:`thermo.errors.ConfigFileError` naming it (and the line)."""
         path = Path(path)
-        fmt = _format_of(path)
-        text = path.read_text(encoding="utf-8")
-        if fmt == "toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            import yaml
-
-            data = yaml.load(text, Loader=_yaml_loader())
-        if data is None:
-            data = {}
-        return cls.from_dict(_as_table(data, f"file {path}"))
+        _format_of(path)
+        return cls.from_dict(_as_table(read_table(path), f"file {path}"))
 
 
 # --- serialization helpers ------------------------------------------------------------------------
@@ -606,26 +595,3 @@ def _analog_from(value: object) -> AnalogSpec:
     if "hardware" in data:
         data["hardware"] = _hardware_from(data["hardware"])
     return AnalogSpec(**data)
-
-
-@functools.lru_cache(maxsize=1)
-def _yaml_loader() -> type:
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """SafeLoader that also reads ``900e9`` as a float: YAML 1.1 (pyyaml) wants a dot
-        (``900.0e9``), YAML 1.2 and hand-written configs do not."""
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(
-            r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-            |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-            |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-            |[-+]?\.(?:inf|Inf|INF)
-            |\.(?:nan|NaN|NAN))$""",
-            re.VERBOSE,
-        ),
-        list("-+0123456789."),
-    )
-    return Loader

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from .config_files import is_config_path, read_table
 from .errors import HardwareSpecError
 
 Regime = Literal["overdamped", "underdamped"]
@@ -307,11 +310,37 @@ PRESETS = {
 
 
 def preset(name: str, **overrides: object) -> HardwareSpec:
-    """Look a preset up by name (``ideal``, ``published``, ``noisy``), with field overrides."""
-    try:
-        factory = PRESETS[name]
-    except KeyError:
+    """Look a preset up by name (``ideal``, ``published``, ``noisy``, any case), with field
+    overrides; a name ending in ``.toml``, ``.yaml`` or ``.yml`` is a hardware file
+    (:func:`load_hardware`), so every option that takes a preset also takes a file."""
+    if isinstance(name, (str, os.PathLike)) and is_config_path(name):
+        spec = load_hardware(name)
+        return spec.replace(**overrides) if overrides else spec
+    factory = next((f for key, f in PRESETS.items() if isinstance(name, str) and key == name.lower()), None)
+    if factory is None:
         raise HardwareSpecError(
-            f"unknown hardware preset {name!r}; choose one of {sorted(PRESETS)}"
-        ) from None
+            f"unknown hardware preset {name!r}; choose one of {sorted(PRESETS)}, or give a .toml/.yaml hardware file"
+        )
     return factory(**overrides)
+
+
+def hardware_from_table(data: Mapping[str, Any], section: str = "hardware") -> HardwareSpec:
+    """A :class:`HardwareSpec` from a table of its fields; a ``preset`` key starts from that preset
+    and the other keys override it, without one the fields start from the defaults (those of
+    :meth:`HardwareSpec.ideal`). Unknown keys raise :class:`HardwareSpecError` naming them."""
+    fields = {f.name for f in dataclasses.fields(HardwareSpec)}
+    unknown = sorted(k for k in data if k != "preset" and k not in fields)
+    if unknown:
+        raise HardwareSpecError(f"unknown key(s) {unknown} in [{section}]; HardwareSpec fields are {sorted(fields)}")
+    values = {k: v for k, v in data.items() if k != "preset"}
+    if "preset" in data:
+        if not isinstance(data["preset"], str) or is_config_path(data["preset"]):
+            raise HardwareSpecError(f"[{section}] preset must name one of {sorted(PRESETS)}, got {data['preset']!r}")
+        return preset(data["preset"], **values)
+    return HardwareSpec(**values)
+
+
+def load_hardware(path: str | os.PathLike[str]) -> HardwareSpec:
+    """Read a hardware file: a TOML or YAML table of :class:`HardwareSpec` fields, optionally
+    with ``preset = "published"`` to start from a preset (see :func:`hardware_from_table`)."""
+    return hardware_from_table(read_table(path), section=f"hardware file {path}")
