@@ -42,7 +42,7 @@ from .curvature import (
     ggn_matvec,
     trainable_params,
 )
-from .errors import NonFiniteGradientError, UnsupportedConfigurationError
+from .errors import NonFiniteGradientError, UnsupportedConfigurationError, require_model
 from .ggn import GGNOperator
 from .momentum import heavy_ball
 from .solvers import LinearSolver, SolverDiagnostics, get_solver
@@ -58,6 +58,7 @@ class CurvatureOptimizer(torch.optim.Optimizer):
     _extra_key = "curvature_optimizer"
 
     def __init__(self, model: nn.Module, defaults: dict[str, Any], loss: str) -> None:
+        require_model(model, type(self).__name__, "it builds the curvature (the batch GGN) from the model's Jacobians")
         for name, value in defaults.items():
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise UnsupportedConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UnsupportedConfigurationError
+from .errors import UnsupportedConfigurationError, require_model
 from .solvers import LinearSolver
 
 FIRST_ORDER = ("sgd", "adam", "adamw")
@@ -34,6 +34,8 @@ def make_optimizer(
     device itself and takes its hardware in ``options``). Other ``options`` go to the
     optimizer's constructor (``momentum``, ``damping``, ``betas``, ``fisher_type``...).
     """
+    require_model(model, "make_optimizer", "it builds each optimizer from the model (K-FAC hooks its layers, NGD "
+                  "and TNGD differentiate it)", call=f"make_optimizer({name!r}, model, lr=...)")
     key = name.lower()
     params = [p for p in model.parameters() if p.requires_grad]
     if key in FIRST_ORDER and (solver != "exact" or solver_options):

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from thermo.errors import ThermoError
 
 from ..curvature import loss_hessian_factor
-from ..errors import NonFiniteGradientError, UnsupportedConfigurationError
+from ..errors import NonFiniteGradientError, UnsupportedConfigurationError, require_model
 from ..models import model_inputs_call
 from ..momentum import heavy_ball
 from ..solvers import LinearSolver, SolverDiagnostics, get_solver
@@ -95,6 +95,7 @@ class KFAC(torch.optim.Optimizer):
         config: KFACConfig | None = None,
         **config_fields: Any,
     ) -> None:
+        require_model(model, "KFAC", "it hooks each layer's inputs and output gradients")
         unknown = set(config_fields) - _CONFIG_FIELDS
         if unknown:
             raise UnsupportedConfigurationError(

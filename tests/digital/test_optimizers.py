@@ -54,3 +54,18 @@ def test_first_order_baselines_run_under_the_same_closure_protocol() -> None:
                 opt.set_batch(X, y)
             losses.append(float(opt.step(closure).detach()))
         assert losses[-1] < losses[0], name
+
+
+@pytest.mark.parametrize("build", ["NGD", "TNGD", "make_optimizer"])
+def test_parameters_instead_of_the_model_are_refused(build: str) -> None:
+    """NGD/TNGD(model.parameters()) and make_optimizer(name, model.parameters()) ended in an
+    AttributeError; they name the right call instead."""
+    from digital.errors import NotAModelError
+
+    params = model().parameters()
+    calls = {"NGD": lambda: NGD(params, lr=0.1), "TNGD": lambda: TNGD(params, lr=0.1),
+             "make_optimizer": lambda: make_optimizer("adam", params, lr=0.1)}
+    call = {"NGD": r"NGD\(model, lr=\.\.\.\)", "TNGD": r"TNGD\(model, lr=\.\.\.\)",
+            "make_optimizer": r"make_optimizer\('adam', model, lr=\.\.\.\)"}[build]
+    with pytest.raises(NotAModelError, match=rf"{build} needs the model itself \({call}\), not model\.parameters\(\)"):
+        calls[build]()

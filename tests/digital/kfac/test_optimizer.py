@@ -253,3 +253,17 @@ def test_solver_failures_fall_back_to_exact_or_raise() -> None:
     strict = KFAC(problem()[0], fisher_type="type-2", solver=Failing(), solver_fallback="none")
     with pytest.raises(DivergenceError):
         take_step(strict, strict.model, X, y)
+
+
+@pytest.mark.parametrize("given", ["generator", "list"])
+def test_parameters_instead_of_the_model_are_refused_with_the_right_call(given: str) -> None:
+    """KFAC(model.parameters()) used to end in an AttributeError deep in layer registration."""
+    from digital.errors import NotAModelError
+
+    model, _, _ = problem()
+    params = model.parameters() if given == "generator" else list(model.parameters())
+    with pytest.raises(NotAModelError, match=r"KFAC needs the model itself \(KFAC\(model, lr=\.\.\.\)\), not "
+                       r"model\.parameters\(\): it hooks each layer's inputs and output gradients"):
+        KFAC(params, lr=0.1)
+    with pytest.raises(ValueError, match="an nn.Module; got str"):  # an input error: the CLI's handler catches it
+        KFAC("model")
