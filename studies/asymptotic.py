@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import sweep
+from . import checks, sweep
 
 KINDS = ("digital-measured", "digital-roofline", "thermo-inverse", "thermo-solve")
 THEORY_EXPONENT = {"digital-measured": 3.0, "digital-roofline": 3.0, "thermo-inverse": 2.0, "thermo-solve": 2.0}
@@ -46,7 +48,17 @@ class AsymptoticConfig:
     hardware: str = "published"
     n_chips: int = 1
     target_rel_error: float = 1e-2
-    repeats: int = 3
+    repeats: int = 5
+    """Least timed calls of each measured inversion (at least 3: a spread needs them)."""
+    max_repeats: int = 30
+    """Most timed calls of a measured inversion whose spread stays above ``spread_tolerance``."""
+    spread_tolerance: float = 0.25
+    """Largest ``(p90 - p10) / median`` of a measured point's repeats that the fit trusts."""
+    measure_budget_s: float = 10.0
+    """Seconds of timed calls per measured point after which its repeats stop."""
+    measure_threads: int = 1
+    """torch threads of the measured inversions (on a shared small machine, two threads on two
+    busy cores made a 1.4 ms K-FAC step take 440 ms; one thread is steadier)."""
     fit_points: int = 3
     """Largest sizes of each series that the exponent is fitted on."""
     workers: int | None = None
@@ -54,14 +66,25 @@ class AsymptoticConfig:
     out_dir: Path = field(default=Path("results/asymptotic"))
 
     def __post_init__(self) -> None:
-        if not self.sizes or min(self.sizes) < 2 or len(set(self.sizes)) != len(self.sizes):
-            raise ValueError(f"sizes must be distinct integers >= 2, got {self.sizes}")
-        if not self.condition_numbers or min(self.condition_numbers) < 1:
-            raise ValueError(f"condition_numbers must be >= 1, got {self.condition_numbers}")
-        if not 0 < self.target_rel_error < 1:
-            raise ValueError(f"target_rel_error must be in (0, 1), got {self.target_rel_error}")
-        if self.repeats < 1 or self.fit_points < 2 or self.n_chips < 1:
-            raise ValueError("repeats and n_chips must be >= 1 and fit_points >= 2")
+        owner = "AsymptoticConfig"
+        checks.store(
+            self,
+            sizes=checks.integers(owner, "sizes", self.sizes, minimum=2, distinct=True),
+            condition_numbers=checks.reals(owner, "condition_numbers", self.condition_numbers, low=1.0),
+            measure_max_n=checks.integer(owner, "measure_max_n", self.measure_max_n),
+            n_chips=checks.integer(owner, "n_chips", self.n_chips),
+            target_rel_error=checks.real(owner, "target_rel_error", self.target_rel_error, 0.0, 1.0, True, True),
+            repeats=checks.integer(owner, "repeats", self.repeats, minimum=3),
+            max_repeats=checks.integer(owner, "max_repeats", self.max_repeats, minimum=3),
+            spread_tolerance=checks.positive(owner, "spread_tolerance", self.spread_tolerance),
+            measure_budget_s=checks.positive(owner, "measure_budget_s", self.measure_budget_s),
+            measure_threads=checks.integer(owner, "measure_threads", self.measure_threads),
+            fit_points=checks.integer(owner, "fit_points", self.fit_points, minimum=2),
+            workers=checks.workers(owner, self.workers),
+        )
+        if self.max_repeats < self.repeats:
+            raise checks.StudyConfigError(f"AsymptoticConfig.max_repeats ({self.max_repeats}) is below repeats "
+                                          f"({self.repeats}); give max_repeats >= repeats")
         from cosim.system import GPU_PRESETS
         from thermo.hardware import PRESETS
 
@@ -88,17 +111,27 @@ def points(cfg: AsymptoticConfig) -> list[dict[str, Any]]:
     return out
 
 
+NOT_MEASURED = {"spread": math.nan, "repeats": 0, "load": math.nan, "cores": 0}
+"""The timing columns of a point that was not timed on this machine (a model's projection)."""
+
+
 def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
-    """Per-layer time (seconds) of one point, with what it rests on."""
+    """Per-layer time (seconds) of one point, with what it rests on; a measured point adds the
+    spread of its repeats (``(p90 - p10) / median``), their count and the load average on
+    ``cores`` cores when it was timed."""
     n, kind = int(point["n"]), point["kind"]
     if kind == "digital-measured":
-        return {"time_s": 2 * _measure_cholesky_inverse(n, cfg.repeats), "analog_time_s": 0.0, "source": "measured (cpu)"}
+        timing = _measure_cholesky_inverse(cfg, n)
+        return {"time_s": 2 * timing.median_s, "analog_time_s": 0.0,
+                "source": f"measured (cpu, {cfg.measure_threads} thread{'s' if cfg.measure_threads > 1 else ''})",
+                "spread": timing.spread, "repeats": timing.repeats,
+                "load": math.nan if timing.load is None else timing.load, "cores": timing.cores}
     if kind == "digital-roofline":
         from cosim.roofline import RooflineModel, cholesky_inverse
         from cosim.system import gpu_preset
 
         seconds = RooflineModel(gpu_preset(cfg.gpu)).time_s(cholesky_inverse(n, precision="float32"))
-        return {"time_s": 2 * seconds, "analog_time_s": 0.0, "source": f"roofline {cfg.gpu}"}
+        return {"time_s": 2 * seconds, "analog_time_s": 0.0, "source": f"roofline {cfg.gpu}", **NOT_MEASURED}
     from cosim.workload import factor_spectrum
     from thermo import preset, timing
 
@@ -109,23 +142,44 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
         t = timing.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error)
     else:
         t = timing.estimate_solve(hw, spectrum, target_rel_error=cfg.target_rel_error, n_rhs=n)
-    return {"time_s": 2 * t.total_s, "analog_time_s": 2 * t.analog_time_s, "source": f"timing model {cfg.hardware}"}
+    return {"time_s": 2 * t.total_s, "analog_time_s": 2 * t.analog_time_s, "source": f"timing model {cfg.hardware}",
+            **NOT_MEASURED}
 
 
-def _measure_cholesky_inverse(n: int, repeats: int) -> float:
-    import time
-
+def _measure_cholesky_inverse(cfg: AsymptoticConfig, n: int) -> Any:
+    """:class:`cosim.roofline.Timing` of one float32 Cholesky inversion of an ``n x n`` SPD
+    matrix, on ``cfg.measure_threads`` torch threads, repeated until the spread is within
+    ``cfg.spread_tolerance`` (no warning here: the study flags the point in its report)."""
     import torch
+
+    from cosim.roofline import measure_stable
 
     gen = torch.Generator().manual_seed(n)
     m = torch.randn(n, n, generator=gen)
     a = m @ m.mT / n + 1e-3 * torch.eye(n)
-    times = []
-    for _ in range(repeats + 1):  # the first call warms up
-        start = time.perf_counter()
-        torch.cholesky_inverse(torch.linalg.cholesky(a))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times[1:]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.measure_threads)
+    try:
+        return measure_stable(lambda: torch.cholesky_inverse(torch.linalg.cholesky(a)), f"a {n} x {n} inversion",
+                              tolerance=cfg.spread_tolerance, min_repeats=cfg.repeats, max_repeats=cfg.max_repeats,
+                              budget_s=cfg.measure_budget_s, warn=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def unreliable(row: dict[str, Any], tolerance: float) -> str:
+    """Why a measured row's time cannot be trusted (``""`` when it can, or was not measured):
+    its repeats spread more than ``tolerance``, or the load average exceeded the cores."""
+    if row["kind"] != "digital-measured":
+        return ""
+    reasons = []
+    spread = float(row["spread"])
+    if not spread <= tolerance:  # NaN counts as unreliable
+        reasons.append(f"spread {100 * spread:.0f}% > {100 * tolerance:.0f}%")
+    load, cores = float(row["load"]), int(row["cores"])
+    if math.isfinite(load) and cores and load > cores:
+        reasons.append(f"load {load:.1f} on {cores} cores")
+    return ", ".join(reasons)
 
 
 def _series(rows: list[dict[str, Any]]) -> dict[tuple[str, float], list[tuple[int, float]]]:
@@ -136,18 +190,23 @@ def _series(rows: list[dict[str, Any]]) -> dict[tuple[str, float], list[tuple[in
     return {k: sorted(v) for k, v in sorted(series.items())}
 
 
-def fit_exponents(rows: list[dict[str, Any]], fit_points: int) -> list[dict[str, Any]]:
-    """Least-squares slope of log(time) against log(n) over each series' largest sizes."""
+def fit_exponents(rows: list[dict[str, Any]], fit_points: int, tolerance: float = math.inf) -> list[dict[str, Any]]:
+    """Least-squares slope of log(time) against log(n) over each series' largest sizes.
+
+    Measured points that :func:`unreliable` flags at ``tolerance`` are left out before the
+    largest sizes are taken; each fit lists the widths it left out in ``excluded``."""
     out = []
+    flagged = {(r["kind"], float(r["kappa"]), int(r["n"])) for r in rows if "spread" in r and unreliable(r, tolerance)}
     for (kind, kappa), values in _series(rows).items():
-        values = values[-fit_points:]
+        excluded = [n for n, _ in values if (kind, kappa, n) in flagged]
+        values = [v for v in values if v[0] not in excluded][-fit_points:]
         if len(values) < 2:
             continue
         x = np.log([v[0] for v in values])
         y = np.log([v[1] for v in values])
         slope = float(np.polyfit(x, y, 1)[0])
         out.append({"kind": kind, "kappa": kappa, "exponent": slope, "theory": THEORY_EXPONENT[kind],
-                    "n_range": f"{values[0][0]}-{values[-1][0]}"})
+                    "n_range": f"{values[0][0]}-{values[-1][0]}", "excluded": excluded})
     return out
 
 
@@ -162,7 +221,9 @@ def speedups(rows: list[dict[str, Any]], baseline: str = "digital-roofline") -> 
 
 
 def run(cfg: AsymptoticConfig, progress: bool = True) -> Path:
-    """Run the missing points, fit, plot and report; return the CSV path."""
+    """Run the missing points, fit, plot and report; return the CSV path. A
+    :class:`cosim.roofline.MeasurementWarning` lists the measured points whose timings are
+    unreliable (the report flags them and the fit leaves them out)."""
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = cfg.out_dir / "asymptotic.csv"
     rows = sweep.run_sweep(
@@ -171,13 +232,21 @@ def run(cfg: AsymptoticConfig, progress: bool = True) -> Path:
         context=sweep.context_of(cfg, exclude=("sizes", "condition_numbers", "fit_points", "workers", "scheduler",
                                                "out_dir")),
     )
-    fits = fit_exponents(rows, cfg.fit_points)
+    fits = fit_exponents(rows, cfg.fit_points, cfg.spread_tolerance)
     plot(rows, fits, cfg.out_dir / "asymptotic.png", cfg)
     report(rows, fits, cfg.out_dir / "asymptotic.md", cfg)
+    flagged = [f"n = {r['n']} ({unreliable(r, cfg.spread_tolerance)})" for r in rows if unreliable(r, cfg.spread_tolerance)]
+    if flagged:
+        from cosim.roofline import MeasurementWarning
+
+        warnings.warn(f"timings of the measured digital inversions are unreliable at {'; '.join(flagged)}; the fit "
+                      f"leaves them out; rerun on an idle machine", MeasurementWarning, stacklevel=2)
     return csv_path
 
 
-def plot(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg: AsymptoticConfig) -> None:
+def plot(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg: AsymptoticConfig) -> Any:
+    """Per-layer time against width, log-log; measured points carry their spread as error bars
+    and unreliable ones a red cross. Returns the (closed) Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -190,17 +259,31 @@ def plot(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg
         if (kind, kappa) in slope:
             label += f" (n^{slope[(kind, kappa)]:.2f})"
         style = "-" if kind.startswith("digital") else ("--" if kind == "thermo-inverse" else ":")
-        ax.loglog([v[0] for v in values], [v[1] for v in values], style, marker="o", ms=3, label=label)
-    ax.set_xlabel("layer width n")
+        ns, ts = [v[0] for v in values], [v[1] for v in values]
+        line = ax.plot(ns, ts, style, marker="o", ms=3, label=label)
+        if kind == "digital-measured":
+            spread = {int(r["n"]): float(r["spread"]) for r in rows if r["kind"] == kind}
+            half = [t * spread[n] / 2 for n, t in zip(ns, ts)]  # the p10..p90 width, centred on the median
+            ax.errorbar(ns, ts, yerr=half, fmt="none", ecolor=line[0].get_color(), capsize=2, lw=0.8)
+    bad = [(int(r["n"]), float(r["time_s"])) for r in rows if unreliable(r, cfg.spread_tolerance)]
+    if bad:
+        ax.plot(*zip(*bad), "x", color="crimson", ms=8, mew=1.5, ls="none",
+                label=f"unreliable timing (spread > {100 * cfg.spread_tolerance:.0f}% or busy): not fitted")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer width n (units)")
     ax.set_ylabel("per-layer time (s)")
     ax.set_title(f"K-FAC per-layer inversion: digital vs thermodynamic ({cfg.hardware}, {cfg.gpu})")
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def report(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg: AsymptoticConfig) -> None:
+    measured = [r for r in rows if r["kind"] == "digital-measured"]
+    flagged = [r for r in measured if unreliable(r, cfg.spread_tolerance)]
     lines = [
         "# Asymptotic per-layer speedup of thermodynamic K-FAC",
         "",
@@ -209,19 +292,40 @@ def report(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, c
         f"![per-layer time against n]({path.with_suffix('.png').name})",
         "",
         "## Assumptions",
-        f"- digital: float32 Cholesky inversion, measured on this machine up to n = {cfg.measure_max_n}, "
+        f"- digital: float32 Cholesky inversion, measured on this machine ({cfg.measure_threads} torch "
+        f"thread{'s' if cfg.measure_threads > 1 else ''}) up to n = {cfg.measure_max_n}, "
         f"and projected by the roofline of the {cfg.gpu} preset (d^3 flops per inversion, datasheet peak).",
+        f"- measured times: median of {cfg.repeats} to {cfg.max_repeats} repeats, repeated until the spread "
+        f"(p90 - p10) / median is at most {100 * cfg.spread_tolerance:.0f}% or {cfg.measure_budget_s:g} s are spent; "
+        "a point whose spread stays above it, or that was timed while the load average exceeded the cores, is "
+        "flagged and left out of the fit.",
         f"- analog: hardware preset `{cfg.hardware}`, {cfg.n_chips} chip(s), target relative error "
         f"{cfg.target_rel_error:g}, geometric chip spectrum with the given condition number (thermo timing model).",
         "",
+        "## Measured digital inversions",
+        "",
+        "| n | time per layer (s) | spread | repeats | load / cores | trusted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in measured:
+        why = unreliable(r, cfg.spread_tolerance)
+        load = f"{float(r['load']):.1f} / {int(r['cores'])}" if math.isfinite(float(r["load"])) else f"- / {int(r['cores'])}"
+        lines.append(f"| {r['n']} | {float(r['time_s']):.3g} | {100 * float(r['spread']):.0f}% | {r['repeats']} | {load} | "
+                     f"{'no: ' + why if why else 'yes'} |")
+    if flagged:
+        lines += ["", f"**{len(flagged)} of {len(measured)} measured points are unreliable** "
+                  f"(n = {', '.join(str(r['n']) for r in flagged)}) and are left out of the fit: rerun on an idle machine."]
+    lines += [
+        "",
         "## Fitted exponents (time ~ n^p over the largest sizes)",
         "",
-        "| series | kappa | n | fitted p | theory p |",
-        "|---|---|---|---|---|",
+        "| series | kappa | n | fitted p | theory p | left out (unreliable) |",
+        "|---|---|---|---|---|---|",
     ]
     for f in fits:
         kappa = "-" if f["kind"].startswith("digital") else f"{f['kappa']:g}"
-        lines.append(f"| {f['kind']} | {kappa} | {f['n_range']} | {f['exponent']:.2f} | {f['theory']:g} |")
+        left_out = ", ".join(str(n) for n in f.get("excluded", [])) or "-"
+        lines.append(f"| {f['kind']} | {kappa} | {f['n_range']} | {f['exponent']:.2f} | {f['theory']:g} | {left_out} |")
     lines += ["", "## Speedup over the digital roofline projection", "", "| n | kappa | variant | speedup |", "|---|---|---|---|"]
     for s in speedups(rows):
         lines.append(f"| {s['n']} | {s['kappa']:g} | {s['variant']} | {s['speedup']:.3g} |")
@@ -232,9 +336,16 @@ def report(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, c
 
 
 def summary(rows: list[dict[str, Any]], cfg: AsymptoticConfig) -> str:
-    fits = fit_exponents(rows, cfg.fit_points)
-    return "\n".join(
+    """The fitted exponents, one line per series, and a line per unreliable measured point.
+    Rows of points outside ``cfg`` (an older run kept in the same store) are ignored."""
+    wanted = {(p["kind"], int(p["n"]), float(p["kappa"])) for p in points(cfg)}
+    rows = [r for r in rows if (r["kind"], int(r["n"]), float(r["kappa"])) in wanted]
+    fits = fit_exponents(rows, cfg.fit_points, cfg.spread_tolerance)
+    lines = [
         f"{f['kind']:<17} kappa={f['kappa']:<7g} n={f['n_range']:<10} fitted p={f['exponent']:.2f} (theory {f['theory']:g})"
+        + (f", left out n = {', '.join(map(str, f['excluded']))}" if f["excluded"] else "")
         for f in fits
-    )
-
+    ]
+    lines += [f"unreliable timing at n = {r['n']}: {unreliable(r, cfg.spread_tolerance)} (not fitted)"
+              for r in rows if unreliable(r, cfg.spread_tolerance)]
+    return "\n".join(lines)
