@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import sweep
+from . import checks, sweep
 from .intervals import mean_ci
+from .plotting import scale_for
 
 KNOBS = ("bits", "kT", "mismatch_sigma", "window_tau")
 
@@ -58,15 +59,28 @@ class NoiseConfig:
         from digital.tasks import available_tasks
         from thermo.hardware import PRESETS
 
+        owner = "NoiseConfig"
         unknown = set(self.tasks) - set(available_tasks())
         if not self.tasks or unknown:
             raise ValueError(f"tasks must be built-in tasks, unknown: {sorted(unknown)}")
-        if self.steps < 1 or self.seeds < 1:
-            raise ValueError("steps and seeds must be >= 1")
-        if any(b < 2 for b in (*self.bits, *(w for ws in self.bits_only.values() for w in ws))):
-            raise ValueError(f"bit widths must be >= 2, got {self.bits}")
+        if not isinstance(self.bits_only, dict):
+            raise checks.StudyConfigError(f"{owner}.bits_only must map a task to its bit widths, got {self.bits_only!r}")
+        checks.store(
+            self,
+            steps=checks.integer(owner, "steps", self.steps),
+            seeds=checks.integer(owner, "seeds", self.seeds),
+            bits=checks.integers(owner, "bits", self.bits, minimum=2),
+            bits_only={task: checks.integers(owner, f"bits_only[{task!r}] (bit widths)", widths, minimum=2)
+                       for task, widths in self.bits_only.items()},
+            kT=checks.reals(owner, "kT", self.kT, low=0.0),
+            mismatch_sigma=checks.reals(owner, "mismatch_sigma", self.mismatch_sigma, 0.0, 1.0, high_open=True),
+            window_tau=checks.reals(owner, "window_tau", self.window_tau, 0.0, low_open=True),
+            noise_window_tau=checks.positive(owner, "noise_window_tau", self.noise_window_tau),
+            target_rel_error=checks.real(owner, "target_rel_error", self.target_rel_error, 0.0, 1.0, True, True),
+            workers=checks.workers(owner, self.workers),
+        )
         if self.hardware not in PRESETS:
-            raise ValueError(f"unknown hardware preset {self.hardware!r}")
+            raise ValueError(f"unknown hardware preset {self.hardware!r}; choose from {sorted(PRESETS)}")
 
     @classmethod
     def full(cls, **overrides: Any) -> NoiseConfig:
@@ -195,7 +209,20 @@ def run(cfg: NoiseConfig, progress: bool = True) -> Path:
     return csv_path
 
 
-def plot(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> None:
+AXIS_LABELS = {
+    "bits": "converter bit width (bits)",
+    "kT": "thermal noise kT (V^2)",
+    "mismatch_sigma": "static mismatch sigma (relative)",
+    "window_tau": "readout window (tau)",
+}
+"""The x label of each knob's panel, with its unit."""
+
+
+def plot(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> Any:
+    """Final training loss against each knob, one panel per knob, with the exact and Adam
+    references; a point whose runs fell back to the exact solver gets a red cross (named in the
+    legend). Axes are logarithmic where their values span more than a decade. Returns the
+    (closed) Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,27 +230,44 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> None:
 
     fig, axes = plt.subplots(1, len(KNOBS), figsize=(4 * len(KNOBS), 3.6), squeeze=False)
     for ax, knob in zip(axes[0], KNOBS):
+        xs: list[float] = []
+        ys: list[float] = []
+        fell_back: list[tuple[float, float]] = []
         for task in cfg.tasks:
-            pts = sorted((s["value"], s["train_loss"], s["train_loss_ci"]) for s in summary
-                         if s["task"] == task and s["variant"] == knob and math.isfinite(s["train_loss"]))
-            if pts:
-                x, y, e = zip(*pts)
-                line = ax.errorbar(x, y, yerr=[0 if math.isnan(v) else v for v in e], marker="o", capsize=3, label=f"{task} thermo")
-                for ref, style in (("exact", "--"), ("adam", ":")):
-                    level = next(s["train_loss"] for s in summary if s["task"] == task and s["variant"] == ref)
-                    ax.axhline(level, ls=style, color=line[0].get_color(), lw=1, label=f"{task} {ref}")
-        if knob == "mismatch_sigma":
-            ax.set_xscale("symlog", linthresh=1e-3)  # zero mismatch is a point of the sweep
-        elif knob != "bits":
-            ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(knob)
-        ax.set_ylabel("final training loss")
-        ax.legend(fontsize=6)
+            entries = sorted((s for s in summary if s["task"] == task and s["variant"] == knob
+                              and math.isfinite(s["train_loss"])), key=lambda s: s["value"])
+            if not entries:
+                continue
+            x = [s["value"] for s in entries]
+            y = [s["train_loss"] for s in entries]
+            e = [0 if math.isnan(s["train_loss_ci"]) else s["train_loss_ci"] for s in entries]
+            line = ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=f"{task} thermo")
+            xs += x
+            ys += y
+            fell_back += [(s["value"], s["train_loss"]) for s in entries if s.get("fallbacks", 0) > 0]
+            for ref, style in (("exact", "--"), ("adam", ":")):
+                level = next(s["train_loss"] for s in summary if s["task"] == task and s["variant"] == ref)
+                ax.axhline(level, ls=style, color=line[0].get_color(), lw=1, label=f"{task} {ref}")
+                ys.append(level)
+        if fell_back:
+            ax.plot(*zip(*fell_back), ls="none", marker="X", ms=10, mfc="none", mec="crimson", mew=1.5, zorder=5,
+                    label="runs fell back to the exact solver")
+        xscale = scale_for(xs)
+        if xscale == "symlog":  # a zero (no mismatch) is a point of the sweep
+            positive = [v for v in xs if v > 0]
+            ax.set_xscale("symlog", linthresh=min(positive))
+        else:
+            ax.set_xscale(xscale)
+        ax.set_yscale("log" if scale_for(ys) == "log" else "linear")
+        ax.set_xlabel(AXIS_LABELS[knob])
+        ax.set_ylabel("final training loss (nats)")
+        if ax.lines or ax.collections:
+            ax.legend(fontsize=6)
     fig.suptitle(f"K-FAC through the {cfg.hardware} device, one non-ideality at a time ({cfg.steps} steps)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def report(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> None:

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from studies import noise
+from studies.plotting import figure_problems
 from studies.sweep import read_rows
 
 
@@ -66,3 +67,42 @@ def test_the_default_sweeps_every_knob_on_the_mlp_and_bit_widths_on_the_cnn() ->
     assert {v for p in noise.points(full) if p["task"] == "digits-cnn" for v in [p["variant"]]} >= set(noise.KNOBS)
     with pytest.raises(ValueError, match="bit widths"):
         noise.NoiseConfig(bits_only={"digits-cnn": (1,)})
+
+
+def _summary_entry(task, variant, value, loss, fallbacks=0, ci=0.002):
+    return {"task": task, "variant": variant, "value": float(value), "n": 3, "train_loss": loss, "train_loss_ci": ci,
+            "test_accuracy": 0.9, "test_accuracy_ci": 0.01, "fallbacks": fallbacks, "failed": 0}
+
+
+def test_the_figure_marks_exact_fallbacks_labels_units_and_picks_log_axes(tmp_path) -> None:
+    # before: fallbacks were invisible, axes had no units and every loss axis was logarithmic
+    cfg = noise.NoiseConfig(tasks=("digits-mlp",), bits_only={}, workers=1, out_dir=tmp_path)
+    summary = [_summary_entry("digits-mlp", "adam", 0, 0.04), _summary_entry("digits-mlp", "exact", 0, 0.022)]
+    summary += [_summary_entry("digits-mlp", "bits", b, loss, fallbacks=3 if b == 4 else 0)
+                for b, loss in ((4, 0.035), (6, 0.023), (16, 0.022))]
+    summary += [_summary_entry("digits-mlp", "kT", k, 0.022 + k) for k in (1e-6, 1e-4, 1e-2)]
+    summary += [_summary_entry("digits-mlp", "mismatch_sigma", m, 0.023) for m in (0.0, 0.001, 0.05)]
+    summary += [_summary_entry("digits-mlp", "window_tau", w, 0.022) for w in (1.0, 10.0, 100.0)]
+    fig = noise.plot(summary, tmp_path / "noise.png", cfg)
+    assert figure_problems(fig) == []
+    bits, kT, mismatch, window = fig.axes
+    assert bits.get_xscale() == "linear" and kT.get_xscale() == "log" and window.get_xscale() == "log"
+    assert mismatch.get_xscale() == "symlog"  # zero mismatch among values spanning decades
+    assert bits.get_yscale() == "linear"  # 0.022..0.04: less than a decade
+    assert kT.get_xlabel().endswith("(V^2)") and bits.get_ylabel() == "final training loss (nats)"
+    crosses = [line for line in bits.get_lines() if line.get_marker() == "X"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [4.0]  # only the width that fell back
+    assert "runs fell back to the exact solver" in [t.get_text() for t in bits.get_legend().get_texts()]
+    assert not any(line.get_marker() == "X" for line in kT.get_lines())
+
+
+@pytest.mark.parametrize("bad, field", [(dict(steps=0), "steps"), (dict(seeds=0), "seeds"), (dict(steps=True), "steps"),
+                                        (dict(bits=(4.5, 8)), r"bits\[0\]"), (dict(bits=(1,)), "bits"),
+                                        (dict(kT=(-1e-6,)), "kT"), (dict(mismatch_sigma=(1.0,)), "mismatch_sigma"),
+                                        (dict(window_tau=(0.0,)), "window_tau"), (dict(workers=0), "workers"),
+                                        (dict(target_rel_error=0.0), "target_rel_error"), (dict(steps=2.5), "steps")])
+def test_bad_configurations_name_the_field_and_value(bad, field) -> None:
+    with pytest.raises(ValueError, match=field) as err:
+        noise.NoiseConfig(**bad)
+    assert repr(next(iter(bad.values()))).split(",")[0].strip("(") in str(err.value)  # the value is named
+    assert noise.NoiseConfig(bits=(4.0, 8)).bits == (4, 8)  # a whole float is kept as the integer, not truncated
