@@ -25,7 +25,8 @@ from typing import Any
 from thermo import PRESETS as HARDWARE_PRESETS
 from thermo import HardwareSpec
 from thermo import preset as hardware_preset
-from thermo.config_files import read_table
+from thermo.config_files import is_config_path, read_table
+from thermo.errors import HardwareSpecError
 
 
 class SystemSpecError(ValueError):
@@ -387,7 +388,8 @@ class SystemSpec:
         name: str = "",
         notes: str = "",
     ) -> SystemSpec:
-        """A system assembled from preset names (GPU, link, :data:`thermo.PRESETS` hardware)."""
+        """A system assembled from preset names (GPU, link, :data:`thermo.PRESETS` hardware or a
+        hardware file)."""
         return cls(
             gpu=gpu_preset(gpu),
             link=link_preset(link),
@@ -566,10 +568,14 @@ def _link_from(value: object) -> LinkSpec:
 
 
 def _hardware_by_name(name: object) -> HardwareSpec:
+    """A :data:`thermo.PRESETS` name (any case) or a .toml/.yaml hardware file."""
     if isinstance(name, str):
-        for key in HARDWARE_PRESETS:
-            if key.lower() == name.lower():
-                return hardware_preset(key)
+        try:
+            return hardware_preset(name)
+        except HardwareSpecError as exc:
+            if is_config_path(name):
+                raise
+            raise SystemSpecError(str(exc)) from None
     raise SystemSpecError(
         f"unknown hardware preset {name!r}; choose one of {list(HARDWARE_PRESETS)}"
     )
