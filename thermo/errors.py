@@ -55,3 +55,9 @@ class MemoryBudgetError(ThermoError, ValueError):
 class ConfigFileError(ThermoError, ValueError):
     """A hardware or system description file that is missing, unreadable or malformed; the
     message names the file (and the line, where the parser gives one)."""
+
+
+class UnsupportedInputError(InputError, TypeError):
+    """An argument of a type the solver cannot take as it is: complex, sparse, a
+    ``LinearOperator``, an object, string or boolean array. The message names the type and the
+    conversion that makes it usable. Also a ``TypeError``, since the type is what is wrong."""

@@ -25,7 +25,9 @@ import numba
 import numpy as np
 
 from .backends import Array, ArrayBackend, RandomSource
-from .errors import NotPositiveDefiniteError
+from .errors import InputError, NotPositiveDefiniteError
+from .memory import check_memory
+from .validation import check_count, check_kT, check_rhs, check_system, check_times, to_host
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,6 +121,15 @@ def psd_sqrt(q: np.ndarray) -> np.ndarray:
     """Symmetric square roots of a stack of small PSD matrices (robust to singular ones)."""
     w, u = np.linalg.eigh(q)
     return (u * np.sqrt(np.clip(w, 0.0, None))[:, None, :]) @ np.swapaxes(u, 1, 2)
+
+
+def eigen_plan_bytes(d: int, c: int, *, samples_kept: int, itemsize: int, mass: float = 0.0) -> int:
+    """Peak bytes of the eigenbasis integrator on a ``d x d`` matrix with ``c`` chains keeping
+    ``samples_kept`` samples per chunk: the matrix, its eigenvectors and the eigensolver's
+    workspace (about three ``d x d``), the mode states and the sampled chunk with its rotation
+    back to the original basis (two ``samples_kept x d x c``)."""
+    k = 1 if mass == 0 else 2
+    return int(itemsize * (3 * d * d + (4 * k + 2) * d * c + 2 * samples_kept * d * c))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,23 +331,43 @@ def sample_ou(
     dtype: str = "float64",
 ) -> Array:
     """Exact samples of the overdamped process ``dx = -(a x - b) dt + sqrt(2 kT) dW`` at
-    ``times`` (increasing, shape ``(n,)``; ``times[0]`` is the time of ``x0``).
+    ``times`` (strictly increasing, finite, shape ``(n,)``; ``times[0]`` is the time of ``x0``).
 
-    ``a`` symmetric positive definite ``(d, d)``, ``b`` and ``x0`` of shape ``(d,)``. Returns
-    ``(n, d)`` with the first row ``x0``. Cost: one eigendecomposition, ``O(n d)`` for the
-    recursion in the eigenbasis and one ``(n, d) x (d, d)`` GEMM to rotate back.
+    ``a`` symmetric positive definite ``(d, d)``, ``b`` and ``x0`` of shape ``(d,)``, ``kT > 0``
+    (V^2), ``seed`` an integer >= 0. The inputs get the solver's checks
+    (:mod:`thermo.validation`: real dense arrays, square, finite, symmetric, positive definite,
+    matching shapes) and a path above the memory budget is refused before it is allocated.
+    Returns ``(n, d)`` with the first row ``x0``. Cost: one eigendecomposition, ``O(n d)`` for
+    the recursion in the eigenbasis and one ``(n, d) x (d, d)`` GEMM to rotate back.
     """
     from .backends import NumpyBackend
 
+    a_host = to_host(a, "a")
+    b_host = to_host(b, "b")
+    x0_host = to_host(x0, "x0")
+    check_system(a_host, None, 1e-8)
+    d = a_host.shape[0]
+    check_rhs(b_host, d, "b", allow_matrix=False)
+    check_rhs(x0_host, d, "x0", allow_matrix=False)
+    times = check_times(times)
+    kT = check_kT(kT)
+    check_count(seed, "seed", minimum=0)
+    if dtype not in ("float32", "float64"):
+        raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
+    item = 4 if dtype == "float32" else 8
+    n_times = times.size
+    varying = n_times > 2 and np.ptp(np.diff(times)) > 1e-12 * max(1.0, float(np.diff(times)[0]))
+    check_memory(
+        eigen_plan_bytes(d, 1, samples_kept=n_times, itemsize=item) + 8 * n_times * d * (3 if varying else 0),
+        f"an exact OU path of {n_times} samples in d = {d}",
+        "fewer sample times per call (split the times and chain the calls through x0)",
+    )
     be = backend if backend is not None else NumpyBackend()
-    ou = EigenOU(be.asarray(a, dtype), kT, 0.0, be, dtype)
+    ou = EigenOU(be.asarray(0.5 * (a_host + a_host.T), dtype), kT, 0.0, be, dtype)
     rng = be.random(seed)
-    times = np.asarray(times, dtype=np.float64)
     steps = np.diff(times)
-    if steps.size and steps.min() < 0:
-        raise ValueError("times must be non-decreasing")
-    mu = ou.mode_mean(be.asarray(b, dtype)[:, None])
-    u0 = ou.to_modes(be.asarray(x0, dtype)[:, None]) - mu
+    mu = ou.mode_mean(be.asarray(b_host, dtype)[:, None])
+    u0 = ou.to_modes(be.asarray(x0_host, dtype)[:, None]) - mu
     n = steps.size
     path = rng.normal((n, ou.d, 1), dtype)
     lam = ou.eigenvalues
@@ -360,6 +391,6 @@ def sample_ou(
             prev = path[j]
     y = path[:, :, 0] + mu[:, 0]  # (n, d) in the eigenbasis
     out = be.empty((n + 1, ou.d), dtype)
-    out[0] = be.asarray(x0, dtype)
+    out[0] = be.asarray(x0_host, dtype)
     out[1:] = be.matmul(y, ou.eigenvectors.T)
     return out

@@ -23,13 +23,14 @@ import numpy as np
 from . import timing
 from .backends import Array, ArrayBackend, get_backend
 from .errors import InputError, NotPositiveDefiniteError, ShapeMismatchError
-from .exact import EigenOU, ModeState
+from .exact import EigenOU, ModeState, eigen_plan_bytes
 from .hardware import HardwareSpec
+from .memory import check_memory
 from .program import ProgrammedInputs, ProgrammedMatrix, program_inputs, program_matrix
 from .quantize import Quantizer
 from .readout import SampleAccumulator
-from .stepwise import DriftProcess, StepwiseLangevin, spectral_abscissa_bound
-from .validation import check_finite, check_system, to_host
+from .stepwise import DriftProcess, StepwiseLangevin, spectral_abscissa_bound, stepwise_plan_bytes
+from .validation import check_count, check_finite, check_system, to_host
 
 
 class ThermoWarning(UserWarning):
@@ -47,7 +48,9 @@ class SolverConfig:
     dt_tau: float | None = None
     """Stepwise time step (tau); default ``min(sample interval, 0.05 / |lambda|_max)`` for EM."""
     target_rel_error: float = 1e-2
-    """Accuracy that the planned burn-in and window aim at (relative, rms)."""
+    """Accuracy that the planned burn-in and window aim at (relative, rms: the planning figure
+    that ``Diagnostics.predicted_rel_error`` reports; the run's 95% bound is
+    ``Diagnostics.estimated_rel_error``)."""
     burn_in_tau: float | None = None
     """Burn-in before sampling (tau); None plans it from the smallest eigenvalue."""
     window_tau: float | None = None
@@ -66,6 +69,7 @@ class SolverConfig:
     bound_management: bool = True
     """Retry a solve with half the input amplitude when the readout clips too often."""
     max_bound_retries: int = 4
+    """Retries of bound management (0: none)."""
     clip_tolerance: float = 1e-3
     """Largest acceptable fraction of clipped readout values."""
     backend: Literal["numpy", "torch"] = "numpy"
@@ -92,8 +96,16 @@ class SolverConfig:
             raise InputError(f"SolverConfig.output_fill must be in (0, 1], got {self.output_fill!r}")
         if self.input_scaling not in ("fit_output", "absmax"):
             raise InputError(f"SolverConfig.input_scaling must be fit_output or absmax, got {self.input_scaling!r}")
-        if self.max_samples < 1 or self.chunk_samples < 1 or self.n_batches < 1:
-            raise InputError("SolverConfig.max_samples, chunk_samples and n_batches must be >= 1")
+        for name in ("max_samples", "chunk_samples", "n_batches"):
+            check_count(getattr(self, name), f"SolverConfig.{name}")
+        check_count(self.max_bound_retries, "SolverConfig.max_bound_retries", minimum=0)
+        for name in ("closed_form", "bound_management"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"SolverConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("clip_tolerance", "symmetry_rtol"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+                raise InputError(f"SolverConfig.{name} must be a finite number >= 0, got {value!r}")
         if self.dtype not in ("float32", "float64"):
             raise InputError(f"SolverConfig.dtype must be float32 or float64, got {self.dtype!r}")
 
@@ -110,12 +122,18 @@ class Diagnostics:
     window_tau: float
     n_samples: int
     estimated_rel_error: float | None
-    """Relative error estimated for this run: for a solve, the statistical error of the window
-    average (batch means of its samples, or its exact law) combined with the bound on the
-    transient left after burn-in; the theory for the realized spectrum (inverse); the digital
-    residual (tiled solve)."""
+    """A calibrated 95% bound on this run's relative error (the actual error is below it with
+    probability >= 0.95 over the thermal noise), relative to the solution of the matrix the chip
+    realized (converter and mismatch errors are reported apart, ``dac_*``, ``realized_*``).
+    Solve (largest over right-hand sides, see ``error_bound_per_rhs``): the 95% quantile of the
+    norm of the window average's Gaussian noise (exact law of the realized spectrum; batch
+    means with a Student-t factor where the dynamics have no closed form) plus the bound on the
+    transient left after burn-in, averaged over the window, plus the ADC rounding bound.
+    Inverse: the quantile of the Frobenius error plus the burn-in bias. Tiled solve: the digital
+    a-posteriori bound ``|A x - b| / (lambda_min(A) |x|)``. See docs/physics.md."""
     predicted_rel_error: float | None
-    """Relative error the OU theory predicts for the planned window (thermal noise only)."""
+    """The rms relative error the OU theory predicts for the planned window (thermal noise only,
+    from stationarity): the planning figure that ``target_rel_error`` aims at, not a bound."""
     matrix_scale: float
     rhs_scale: np.ndarray | None
     dac_A_rel_error: float
@@ -127,6 +145,8 @@ class Diagnostics:
     n_tiles: int = 1
     device_time: timing.TimingBreakdown | None = None
     notes: tuple[str, ...] = ()
+    error_bound_per_rhs: np.ndarray | None = None
+    """Solve: the 95% bound of each right-hand side, ``(k,)`` (``estimated_rel_error`` is its max)."""
 
 
 @dataclass(frozen=True)
@@ -195,10 +215,12 @@ class ThermodynamicSolver:
         check_system(a, bh, self.config.symmetry_rtol)
         if not bh.any():
             raise InputError("b is zero: the solution is zero, there is nothing to run on the chip")
-        a = 0.5 * (a + a.T)
         vector = bh.ndim == 1
         b2 = bh[:, None] if vector else bh
         x0h, v0h = self._warm_start(x0, b2.shape)
+        self._check_plan(a.shape[0], b2.shape[1], "solve")
+        a += a.T
+        a *= 0.5
         if self.hw.n_units is not None and a.shape[0] > self.hw.n_units:
             from .tiling import tiled_solve
 
@@ -213,7 +235,9 @@ class ThermodynamicSolver:
         """Estimate ``A^-1`` from the stationary covariance ``kT A_hat^-1`` (``b = 0``)."""
         a = to_host(A, "A")
         check_system(a, None, self.config.symmetry_rtol)
-        a = 0.5 * (a + a.T)
+        self._check_plan(a.shape[0], 1, "inverse")
+        a += a.T
+        a *= 0.5
         if self.hw.n_units is not None and a.shape[0] > self.hw.n_units:
             from .tiling import tiled_inverse
 
@@ -230,6 +254,8 @@ class ThermodynamicSolver:
         velocity = None
         if isinstance(x0, AnalogState):
             velocity = None if x0.velocity is None else to_host(x0.velocity, "x0.velocity")
+            if velocity is not None:
+                check_finite(velocity, "x0.velocity")
             x0 = x0.x
         xh = to_host(x0, "x0")
         check_finite(xh, "x0")
@@ -239,7 +265,51 @@ class ThermodynamicSolver:
             raise ShapeMismatchError(f"x0 must match b: expected shape {shape}, got {xh.shape}")
         if velocity is not None and velocity.ndim == 1:
             velocity = velocity[:, None]
+        if velocity is not None and velocity.shape != shape:
+            raise ShapeMismatchError(f"x0.velocity must match b: expected shape {shape}, got {velocity.shape}")
         return xh, velocity
+
+    # ------------------------------------------------------------------------------------------
+    def planned_bytes(self, d: int, n_rhs: int, primitive: Literal["solve", "inverse"] = "solve") -> int:
+        """Peak bytes a ``solve`` with ``n_rhs`` right-hand sides (or an ``inverse``) of a
+        ``d x d`` matrix would allocate: the host's programming arrays, the integrator's
+        matrices, the chains and the samples kept per chunk. Tiled plans count one chip-sized
+        block plus the host's full-size iterates (an inverse runs ``d`` chains)."""
+        hw, cfg = self.hw, self.config
+        item = 4 if cfg.dtype == "float32" else 8
+        tiled = hw.n_units is not None and d > hw.n_units
+        block = min(d, hw.n_units) if tiled else d
+        chains = (d if primitive == "inverse" else n_rhs) if tiled else (1 if primitive == "inverse" else n_rhs)
+        host = 6 * 8 * block * block + 4 * 8 * d * chains + (8 * d * d if tiled else 0)
+        exact_ok = hw.linear_symmetric and cfg.method != "stepwise"
+        ideal_readout = hw.bits_adc is None and not math.isfinite(hw.v_range_v)
+        if exact_ok:
+            kept = 0 if (primitive == "solve" and ideal_readout and cfg.closed_form) else cfg.chunk_samples
+            dyn = eigen_plan_bytes(block, chains, samples_kept=kept, itemsize=item, mass=hw.mass_tau2)
+        else:
+            integrator = cfg.integrator
+            if integrator == "auto":
+                integrator = "exact_step" if (hw.drift_sigma == 0 and not hw.clip_in_dynamics) else "euler_maruyama"
+            dyn = stepwise_plan_bytes(block, chains, itemsize=item, mass=hw.mass_tau2, integrator=integrator)
+        readout = item * (cfg.n_batches * block * chains + (block * block if primitive == "inverse" and not tiled else 0))
+        return int(host + dyn + readout)
+
+    def _check_plan(self, d: int, n_rhs: int, primitive: Literal["solve", "inverse"]) -> None:
+        """Refuse, before anything is allocated, a plan above the memory budget."""
+        tiled = self.hw.n_units is not None and d > self.hw.n_units
+        what = (
+            f"the chip simulator's {primitive} of a {d} x {d} matrix"
+            + (f" with {n_rhs} right-hand sides" if primitive == "solve" else "")
+            + (f" (tiled over {self.hw.n_units}-unit chips)" if tiled else "")
+        )
+        alternative = (
+            "fewer right-hand sides per call, a smaller matrix, dtype='float32', or, for K-FAC/NGD "
+            "curvature, the exact low-rank device (thermo.lowrank)"
+            if primitive == "solve"
+            else "a smaller matrix, dtype='float32', solves of the needed columns instead of the full "
+            "inverse, or the exact low-rank device (thermo.lowrank)"
+        )
+        check_memory(self.planned_bytes(d, n_rhs, primitive), what, alternative)
 
     def _realize(self, a: np.ndarray, chip_index: int) -> tuple[ProgrammedMatrix, str, EigenOU | None, np.ndarray]:
         """Program ``a`` onto chip ``chip_index``; choose the method; return the programmed matrix,
@@ -352,7 +422,11 @@ class ThermodynamicSolver:
                 _scatter(x, nonzero),
                 None if stderr is None else _scatter(stderr, nonzero),
                 AnalogState(_scatter(state.x, nonzero), None if state.velocity is None else _scatter(state.velocity, nonzero)),
-                dataclasses.replace(diag, rhs_scale=_scatter(diag.rhs_scale[None, :], nonzero)[0]),
+                dataclasses.replace(
+                    diag,
+                    rhs_scale=_scatter(diag.rhs_scale[None, :], nonzero)[0],
+                    error_bound_per_rhs=None if diag.error_bound_per_rhs is None else _scatter(diag.error_bound_per_rhs[None, :], nonzero)[0],
+                ),
             )
         self._calls += 1
         cfg, hw, be = self.config, self.hw, self.backend
@@ -370,11 +444,11 @@ class ThermodynamicSolver:
         while True:
             inputs = program_inputs(b, hw, self.rng, be, cfg.dtype, headroom)
             x_star_hat = _chip_solution(programmed, inputs, be)
-            sol_norm = float(np.linalg.norm(x_star_hat, axis=0).min())
+            sol_norms = np.maximum(np.linalg.norm(x_star_hat, axis=0), 1e-300)
+            sol_norm = float(sol_norms.min())
             x0_hat = None if x0 is None else x0 * (programmed.alpha / inputs.beta)
-            init_ratio = 1.0 if x0_hat is None else float(
-                np.max(np.linalg.norm(x0_hat - x_star_hat, axis=0) / np.maximum(np.linalg.norm(x_star_hat, axis=0), 1e-300))
-            )
+            init_ratios = np.ones(c) if x0_hat is None else np.linalg.norm(x0_hat - x_star_hat, axis=0) / sol_norms
+            init_ratio = float(init_ratios.max())
             burn_in = cfg.burn_in_tau
             if burn_in is None:
                 burn_in = timing.equilibration_time_tau(
@@ -419,16 +493,14 @@ class ThermodynamicSolver:
         scale = inputs.beta / programmed.alpha  # x = scale * x_hat, per column
         x = mean_hat * scale
         stderr = None if var_hat is None else np.sqrt(var_hat) * scale
-        norm_x = np.linalg.norm(x, axis=0)
-        # The transient left after burn-in is a deterministic bias that batch means cannot see:
-        # the estimate adds its bound to the statistical error of the window average.
-        transient = timing.transient_rel_error(
-            spectrum, n_burn * h, initial_error_ratio=init_ratio, mass_tau2=hw.mass_tau2
+        exact_law = method == "exact" or (
+            integrator == "exact_step" and programmed.symmetric and hw.drift_sigma == 0 and not hw.clip_in_dynamics
         )
-        est = None
-        if stderr is not None:
-            statistical = float(np.max(np.sqrt((stderr**2).sum(0)) / np.maximum(norm_x, 1e-300)))
-            est = math.hypot(statistical, transient)
+        bounds = self._solve_bounds(
+            spectrum, n_burn * h, h, n, sol_norms, init_ratios, exact_law,
+            None if var_hat is None else var_hat.sum(0), d,
+        )
+        est = None if bounds is None else float(bounds.max())
         predicted = timing.solve_relative_error(
             spectrum, hw.kT, window=n * h, solution_norm=sol_norm, sample_interval_tau=h, mass_tau2=hw.mass_tau2
         )
@@ -456,8 +528,54 @@ class ThermodynamicSolver:
                 initial_error_ratio=init_ratio,
             ),
             notes=tuple(run.notes),
+            error_bound_per_rhs=bounds,
         )
         return x, stderr, state, diag
+
+    def _solve_bounds(
+        self,
+        spectrum: timing.SpectrumInfo,
+        burn_in: float,
+        h: float,
+        n: int,
+        sol_norms: np.ndarray,
+        init_ratios: np.ndarray,
+        exact_law: bool,
+        batch_trace: np.ndarray | None,
+        d: int,
+    ) -> np.ndarray | None:
+        """The 95% bound of each right-hand side's relative error, ``(c,)`` (chip units).
+
+        Noise: with linear symmetric static dynamics integrated exactly the window average's
+        noise is Gaussian with known mode variances (:func:`timing.solve_error_bound`); else only
+        the batch means' trace ``tr C`` (``batch_trace``, ``(c,)``) is known, and the worst case
+        over the unknown correlations (one dominant direction) makes ``|n| / sqrt(tr C_hat)`` a
+        Student t with ``n_batches - 1`` degrees of freedom: its two-sided 95% point multiplies.
+        Plus the window-averaged transient (deterministic, per column) and the ADC's rounding
+        (each sample's error at most half a step with nearest rounding, a step stochastic, so
+        the average's error at most that per entry: ``sqrt(d)`` of it in norm).
+        """
+        from scipy.stats import t as student_t
+
+        hw = self.hw
+        if exact_law:
+            var = timing.solve_noise_variances(spectrum, hw.kT, n_samples=n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
+            noise = math.sqrt(timing.weighted_chi2_quantile(var)) / sol_norms
+        elif batch_trace is not None:
+            dof = max(1, min(self.config.n_batches, n) - 1)
+            factor = float(student_t.ppf(0.5 + timing.BOUND_PROBABILITY / 2, dof))
+            noise = factor * np.sqrt(np.maximum(batch_trace, 0.0)) / sol_norms
+        else:
+            return None
+        transient = np.array([
+            timing.window_transient_rel_error(
+                spectrum, burn_in, sample_interval_tau=h, n_samples=n, initial_error_ratio=float(r0), mass_tau2=hw.mass_tau2
+            )
+            for r0 in init_ratios
+        ])
+        adc = Quantizer(hw.bits_adc, hw.v_range_v, hw.rounding)
+        rounding = adc.step * (0.5 if hw.rounding == "nearest" else 1.0) * math.sqrt(d) / sol_norms
+        return noise + transient + rounding
 
     def _exact_solve(
         self,
@@ -564,6 +682,9 @@ class ThermodynamicSolver:
             )
         analog = (n_burn + n) * h
         predicted = timing.inverse_relative_error(spectrum, n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
+        # exact for linear symmetric dynamics; with a non-symmetric or drifting matrix the
+        # spectrum of the symmetric part stands in (documented as approximate)
+        bound = timing.inverse_error_bound(spectrum, n, sample_interval_tau=h, burn_in_tau=n_burn * h, mass_tau2=hw.mass_tau2)
         diag = Diagnostics(
             method=method,
             integrator=integrator,
@@ -572,7 +693,7 @@ class ThermodynamicSolver:
             burn_in_tau=n_burn * h,
             window_tau=n * h,
             n_samples=n,
-            estimated_rel_error=predicted,
+            estimated_rel_error=bound,
             predicted_rel_error=predicted,
             matrix_scale=programmed.alpha,
             rhs_scale=None,

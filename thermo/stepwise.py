@@ -27,6 +27,8 @@ import scipy.linalg
 from .backends import Array, ArrayBackend, RandomSource
 from .errors import DivergenceError, InputError, NotPositiveDefiniteError
 from .exact import psd_sqrt
+from .memory import check_memory
+from .validation import check_finite, check_square
 
 Integrator = str  # "euler_maruyama" | "exact_step"
 
@@ -46,6 +48,20 @@ def van_loan(drift: np.ndarray, diffusion: np.ndarray, h: float) -> tuple[np.nda
     phi = e[n:, n:].T
     q = phi @ e[:n, n:]
     return phi, 0.5 * (q + q.T)
+
+
+def stepwise_plan_bytes(d: int, c: int, *, itemsize: int, mass: float = 0.0, integrator: Integrator = "euler_maruyama") -> int:
+    """Peak bytes of a stepwise run on ``d`` nodes with ``c`` chains: the stability checks'
+    eigenvalues (a complex ``d x d`` copy), the step matrix (and noise root for ``exact_step``)
+    of the ``n``-dimensional state (``n = d``, or ``2 d`` underdamped), Van Loan's ``2n x 2n``
+    matrix exponential with its workspace (``exact_step``), and the chains' state, spare buffer
+    and noise (``n x c`` each, with the velocity)."""
+    n = d if mass == 0 else 2 * d
+    checks = 8 * 4 * d * d
+    matrices = itemsize * n * n * (2 if integrator == "exact_step" else 1)
+    van_loan = 8 * 6 * (2 * n) ** 2 if integrator == "exact_step" else 0
+    chains = itemsize * 5 * n * c
+    return int(checks + matrices + van_loan + chains)
 
 
 def spectral_abscissa_bound(a: np.ndarray) -> float:
@@ -114,8 +130,22 @@ class StepwiseLangevin:
             raise InputError(f"unknown integrator {integrator!r}: use euler_maruyama or exact_step")
         if integrator == "exact_step" and (drift is not None or clip is not None):
             raise InputError("exact_step needs static linear dynamics: use euler_maruyama with drift or clipping")
-        self.a0 = np.asarray(a_hat, dtype=np.float64)
+        a0 = np.asarray(a_hat)
+        if a0.dtype.kind not in "fiu":
+            raise InputError(f"a_hat must be a real float array, got dtype {a0.dtype}: pass .real or a real embedding")
+        check_square(a0, "a_hat")
+        self.a0 = a0.astype(np.float64, copy=False)
+        check_finite(self.a0, "a_hat")
         self.d = self.a0.shape[0]
+        if tuple(b_hat.shape)[:1] != (self.d,) or len(tuple(b_hat.shape)) != 2:
+            raise InputError(f"b_hat must have shape ({self.d}, c) to match a_hat, got {tuple(b_hat.shape)}")
+        check_memory(
+            stepwise_plan_bytes(
+                self.d, int(b_hat.shape[1]), itemsize=4 if dtype == "float32" else 8, mass=float(mass), integrator=integrator
+            ),
+            f"a stepwise chip simulation of {self.d} nodes with {int(b_hat.shape[1])} chains",
+            "fewer right-hand sides per call, dtype='float32', or the exact eigenbasis path (symmetric, static couplings)",
+        )
         self.kT, self.mass, self.dt = float(kT), float(mass), float(dt)
         self.integrator = integrator
         self.backend, self.dtype = backend, dtype

@@ -1,21 +1,98 @@
-"""Checks of user inputs: shapes, finiteness, symmetry and definiteness, with errors that say
-what is wrong and by how much."""
+"""Checks of user inputs: types, shapes, finiteness, symmetry and definiteness, with errors that
+say what is wrong, by how much, and how to fix it.
+
+One set of checks serves every public entry point that takes a matrix (the solver's ``solve``
+and ``inverse``, :func:`thermo.exact.sample_ou`): :func:`to_host` refuses what would otherwise
+be silently converted (complex values truncated to their real part, sparse matrices, matrix-free
+operators, object, string and boolean arrays), :func:`check_system` checks a symmetric positive
+definite system, :func:`check_times`, :func:`check_kT` and :func:`check_count` the scalars.
+"""
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 import scipy.linalg
 
 from .errors import (
+    InputError,
     NonFiniteInputError,
     NotPositiveDefiniteError,
     NotSymmetricError,
     ShapeMismatchError,
+    UnsupportedInputError,
+)
+
+SYMMETRY_BLOCK_ELEMENTS = 1 << 22
+"""The exact symmetry check compares ``A`` with ``A^T`` in row blocks of at most this many
+entries (32 MB of float64), so it needs no second ``d x d`` array."""
+
+COMPLEX_FIX = (
+    "pass x.real if the imaginary part is rounding, or a real symmetric embedding "
+    "[[Re, -Im], [Im, Re]] of a Hermitian system otherwise"
 )
 
 
+def _type_name(x: object) -> str:
+    t = type(x)
+    return f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__qualname__
+
+
+def refuse_unsupported(x: object, name: str) -> None:
+    """Raise :class:`UnsupportedInputError` for an input type that a float conversion would
+    mangle or refuse obscurely: sparse, matrix-free, complex, object, string or boolean."""
+    try:
+        import scipy.sparse
+        import scipy.sparse.linalg
+
+        if scipy.sparse.issparse(x):
+            raise UnsupportedInputError(
+                f"{name} is a scipy.sparse matrix ({_type_name(x)}): the simulator programs a dense "
+                f"chip; pass {name}.toarray()"
+            )
+        if isinstance(x, scipy.sparse.linalg.LinearOperator):
+            raise UnsupportedInputError(
+                f"{name} is a scipy LinearOperator: the chip is programmed with every coupling, so "
+                f"it needs a dense matrix; form it ({name} @ np.eye(d)) or, matrix-free, use the "
+                "digital 'cg' solver or thermo.lowrank's krylov path (A = U U^T + damping I)"
+            )
+    except ImportError:  # pragma: no cover - scipy is a core dependency
+        pass
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            if x.layout != torch.strided:
+                raise UnsupportedInputError(
+                    f"{name} is a sparse torch tensor (layout {x.layout}): pass {name}.to_dense()"
+                )
+            if x.is_complex():
+                raise UnsupportedInputError(f"{name} is a complex tensor ({x.dtype}): {COMPLEX_FIX}")
+            if x.dtype == torch.bool:
+                raise UnsupportedInputError(f"{name} is a boolean tensor: pass {name}.double() if 0/1 is meant")
+            return
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+    if isinstance(x, (bool, np.bool_)):
+        raise UnsupportedInputError(f"{name} is a boolean ({x!r}), not a number: pass a float")
+    if isinstance(x, (str, bytes)):
+        raise UnsupportedInputError(f"{name} is a string ({x!r:.40}), not a numeric array: pass numbers")
+    if isinstance(x, numbers.Complex) and not isinstance(x, numbers.Real):
+        raise UnsupportedInputError(f"{name} is complex ({x!r}): {COMPLEX_FIX}")
+
+
 def to_host(x: object, name: str) -> np.ndarray:
-    """A float64 host copy of ``x`` (numpy array, torch tensor or nested list)."""
+    """A float64 host copy of ``x`` (numpy array, torch tensor, nested list or number).
+
+    Refuses, with :class:`UnsupportedInputError`, every input that ``np.array(x, float64)``
+    would silently change or obscurely reject: complex (numpy complex dtypes, Python complex,
+    torch complex; the real part would be kept with only a ``ComplexWarning``), sparse
+    (``scipy.sparse``, torch sparse layouts), ``scipy.sparse.linalg.LinearOperator``, and object,
+    string and boolean arrays.
+    """
+    refuse_unsupported(x, name)
     try:
         import torch
 
@@ -23,10 +100,28 @@ def to_host(x: object, name: str) -> np.ndarray:
             x = x.detach().cpu().numpy()
     except ImportError:  # pragma: no cover - torch is a core dependency
         pass
-    try:
-        return np.array(x, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ShapeMismatchError(f"{name} is not a numeric array: {exc}") from None
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:  # ragged nested lists
+            raise ShapeMismatchError(f"{name} is not a numeric array ({exc}): pass a rectangular array") from None
+    kind = x.dtype.kind
+    if kind == "c":
+        raise UnsupportedInputError(f"{name} has the complex dtype {x.dtype}: {COMPLEX_FIX}")
+    if kind == "b":
+        raise UnsupportedInputError(f"{name} is a boolean array: pass {name}.astype(float) if 0/1 is meant")
+    if kind in "USa":
+        raise UnsupportedInputError(f"{name} is an array of strings ({x.dtype}): pass numbers")
+    if kind == "O":
+        for item in x.flat:  # find the culprit: complex, sparse or a non-number inside
+            refuse_unsupported(item, f"an entry of {name}")
+            if not isinstance(item, numbers.Real):
+                raise UnsupportedInputError(
+                    f"{name} is an object array holding {_type_name(item)}: pass a numeric (float) array"
+                )
+    if kind in "mM" or kind == "V":
+        raise UnsupportedInputError(f"{name} has the non-numeric dtype {x.dtype}: pass a float array")
+    return np.array(x, dtype=np.float64)
 
 
 def check_finite(x: np.ndarray, name: str) -> None:
@@ -34,31 +129,49 @@ def check_finite(x: np.ndarray, name: str) -> None:
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise NonFiniteInputError(
-            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), first at index {where}"
+            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), first at index {where}: "
+            "remove them or add damping upstream"
         )
 
 
 def check_square(a: np.ndarray, name: str = "A") -> None:
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
-        raise ShapeMismatchError(f"{name} must be a non-empty square matrix, got shape {a.shape}")
+        raise ShapeMismatchError(f"{name} must be a non-empty square (d, d) matrix, got shape {a.shape}")
+
+
+def max_asymmetry(a: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """``max_ij |a_ij - a_ji|`` and where it is, exactly, in row blocks (no ``d x d`` temporary).
+
+    ``O(d^2)``: negligible beside the ``O(d^3)`` factorization or simulation that follows.
+    """
+    d = a.shape[0]
+    rows = max(1, SYMMETRY_BLOCK_ELEMENTS // max(d, 1))
+    worst, where = 0.0, (0, 0)
+    for start in range(0, d, rows):
+        stop = min(d, start + rows)
+        diff = np.abs(a[start:stop] - a[:, start:stop].T)
+        k = int(np.argmax(diff))
+        value = float(diff.flat[k])
+        if value > worst:
+            worst, where = value, (start + k // d, k % d)
+    return worst, where
 
 
 def check_symmetric(a: np.ndarray, rtol: float, name: str = "A") -> None:
-    """Symmetry up to ``rtol`` relative to the largest entry."""
+    """Exact symmetry up to ``rtol`` relative to the largest entry (every pair compared)."""
     scale = float(np.abs(a).max())
-    asym = float(np.abs(a - a.T).max())
+    asym, (i, j) = max_asymmetry(a)
     if asym > rtol * scale:
-        i, j = np.unravel_index(int(np.argmax(np.abs(a - a.T))), a.shape)
         raise NotSymmetricError(
             f"{name} is not symmetric: |{name}[{i},{j}] - {name}[{j},{i}]| = {asym:.3e} exceeds "
-            f"{rtol:g} x max|{name}| = {rtol * scale:.3e}"
+            f"{rtol:g} x max|{name}| = {rtol * scale:.3e}; pass (A + A.T) / 2 if the asymmetry is rounding"
         )
 
 
 def check_positive_definite(a: np.ndarray, name: str = "A") -> None:
     """Cholesky test (``O(d^3/3)``); on failure report the smallest eigenvalue."""
     if float(np.abs(a).max()) == 0.0:
-        raise NotPositiveDefiniteError(f"{name} is the zero matrix")
+        raise NotPositiveDefiniteError(f"{name} is the zero matrix: add damping (A + lambda I)")
     try:
         scipy.linalg.cholesky(a, lower=True, check_finite=False)
     except np.linalg.LinAlgError:
@@ -69,15 +182,57 @@ def check_positive_definite(a: np.ndarray, name: str = "A") -> None:
         ) from None
 
 
+def check_rhs(b: np.ndarray, d: int, name: str = "b", *, allow_matrix: bool = True) -> None:
+    """``b`` of shape ``(d,)`` (or ``(d, k)`` with ``allow_matrix``), finite."""
+    ok = b.ndim == 1 or (allow_matrix and b.ndim == 2)
+    if not ok or b.shape[0] != d or b.size == 0:
+        shapes = f"({d},) or ({d}, k)" if allow_matrix else f"({d},)"
+        raise ShapeMismatchError(f"{name} must have shape {shapes} to match A ({d}, {d}), got {b.shape}")
+    check_finite(b, name)
+
+
 def check_system(a: np.ndarray, b: np.ndarray | None, rtol: float) -> None:
     """All checks of a symmetric positive definite system ``A x = b``."""
     check_square(a)
     check_finite(a, "A")
     check_symmetric(a, rtol)
     if b is not None:
-        if b.ndim not in (1, 2) or b.shape[0] != a.shape[0]:
-            raise ShapeMismatchError(
-                f"b must have shape ({a.shape[0]},) or ({a.shape[0]}, k) to match A {a.shape}, got {b.shape}"
-            )
-        check_finite(b, "b")
+        check_rhs(b, a.shape[0])
     check_positive_definite(a)
+
+
+def check_times(times: object, name: str = "times") -> np.ndarray:
+    """Sample times: a finite, 1-D, non-empty, strictly increasing float array (tau)."""
+    t = to_host(times, name)
+    if t.ndim != 1 or t.size == 0:
+        raise ShapeMismatchError(f"{name} must be a non-empty 1-D array of times, got shape {t.shape}")
+    check_finite(t, name)
+    steps = np.diff(t)
+    if steps.size and not steps.min() > 0:
+        k = int(np.argmin(steps))
+        raise InputError(
+            f"{name} must be strictly increasing: {name}[{k + 1}] = {t[k + 1]!r} <= {name}[{k}] = {t[k]!r}; "
+            "sort them and drop repeats"
+        )
+    return t
+
+
+def check_kT(kT: object, name: str = "kT") -> float:
+    """A noise energy (V^2): a finite real number > 0."""
+    refuse_unsupported(kT, name)
+    try:
+        value = float(kT)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a finite number > 0 (V^2), got {kT!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{name} must be a finite number > 0 (V^2), got {kT!r}")
+    return value
+
+
+def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """A count: an integer (not a bool) ``>= minimum``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
