@@ -116,6 +116,20 @@ def loss_hessian_factor(outputs: Tensor, loss: str) -> Tensor:
     return torch.diag_embed(sqrt_p) - p[:, :, None] * sqrt_p[:, None, :]
 
 
+def loss_hessian(outputs: Tensor, loss: str) -> Tensor:
+    """The per-example loss Hessians ``H_i`` (``(b, d_z, d_z)``) in the outputs ``(b, d_z)``:
+    ``diag(p) - p p^T`` (``p = softmax(z)``) for ``cross_entropy``, ``I`` for ``mse``; the
+    diagonal blocks of the paper's ``H_L`` (``b d_z x b d_z``, block diagonal)."""
+    check_loss(loss)
+    if outputs.ndim != 2:
+        raise UnsupportedConfigurationError(f"outputs must be (b, d_z), got shape {tuple(outputs.shape)}")
+    b, d_z = outputs.shape
+    if loss == "mse":
+        return torch.eye(d_z, dtype=outputs.dtype, device=outputs.device).expand(b, d_z, d_z).clone()
+    p = torch.softmax(outputs.detach(), dim=-1)
+    return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+
+
 def reduced_loss_hessian_factor(outputs: Tensor, loss: str) -> Tensor:
     """Factors of full column rank ``L~_i`` with ``L~_i L~_i^T = H_i``: ``(b, d_z, d_z - 1)`` for
     ``cross_entropy`` (``H = diag(p) - p p^T`` annihilates the all-ones vector, so rank ``d_z - 1``),

@@ -18,6 +18,10 @@ Operations of :class:`GGNOperator`:
 * ``matvec(v) = U (U^T v)``, the GGN-vector product.
 * ``gram()``: ``K = U^T U`` (``r x r``) assembled layer by layer (below), cached.
 * ``dense_u()``: ``U`` explicitly, for reference and debugging only.
+* ``dense_ut()``: ``U^T`` ``(r, N)`` assembled layer by layer from the same inputs and
+  sensitivities as the Gram (each layer's Jacobian block), with the autodiff fallback for the
+  other parameters; :func:`output_jacobian` uses it with ``L = I`` to form ``J_f`` itself, which
+  the quantized TNGD device programs (:func:`thermo.hybrid.program_arrays`).
 
 :func:`woodbury_solve` turns ``gram()`` into ``(G + lam I)^-1 g``.
 
@@ -93,6 +97,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from thermo.errors import NotPositiveDefiniteError, ShapeMismatchError
+from thermo.memory import check_memory
 
 from .curvature import (
     Inputs,
@@ -422,6 +427,41 @@ class GGNOperator:
             return self._fallback_block(list(self.param_names)).mT
         raise UnsupportedConfigurationError(f"dense_u method must be 'apply_u' or 'jacobian', got {method!r}")
 
+    def dense_ut(self) -> Tensor:
+        """``U^T`` ``(r, N)`` formed layer by layer: per hooked layer its Jacobian block (the
+        ``block`` Gram's rows, ``sum_p outer(s_{x,p}, a_{n,p})`` for the weight, ``sum_p s_{x,p}`` for
+        the bias) from one sensitivity pass, the fallback parameters by per-example autodiff.
+        Memory ``r N`` entries, checked against the budget first (:func:`thermo.memory.check_memory`)."""
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        check_memory(2 * self.rank * self.n * itemsize, f"the formed factor U^T ({self.rank} x {self.n})",
+                     "a matrix-free path (gram(), apply_u, apply_ut)")
+        sens, fallback, _ = self._sensitivities()
+        offsets, start = {}, 0
+        for name in self.param_names:
+            size = self._shapes[name].numel()
+            offsets[name] = (start, start + size)
+            start += size
+        out = torch.zeros(self.rank, self.n, dtype=self.dtype, device=self.device)
+        for h in self._hooked:
+            if h.name not in sens:  # a layer never called: its parameters have a zero Jacobian
+                continue
+            a, s = sens[h.name]
+            if h.weight is not None:
+                lo, hi = offsets[h.weight]
+                out[:, lo:hi] = torch.einsum("nkpo,npi->nkoi", s, a).reshape(self.rank, hi - lo)
+            if h.bias is not None:
+                lo, hi = offsets[h.bias]
+                out[:, lo:hi] = s.sum(dim=2).reshape(self.rank, hi - lo)
+        names = [n for n in self.param_names if n in fallback]
+        if names:
+            block = self._fallback_block(names)
+            col = 0
+            for name in names:
+                lo, hi = offsets[name]
+                out[:, lo:hi] = block[:, col : col + hi - lo]
+                col += hi - lo
+        return out
+
     # -- the Gram ------------------------------------------------------------------------------
     def _sensitivities(self) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, str], float]:
         """One forward with hooks and the batched backward passes: per hooked layer its inputs
@@ -731,6 +771,21 @@ def _block_gram(a: Tensor, s: Tensor, weight: bool, bias: bool, max_elements: in
     return K
 
 
+# -- the output Jacobian -----------------------------------------------------------------------
+def output_jacobian(
+    model: nn.Module, inputs: Inputs, *, params: Mapping[str, Tensor] | None = None, check: bool = True
+) -> tuple[Tensor, Tensor]:
+    """``J_f`` ``(b d_z, N)`` (row ``n d_z + k`` is ``dz_{n,k} / dtheta``, columns in the order of
+    ``params``) and the outputs ``z`` ``(b, d_z)``, formed layer by layer.
+
+    It is :meth:`GGNOperator.dense_ut` of the operator whose loss factor is the identity (the
+    ``mse`` GGN, ``U^T = J_f / sqrt(b)``), rescaled: one forward pass with hooks and ``d_z``
+    batched backward passes, no per-example ``jacrev`` except for layers the hooks cannot cover.
+    Memory ``b d_z N`` entries (checked against the budget)."""
+    op = GGNOperator(model, inputs, loss="mse", params=params, check=check)
+    return op.dense_ut() * math.sqrt(op.batch_size), op.outputs
+
+
 # -- Woodbury --------------------------------------------------------------------------------
 def woodbury_solve(op: GGNOperator, g: Tensor, damping: float) -> Tensor:
     """``(G + lam I)^-1 g = (g - U (lam I + K)^-1 U^T g) / lam`` with ``K = op.gram()``.
@@ -752,4 +807,4 @@ def woodbury_solve(op: GGNOperator, g: Tensor, damping: float) -> Tensor:
     return x[:, 0] if squeeze else x
 
 
-__all__ = ["STRATEGIES", "GGNOperator", "LayerPlan", "block_cost", "pairwise_cost", "woodbury_solve"]
+__all__ = ["STRATEGIES", "GGNOperator", "LayerPlan", "block_cost", "output_jacobian", "pairwise_cost", "woodbury_solve"]

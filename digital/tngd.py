@@ -7,13 +7,32 @@ Two device paths (``method``):
   own units, propagated exactly between uploads (:mod:`thermo.hybrid` on
   :mod:`thermo.lowrank`): one ``eigh`` of the ``r x r`` Gram (assembled layer by layer by
   :class:`digital.ggn.GGNOperator`, never forming ``J_f``), and products with ``U`` (a VJP) and
-  ``U^T`` (a JVP). ``kappa`` is the hardware's ``kT``; the input DAC and the ADC are the
-  hardware's ``bits_b`` and ``bits_adc`` (auto-ranged); the readout averages ``n_readout``
-  samples; ``delay_tau`` lets the device run on the previous upload while the next gradient is
-  computed (the paper's ``t_d``). ``krylov`` replaces the ``eigh`` by Lanczos (large ``r``).
-* ``simulator``: the chip of :mod:`thermo` with everything it models (coupling DAC, rails,
-  mismatch, drift, clipping inside the dynamics, underdamped nodes), on a dense ``A``, described
-  below. ``auto`` takes it when the hardware has any of those.
+  ``U^T`` (a JVP). With a coupling DAC the arrays are programmed as below. ``krylov`` replaces
+  the ``eigh`` by Lanczos (large ``r``).
+* ``simulator``: the chip of :mod:`thermo` with everything it models, on a dense ``N x N``
+  ``A`` (described below). ``auto`` takes it only for what the exact path cannot model
+  (:func:`simulator_only_features`); its planned memory (``N x N`` arrays, the factor, the
+  chains) is checked first (:func:`dense_plan_bytes`, :func:`thermo.memory.check_memory`), so a
+  plan beyond the budget is refused at construction, naming the size and the alternative.
+
+What the exact low-rank path models (the one declared list; everything else of a
+:class:`~thermo.HardwareSpec` is either refused there or has no counterpart):
+
+* thermal noise: ``kappa`` is the hardware's ``kT`` (or the ``kappa`` argument);
+* the coupling DAC (``bits_A``, ``rounding``, ``coupling_range``) on the paper's three resistor
+  arrays ``J_f`` (``b d_z x N``), ``H_L`` (``b d_z x b d_z``) and ``J_f^T``, each auto-ranged to
+  its own largest entry as the dense chip's couplings are (:func:`thermo.hybrid.program_arrays`):
+  ``J_f`` is formed layer by layer (:func:`digital.ggn.output_jacobian`, ``b d_z N`` entries,
+  checked against the memory budget), the realized ``A_q = J_q^T H_q J_q / b + lambda I`` is
+  propagated exactly (:class:`thermo.lowrank.LowRankOU` with the core ``H_q``); ``lambda`` is
+  exact (its resistors hold one value, which an auto-ranged DAC represents exactly);
+* the input DAC ``bits_b`` and the readout ADC ``bits_adc`` (auto-ranged: the rails
+  ``v_range_v`` never clip there);
+* the readout: ``n_readout`` samples every ``hardware.sample_interval_tau`` ending at ``t``;
+* the delay ``t_d`` (``delay_tau``) on the previous upload, and the warm start.
+
+Only the simulator models (:func:`simulator_only_features`): static mismatch, drift, clipping
+inside the dynamics and underdamped (RLC) nodes. Neither path of TNGD tiles (``n_units``).
 
 Each step the digital side computes the gradient ``g`` and the GGN factor ``U``; the analog
 device holds ``A = U U^T + lambda I`` and ``g`` and its node voltages follow the
@@ -57,12 +76,13 @@ from torch import Tensor, nn
 
 from thermo import AnalogState, HardwareSpec, SolverConfig, preset
 from thermo.errors import NonFiniteInputError
-from thermo.hybrid import LowRankDevice, LowRankDeviceSpec
+from thermo.hybrid import LowRankDevice, LowRankDeviceSpec, ProgrammedArrays, program_arrays
 from thermo.lowrank import LowRankCurvature
+from thermo.memory import check_memory
 
-from .curvature import trainable_params
+from .curvature import loss_hessian, trainable_params
 from .errors import NonFiniteGradientError, UnsupportedConfigurationError
-from .ggn import GGNOperator
+from .ggn import GGNOperator, output_jacobian
 from .ngd import CurvatureOptimizer, check_damping
 from .solvers import SolverDiagnostics
 from .solvers.thermo_backend import ThermoSolver
@@ -73,14 +93,13 @@ _RESERVED = ("burn_in_tau", "window_tau")
 
 
 def simulator_only_features(hw: HardwareSpec) -> list[str]:
-    """What of ``hw`` the exact low-rank path cannot model (empty: it models all of it).
+    """What of ``hw`` the exact low-rank path cannot model (empty: it models all of it; the
+    list of what it models is in the module docstring).
 
     The exact path auto-ranges its converters to the values converted (the paper's loop states
     no scaling into volts), so the rails ``v_range_v`` never clip there; clipping inside the
-    dynamics needs the simulator."""
+    dynamics needs the simulator. The coupling DAC is modelled on the exact path."""
     reasons = []
-    if hw.bits_A is not None:
-        reasons.append(f"coupling DAC (bits_A={hw.bits_A})")
     if hw.mismatch_sigma > 0:
         reasons.append(f"mismatch (mismatch_sigma={hw.mismatch_sigma:g})")
     if hw.drift_sigma > 0:
@@ -90,6 +109,19 @@ def simulator_only_features(hw: HardwareSpec) -> list[str]:
     if hw.regime != "overdamped":
         reasons.append(f"{hw.regime} nodes")
     return reasons
+
+
+def dense_plan_bytes(n: int, rank: int, hw: HardwareSpec, itemsize: int = 4) -> int:
+    """Bytes the simulator path holds at its peak for ``N = n`` parameters and rank ``r``.
+
+    The factor ``U`` and the per-example Jacobian it comes from (``2 r N`` entries of the
+    model's ``itemsize``), ``U U^T`` and its symmetrized copy (``2 N^2``, model dtype), and the
+    chip's float64 ``N x N`` arrays: the host copy, the scaled, quantized and realized couplings
+    and the eigenbasis or the stepwise operator (5), plus the mismatch pattern (1) and the drift
+    state (2) when the hardware has them; the chains (``N`` columns of state and readout sums)
+    are ``O(N)``. A lower bound of what :class:`thermo.ThermodynamicSolver` allocates."""
+    n64 = 5 + (hw.mismatch_sigma > 0) + 2 * (hw.drift_sigma > 0)
+    return int(2 * rank * n * itemsize + 2 * n * n * itemsize + n64 * n * n * 8 + 8 * n * 8)
 
 
 class TNGD(CurvatureOptimizer):
@@ -128,7 +160,8 @@ class TNGD(CurvatureOptimizer):
     After a step: ``last_diagnostics`` (:class:`SolverDiagnostics` of the device run; the full
     :class:`thermo.Diagnostics` under ``extra["thermo"]``), ``last_stats`` (``analog_time_tau``,
     ``analog_time_s``, ``matrix_time``, wall times...), ``analog_state`` (the
-    :class:`thermo.AnalogState` the next step starts from).
+    :class:`thermo.AnalogState` the next step starts from), ``programmed`` (the exact path's
+    :class:`thermo.hybrid.ProgrammedArrays` when the hardware has a coupling DAC).
     """
 
     _extra_key = "tngd"
@@ -178,7 +211,7 @@ class TNGD(CurvatureOptimizer):
         super().__init__(model, defaults, loss)
         self.hardware = preset(hardware) if isinstance(hardware, str) else hardware
         unsupported = simulator_only_features(self.hardware)
-        if method == "auto":
+        if method == "auto":  # the exact path unless the hardware needs the simulator
             method = "simulator" if unsupported else "exact"
         elif method != "simulator" and unsupported:
             raise UnsupportedConfigurationError(
@@ -190,6 +223,8 @@ class TNGD(CurvatureOptimizer):
         self.method = method
         self.adam, self.adam_eps = bool(adam), float(adam_eps)
         self.device: LowRankDevice | None = None
+        #: the arrays of the last step as the coupling DAC programmed them (exact path with ``bits_A``)
+        self.programmed: ProgrammedArrays | None = None
         if method != "simulator":
             h = self.hardware.sample_interval_tau
             n_samples = n_readout if n_readout is not None else max(1, round(readout_window_tau / h))
@@ -209,6 +244,8 @@ class TNGD(CurvatureOptimizer):
         self.last_diagnostics: SolverDiagnostics | None = None
         if method == "simulator":
             self._schedule(analog_time_tau, readout_window_tau)  # refuse off-grid times now
+        if method == "simulator":
+            self._check_dense_plan(rank=0)  # the N x N part is known now: refuse before any step
         n_units = self.hardware.n_units
         if method == "simulator" and n_units is not None and self.num_params > n_units:
             # The simulator block-iterates larger matrices (Gauss-Seidel sweeps of block solves):
@@ -217,6 +254,19 @@ class TNGD(CurvatureOptimizer):
                 f"TNGD reads the state of one analog run, but N = {self.num_params} parameters exceed the "
                 f"chip's n_units = {n_units}; use hardware.replace(n_units=None) (one large chip)"
             )
+
+    def _check_dense_plan(self, rank: int) -> None:
+        """Refuse a simulator plan beyond the memory budget (:func:`dense_plan_bytes`)."""
+        unsupported = simulator_only_features(self.hardware)
+        if unsupported:
+            alternative = (f"hardware without {', '.join(unsupported)} (hardware.replace(...)), which TNGD propagates "
+                           "on the exact low-rank path")
+        else:
+            alternative = "method='auto' (this hardware runs on the exact low-rank path)"
+        itemsize = self.param_groups[0]["params"][0].element_size()
+        n = self.num_params
+        check_memory(dense_plan_bytes(n, rank, self.hardware, itemsize),
+                     f"TNGD's chip simulator (dense N x N couplings, N = {n})", alternative)
 
     # -- timing ----------------------------------------------------------------------------------
     def _schedule(self, t: float, w: float) -> tuple[int, int]:
@@ -248,6 +298,11 @@ class TNGD(CurvatureOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
         """One TNGD step on the batch given to :meth:`set_batch`; returns the closure's loss."""
+        if self._batch is None:
+            raise UnsupportedConfigurationError(
+                "TNGD.step() needs the batch its curvature is built from: call optimizer.set_batch(inputs, targets) "
+                "before every optimizer.step(closure)"
+            )
         if self.device is not None:
             return self._step_lowrank(closure)
         group = self.param_groups[0]
@@ -258,6 +313,7 @@ class TNGD(CurvatureOptimizer):
         loss, g = self._gradient(closure)
         t1 = time.perf_counter()
         U = self._curvature()
+        self._check_dense_plan(rank=U.shape[1])  # before the N x N arrays are formed
         t2 = time.perf_counter()
         if self.warm_start and self.analog_state is not None:
             x0: AnalogState | None = self.analog_state
@@ -300,7 +356,12 @@ class TNGD(CurvatureOptimizer):
     def _step_lowrank(self, closure: Callable[[], Tensor] | None) -> Tensor:
         """A step on the exact (or Lanczos) device: the Gram of the batch GGN, one upload, a run
         of ``t``, the read, then ``t_d`` more on this upload while the next gradient is computed."""
-        assert self.device is not None and self._batch is not None
+        device = self.device
+        if device is None or self._batch is None:
+            raise UnsupportedConfigurationError(
+                "TNGD's low-rank step needs the exact device and a batch: call optimizer.set_batch(inputs, targets) "
+                "before optimizer.step(closure)"
+            )
         group = self.param_groups[0]
         damping, t, t_d = group["damping"], float(group["analog_time_tau"]), float(group["delay_tau"])
         check_damping(damping)
@@ -310,15 +371,21 @@ class TNGD(CurvatureOptimizer):
         t0 = time.perf_counter()
         loss, g = self._gradient(closure)
         t1 = time.perf_counter()
-        inputs, targets = self._batch
-        op = GGNOperator(self.model, inputs, loss=self.loss, params=trainable_params(self.model),
-                         check=self._step_count == 0, reduced_factor=True)
-        gram = op.gram()
-        t2 = time.perf_counter()
-        device = self.device
+        inputs = self._batch[0]
         device.generator = torch.Generator(device=g.device).manual_seed(self._step_seed())
+        notes: tuple[str, ...] = ()
         try:  # LowRankCurvature refuses a non-finite Gram; the device a state it cannot propagate
-            curvature = LowRankCurvature(apply_u=op.apply_u, apply_ut=op.apply_ut, gram=gram, damping=damping, n=op.n)
+            if device.spec.bits_coupling is None:  # ideal arrays: matrix-free, J_f never formed
+                op = GGNOperator(self.model, inputs, loss=self.loss, params=trainable_params(self.model),
+                                 check=self._step_count == 0, reduced_factor=True)
+                curvature = LowRankCurvature(apply_u=op.apply_u, apply_ut=op.apply_ut, gram=op.gram(),
+                                             damping=damping, n=op.n)
+            else:
+                arrays = self._program(inputs)
+                curvature = arrays.curvature(damping)
+                notes = (f"coupling DAC {device.spec.bits_coupling} bits: J_f rel. error "
+                         f"{arrays.jacobian_rel_error:.2e}, H_L {arrays.hessian_rel_error:.2e}",)
+            t2 = time.perf_counter()
             device.upload(curvature, g)
             if not self.warm_start or device.state is None:
                 device.reset(g.clone() if self.initial_state == "gradient" else None)
@@ -332,17 +399,35 @@ class TNGD(CurvatureOptimizer):
         self._apply(self._direction(x))
         self._step_count += 1
         self._batch = None
+        rank = curvature.rank
         self.last_diagnostics = SolverDiagnostics(
             f"tngd-{self.method}", t3 - t2, analog_time_s=analog_tau * device.spec.tau_s,
-            notes=(f"rank {op.rank}, numerical rank {getattr(device.process, 'numerical_rank', op.rank)}",),
+            notes=(f"rank {rank}, numerical rank {getattr(device.process, 'numerical_rank', rank)}", *notes),
         )
         self.last_stats = {
-            "step": self._step_count, "N": op.n, "rank": op.rank, "damping": damping,
+            "step": self._step_count, "N": curvature.n, "rank": rank, "damping": damping,
             "loss": float(loss.detach()) if isinstance(loss, Tensor) else float("nan"),
             "analog_time_tau": analog_tau, "analog_time_s": analog_tau * device.spec.tau_s, "matrix_time": t,
             "gradient_s": t1 - t0, "curvature_s": t2 - t1, "device_s": t3 - t2, "update_s": time.perf_counter() - t3,
         }
         return loss
+
+    def _program(self, inputs: Any) -> ProgrammedArrays:
+        """The batch's ``J_f`` (formed layer by layer) and ``H_L`` through the coupling DAC;
+        kept as :attr:`programmed`."""
+        assert self.device is not None
+        spec = self.device.spec
+        jac, outputs = output_jacobian(self.model, inputs, params=trainable_params(self.model),
+                                       check=self._step_count == 0)
+        if not bool(torch.isfinite(jac).all()):
+            raise NonFiniteInputError("the output Jacobian J_f contains NaN or infinity")
+        # programming holds the scaled array, its levels and the realized copy beside J_f
+        check_memory(3 * jac.numel() * jac.element_size(), f"programming the J_f array ({tuple(jac.shape)})",
+                     "hardware with an ideal coupling DAC (hardware.replace(bits_A=None): J_f is never formed)")
+        hessian = loss_hessian(outputs, self.loss).to(jac.dtype)
+        self.programmed = program_arrays(jac, hessian, spec.bits_coupling, spec.rounding, spec.coupling_range,
+                                         seed=self._step_seed())
+        return self.programmed
 
     def relax_on_device(
         self, U: Tensor, g: Tensor, damping: float, x0: AnalogState | None, n_total: int, n_window: int

@@ -10,7 +10,10 @@ with ``U`` of shape ``(N, r)`` (``N`` parameters, ``r = b * d_z`` much smaller),
 damping, ``g`` the gradient ``(N,)``, ``kappa >= 0`` the noise strength (a variance rate: the
 stationary law is ``N(A^-1 g, kappa A^-1)``). ``U`` need not exist as a matrix: it is given by
 two products ``apply_u: (r, k) -> (N, k)`` and ``apply_ut: (N, k) -> (r, k)`` and the ``r x r``
-Gram matrix ``K = U^T U`` (:class:`LowRankCurvature`).
+Gram matrix ``K = U^T U`` (:class:`LowRankCurvature`). Optionally the curvature carries a
+symmetric ``r x r`` core ``S``: ``A = U S U^T + lam I`` (still rank ``r`` plus damping; ``S`` may
+be indefinite). That is the form of the quantized TNGD device, whose arrays hold ``J_f`` and
+``H_L`` separately (:func:`thermo.hybrid.program_arrays`).
 
 Eigen path (:class:`LowRankOU`)
 -------------------------------
@@ -23,7 +26,10 @@ function ``f``::
     V^T v = diag(s^-1/2) Q^T apply_ut(v),      V c = apply_u(Q diag(s^-1/2) c),
 
 one ``apply_ut`` and one ``apply_u`` per application, every vector of a step batched as columns of
-one pair of passes. ``A`` has at most ``r + 1`` distinct eigenvalues, so all per-mode
+one pair of passes. With a core ``S``, ``V^T A V = lam I + C`` with
+``C = diag(s^1/2) Q^T S Q diag(s^1/2)``; a second ``eigh``, ``C = P diag(c) P^T``, rotates ``V``
+to ``V P`` and the eigenvalues on ``range(U)`` become ``c + lam`` (they must stay > 0: a core
+can make ``A`` indefinite). ``A`` has at most ``r + 1`` distinct eigenvalues, so all per-mode
 coefficient work is ``O(r)`` (host, float64) and the products cost ``O(N r)``.
 
 Laws used (``mu`` an eigenvalue of ``A``, every mode a scalar OU):
@@ -218,6 +224,22 @@ def _default_tol(dtype: torch.dtype) -> float:
     return 1e-12 if dtype == torch.float64 else 1e-6
 
 
+def _check_core(core: object, gram: Tensor) -> Tensor:
+    """The core ``S`` as a symmetric ``(r, r)`` tensor of the Gram's dtype and device, checked."""
+    s = torch.as_tensor(core).to(dtype=gram.dtype, device=gram.device)
+    r = gram.shape[0]
+    if tuple(s.shape) != (r, r):
+        raise ShapeMismatchError(f"core must have the Gram's shape ({r}, {r}), got {tuple(s.shape)}")
+    if not bool(torch.isfinite(s).all()):
+        raise NonFiniteInputError("core contains non-finite values (NaN or inf)")
+    if s.numel():
+        scale, asym = float(s.abs().max()), float((s - s.T).abs().max())
+        rtol = 1e-8 if s.dtype == torch.float64 else 1e-4
+        if asym > rtol * scale:
+            raise NotSymmetricError(f"core is not symmetric: max |S - S^T| = {asym:.3e} exceeds {rtol:g} x max|S|")
+    return 0.5 * (s + s.T)
+
+
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LowRankCurvature:
@@ -225,7 +247,8 @@ class LowRankCurvature:
 
     ``apply_u``: ``(r, k) -> (N, k)``; ``apply_ut``: ``(N, k) -> (r, k)``; ``gram``: ``U^T U``,
     ``(r, r)`` symmetric PSD (its dtype and device are the working ones); ``damping``: ``lam > 0``
-    (dimensionless, like ``A``: ``A`` is in units of ``1/tau``); ``n``: ``N``.
+    (dimensionless, like ``A``: ``A`` is in units of ``1/tau``); ``n``: ``N``; ``core``: ``None``
+    (``A = U U^T + lam I``) or a symmetric ``(r, r)`` ``S`` with ``A = U S U^T + lam I``.
     The consistency of ``gram`` with the products is the caller's (``from_matrix`` guarantees it).
     """
 
@@ -234,6 +257,7 @@ class LowRankCurvature:
     gram: Tensor
     damping: float
     n: int
+    core: Tensor | None = None
 
     def __post_init__(self) -> None:
         gram = self.gram
@@ -255,6 +279,8 @@ class LowRankCurvature:
                 )
             gram = 0.5 * (gram + gram.T)
         object.__setattr__(self, "gram", gram)
+        if self.core is not None:
+            object.__setattr__(self, "core", _check_core(self.core, gram))
         damping = float(self.damping)
         if not math.isfinite(damping) or damping <= 0:
             raise NotPositiveDefiniteError(
@@ -267,8 +293,9 @@ class LowRankCurvature:
         object.__setattr__(self, "n", int(self.n))
 
     @classmethod
-    def from_matrix(cls, u: object, damping: float) -> LowRankCurvature:
-        """From a dense ``U`` of shape ``(N, r)`` (tests and small problems)."""
+    def from_matrix(cls, u: object, damping: float, core: object | None = None) -> LowRankCurvature:
+        """From a dense ``U`` of shape ``(N, r)`` (tests and small problems), optionally with a
+        core ``S`` ``(r, r)``."""
         mat = torch.as_tensor(u)
         if not mat.is_floating_point():
             mat = mat.to(torch.float64)
@@ -276,7 +303,8 @@ class LowRankCurvature:
             raise ShapeMismatchError(f"U must be a matrix of shape (N, r), got shape {tuple(mat.shape)}")
         if not bool(torch.isfinite(mat).all()):
             raise NonFiniteInputError("U contains non-finite values (NaN or inf)")
-        return cls(lambda c: mat @ c, lambda v: mat.T @ v, mat.T @ mat, damping, mat.shape[0])
+        core_t = None if core is None else torch.as_tensor(core, dtype=mat.dtype, device=mat.device)
+        return cls(lambda c: mat @ c, lambda v: mat.T @ v, mat.T @ mat, damping, mat.shape[0], core_t)
 
     @property
     def rank(self) -> int:
@@ -306,9 +334,13 @@ class LowRankCurvature:
         return out
 
     def matvec(self, v: Tensor) -> Tensor:
-        """``A v = U (U^T v) + damping v`` for ``v`` of shape ``(N,)`` or ``(N, k)``."""
+        """``A v = U (S (U^T v)) + damping v`` (``S = I`` without a core) for ``v`` of shape
+        ``(N,)`` or ``(N, k)``."""
         cols = v[:, None] if v.ndim == 1 else v
-        out = self.u(self.ut(cols)) + self.damping * cols
+        low = self.ut(cols)
+        if self.core is not None:
+            low = self.core @ low
+        out = self.u(low) + self.damping * cols
         return out[:, 0] if v.ndim == 1 else out
 
     def dense(self) -> Tensor:
@@ -442,7 +474,8 @@ def _eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class LowRankOU(_OUBase):
-    """Exact OU propagation for ``A = U U^T + lam I`` by the eigendecomposition of ``K = U^T U``.
+    """Exact OU propagation for ``A = U U^T + lam I`` (or ``U S U^T + lam I`` with a core) by the
+    eigendecomposition of ``K = U^T U`` (and of the core in that basis).
 
     ``kappa >= 0``: noise variance rate (stationary covariance ``kappa A^-1``). ``tol``: modes with
     ``s <= tol * max(s)`` are treated as part of the null space of ``U`` (default ``1e-12`` in
@@ -472,9 +505,25 @@ class LowRankOU(_OUBase):
                 f"gram has eigenvalue {smin:.3e} < 0 (largest {smax:.3e}): it is not a Gram matrix U^T U"
             )
         keep = s > self.tol * smax if smax > 0 else torch.zeros_like(s, dtype=torch.bool)
-        self.s = s[keep]
-        #: ``Q diag(s^-1/2)`` on the kept modes, ``(r, q)``: ``V = U @ scaled_q``.
-        self.scaled_q = q[:, keep] * self.s.rsqrt()
+        s = s[keep]
+        #: ``Q diag(s^-1/2)`` on the kept modes, ``(r, q)``: ``V = U @ scaled_q`` (times ``P`` with a core).
+        self.scaled_q = q[:, keep] * s.rsqrt()
+        if curvature.core is not None and s.numel():
+            # V^T (U S U^T) V = diag(s^1/2) Q^T S Q diag(s^1/2) = C = P diag(c) P^T: rotate V to V P
+            root = s.sqrt()
+            qk = q[:, keep]
+            c_mat = root[:, None] * (qk.T @ curvature.core @ qk) * root[None, :]
+            s, p = _eigh(0.5 * (c_mat + c_mat.T))
+            self.scaled_q = self.scaled_q @ p
+            lowest = float(s.min()) + self.damping
+            if not lowest > 0:
+                raise NotPositiveDefiniteError(
+                    f"the realized matrix U S U^T + damping I has eigenvalue {lowest:.3e} <= 0: the programmed "
+                    "curvature (e.g. its quantized arrays) lost definiteness; use more coupling bits (bits_A) "
+                    "or more damping"
+                )
+        #: Eigenvalues of ``U U^T`` (``U S U^T`` with a core) on the kept modes of ``range(U)``.
+        self.s = s
         self._mu = self.s.detach().cpu().to(torch.float64).numpy() + self.damping
 
     @property

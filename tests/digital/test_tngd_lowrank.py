@@ -122,9 +122,12 @@ def test_krylov_path_agrees_with_the_eigen_path() -> None:
 def test_the_path_follows_the_hardware() -> None:
     model = mlp()
     assert TNGD(model, hardware="ideal").method == "exact"
-    assert TNGD(model, hardware="published").method == "simulator"  # its coupling DAC
-    with pytest.raises(UnsupportedConfigurationError, match="coupling DAC"):
-        TNGD(model, hardware="published", method="exact")
+    published = TNGD(model, hardware="published")  # its coupling DAC is modelled on the exact path
+    assert published.method == "exact" and published.device.spec.bits_coupling == 16
+    assert TNGD(model, hardware="published", method="krylov").method == "krylov"
+    assert TNGD(model, hardware=HardwareSpec.published(mismatch_sigma=0.01)).method == "simulator"
+    with pytest.raises(UnsupportedConfigurationError, match="clipping"):
+        TNGD(model, hardware=HardwareSpec.published(clip_in_dynamics=True), method="exact")
     with pytest.raises(UnsupportedConfigurationError, match="mismatch.*drift"):
         TNGD(model, hardware="noisy", method="krylov")
     exact = TNGD(model, hardware=HardwareSpec.published(bits_A=None), n_readout=3)
