@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import sweep
+from . import checks, sweep
 from .intervals import mean_ci
+from .plotting import scale_for
 from .noise import train_variant
 from .projections import WORKLOADS, base_system, project_methods
 
@@ -76,20 +77,21 @@ class DesignSpaceConfig:
             raise ValueError(f"unknown workload {self.workload!r}; known: {', '.join(WORKLOADS)}")
         if self.hardware not in PRESETS:
             raise ValueError(f"unknown hardware preset {self.hardware!r}")
-        if self.steps < 1 or self.seeds < 1:
-            raise ValueError("steps and seeds must be >= 1")
-        if not (self.bits and self.target_rel_error and self.mismatch_sigma and self.tau_scale):
-            raise ValueError("every axis (bits, target_rel_error, mismatch_sigma, tau_scale) needs at least one value")
-        if any(b < 2 for b in self.bits):
-            raise ValueError(f"bit widths must be >= 2, got {self.bits}")
-        if any(not 0 < e < 1 for e in self.target_rel_error):
-            raise ValueError(f"target relative errors must lie in (0, 1), got {self.target_rel_error}")
-        if any(not 0 <= m < 1 for m in self.mismatch_sigma):
-            raise ValueError(f"mismatch_sigma must lie in [0, 1), got {self.mismatch_sigma}")
-        if not (self.step_ratio > 0 and all(t > 0 for t in self.tau_scale)):
-            raise ValueError("step_ratio and the tau scales must be positive")
-        if self.n_gpus < 1 or self.n_chips < 1 or self.inv_update_steps < 1:
-            raise ValueError("n_gpus, n_chips and inv_update_steps must be >= 1")
+        owner = "DesignSpaceConfig"
+        checks.store(
+            self,
+            steps=checks.integer(owner, "steps", self.steps),
+            seeds=checks.integer(owner, "seeds", self.seeds),
+            bits=checks.integers(owner, "bits", self.bits, minimum=2),
+            target_rel_error=checks.reals(owner, "target_rel_error", self.target_rel_error, 0.0, 1.0, True, True),
+            mismatch_sigma=checks.reals(owner, "mismatch_sigma", self.mismatch_sigma, 0.0, 1.0, high_open=True),
+            tau_scale=checks.reals(owner, "tau_scale", self.tau_scale, 0.0, low_open=True),
+            step_ratio=checks.positive(owner, "step_ratio", self.step_ratio),
+            n_gpus=checks.integer(owner, "n_gpus", self.n_gpus),
+            n_chips=checks.integer(owner, "n_chips", self.n_chips),
+            inv_update_steps=checks.integer(owner, "inv_update_steps", self.inv_update_steps),
+            workers=checks.workers(owner, self.workers),
+        )
 
     @classmethod
     def full(cls, **overrides: Any) -> DesignSpaceConfig:
@@ -177,10 +179,11 @@ def summarize(training: list[dict[str, Any]], projections: list[dict[str, Any]])
     def accuracy(rs: list[dict[str, Any]]) -> dict[str, Any]:
         acc, acc_ci = mean_ci([float(r["test_accuracy"]) for r in rs])
         loss, loss_ci = mean_ci([float(r["train_loss"]) for r in rs])
-        problems = sum(int(r["fallbacks"]) for r in rs) + sum(1 for r in rs if str(r["status"]) != "ok")
+        fallbacks = sum(int(r["fallbacks"]) for r in rs)
+        failed = sum(1 for r in rs if str(r["status"]) != "ok")
         return {"n": len(rs), "test_accuracy": acc, "test_accuracy_ci": acc_ci, "train_loss": loss,
                 "train_loss_ci": loss_ci, "accuracy_loss": exact_acc - acc, "accuracy_loss_ci": math.hypot(acc_ci, exact_ci),
-                "fallbacks": sum(int(r["fallbacks"]) for r in rs), "feasible": problems == 0}
+                "fallbacks": fallbacks, "failed": failed, "feasible": fallbacks + failed == 0}
 
     reference = {"design": "exact", "bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0, "tau_scale": 0.0,
                  **accuracy(exact),
@@ -224,9 +227,12 @@ def run(cfg: DesignSpaceConfig, progress: bool = True) -> Path:
     return csv_path
 
 
-def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> None:
+def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> Any:
     """Speedup over digital K-FAC against accuracy loss, one panel per time constant; colour:
-    bits, marker: target error, filled: no mismatch; the global Pareto front in every panel."""
+    bits, marker: target error, filled: no mismatch; designs whose runs fell back to the exact
+    solver a red cross, failed ones a grey cross. Each panel rings and joins its own members of
+    the (global) Pareto front: no marker is drawn in another design's panel. Returns the
+    (closed) Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -238,14 +244,15 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> N
     widths = sorted(cfg.bits)
     cmap = plt.get_cmap("viridis")
     colors = {b: cmap(i / max(1, len(widths) - 1)) for i, b in enumerate(widths)}
-    front = sorted((100 * s["accuracy_loss"], s["speedup_vs_kfac"]) for s in summary if s["pareto"])
+    devices = [s for s in summary if s["design"] == "device"]
     for ax, scale in zip(axes[0], scales):
-        for s in summary:
-            if s["design"] != "device" or s["tau_scale"] != scale:
-                continue
+        for s in (s for s in devices if s["tau_scale"] == scale):
             x, y = 100 * s["accuracy_loss"], s["speedup_vs_kfac"]
+            if int(s["fallbacks"]) > 0:
+                ax.scatter(x, y, marker="X", color="crimson", s=45, zorder=2)
+                continue
             if not s["feasible"]:
-                ax.scatter(x, y, marker="x", color="0.6", s=25, zorder=2)
+                ax.scatter(x, y, marker="x", color="0.5", s=30, zorder=2)
                 continue
             if not math.isnan(s["accuracy_loss_ci"]):
                 ax.errorbar(x, y, xerr=100 * s["accuracy_loss_ci"], fmt="none", ecolor=colors[s["bits"]], alpha=0.3,
@@ -253,28 +260,34 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> N
             filled = s["mismatch_sigma"] == min(cfg.mismatch_sigma)
             ax.scatter(x, y, marker=markers[s["target_rel_error"]], s=40, zorder=3, lw=1.0,
                        facecolor=colors[s["bits"]] if filled else "none", edgecolor=colors[s["bits"]])
+        front = sorted((100 * s["accuracy_loss"], s["speedup_vs_kfac"]) for s in devices
+                       if s["pareto"] and s["tau_scale"] == scale)
         if front:
-            ax.step(*zip(*front), where="post", color="crimson", lw=1.2, zorder=4, label="Pareto front (all panels)")
+            ax.step(*zip(*front), where="post", color="crimson", lw=1.2, zorder=4)
             ax.scatter(*zip(*front), s=140, facecolor="none", edgecolor="crimson", lw=1.5, zorder=4)
-        ax.scatter([0.0], [1.0], marker="*", s=120, color="k", zorder=5, label="digital K-FAC")
+        ax.scatter([0.0], [1.0], marker="*", s=120, color="k", zorder=5)
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.axvline(0.0, color="k", lw=0.6, ls=":")
-        ax.set_yscale("log")
         ax.set_title(f"time constant x{scale:g}", fontsize=9)
         ax.set_xlabel(f"accuracy loss vs exact K-FAC, {cfg.task} (pp)", fontsize=8)
-    axes[0][0].set_ylabel(f"projected speedup over digital K-FAC ({cfg.workload})", fontsize=8)
-    ax = axes[0][-1]
-    for b in widths:
-        ax.scatter([], [], color=colors[b], label=f"{b} bits")
-    for e, m in markers.items():
-        ax.scatter([], [], marker=m, color="0.3", label=f"target error {e:g}")
-    ax.scatter([], [], marker="o", facecolor="none", edgecolor="0.3", label=f"hollow: mismatch > {min(cfg.mismatch_sigma):g}")
-    ax.scatter([], [], marker="x", color="0.6", label="infeasible (exact fallback)")
-    ax.legend(fontsize=6, loc="best")
+    axes[0][0].set_yscale("log" if scale_for([1.0, *(s["speedup_vs_kfac"] for s in devices)]) == "log" else "linear")
+    axes[0][0].set_ylabel(f"projected speedup over digital K-FAC, {cfg.workload} (x)", fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="crimson", marker="o", mfc="none", ms=10, label="Pareto front (rings: members)"),
+               Line2D([], [], color="k", marker="*", ls="none", ms=10, label="digital K-FAC")]
+    handles += [Line2D([], [], color=colors[b], marker="o", ls="none", label=f"{b} bits") for b in widths]
+    handles += [Line2D([], [], color="0.3", marker=m, ls="none", label=f"target error {e:g}") for e, m in markers.items()]
+    handles += [Line2D([], [], color="0.3", marker="o", mfc="none", ls="none",
+                       label=f"hollow: mismatch > {min(cfg.mismatch_sigma):g}"),
+                Line2D([], [], color="crimson", marker="X", ls="none", label="runs fell back to the exact solver"),
+                Line2D([], [], color="0.5", marker="x", ls="none", label="runs failed")]
+    axes[0][-1].legend(handles=handles, fontsize=6, loc="best")
     fig.suptitle(f"Design space of the {cfg.hardware} device", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> None:
@@ -298,7 +311,8 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) ->
         f"{cfg.inv_update_steps} steps; the device's timing model at the design's target error.",
         "- The accuracy is measured on a small model and stands in for the large workload's: the speed and accuracy "
         "sides share the device, not the model.",
-        "- Infeasible: a design whose runs fell back to the exact backend or failed.", "",
+        "- Infeasible: a design whose runs fell back to the exact backend (red crosses in the plot) or failed "
+        "(grey crosses).", "",
         f"## Pareto front ({len(front)} of {len(devices)} designs)", "",
         "| bits | target error | mismatch | tau scale | speedup vs digital K-FAC | speedup vs Adam | accuracy loss (pp, 95% CI) "
         "| bottleneck |",

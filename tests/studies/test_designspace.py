@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from matplotlib.collections import PathCollection
+from matplotlib.colors import to_rgb
 
 from studies import designspace
 from studies.designspace import pareto_front
+from studies.plotting import figure_problems
 from studies.sweep import read_rows
 
 
@@ -94,6 +97,38 @@ def test_pareto_front_on_hand_built_points() -> None:
 def test_bad_configurations_are_refused(bad) -> None:
     with pytest.raises(ValueError):
         designspace.DesignSpaceConfig(**bad)
+
+
+@pytest.mark.parametrize("bad, field", [(dict(steps=0), "steps"), (dict(seeds=False), "seeds"),
+                                        (dict(bits=(4, 4.5)), r"bits\[1\]"), (dict(n_gpus=0), "n_gpus"),
+                                        (dict(n_chips=2.5), "n_chips"), (dict(inv_update_steps=0), "inv_update_steps"),
+                                        (dict(workers=-1), "workers"), (dict(step_ratio=0.0), "step_ratio"),
+                                        (dict(tau_scale=(0.0,)), "tau_scale")])
+def test_bad_counts_and_widths_name_the_field_and_value(bad, field) -> None:
+    # before: 4.5 bits became 4 and steps=0 trained nothing
+    with pytest.raises(ValueError, match=field) as err:
+        designspace.DesignSpaceConfig(**bad)
+    value = next(iter(bad.values()))
+    assert repr(value[-1] if isinstance(value, tuple) else value) in str(err.value)
+
+
+def test_the_figure_keeps_each_marker_in_its_own_panel_and_marks_fallbacks(result, tmp_path) -> None:
+    rows, cfg, _ = result
+    fig = designspace.plot(rows, tmp_path / "d.png", cfg)
+    assert figure_problems(fig) == []
+    panels = fig.axes[: len(cfg.tau_scale)]
+    for ax, scale in zip(panels, sorted(cfg.tau_scale, reverse=True)):
+        own = {(round(100 * r["accuracy_loss"], 9), round(r["speedup_vs_kfac"], 9)) for r in rows[1:]
+               if r["tau_scale"] == scale} | {(0.0, 1.0)}  # and digital K-FAC, the reference of every panel
+        scatters = [c for c in ax.collections if isinstance(c, PathCollection)]  # markers, not error bars
+        drawn = {(round(x, 9), round(y, 9)) for c in scatters for x, y in c.get_offsets()}
+        assert drawn <= own, f"panel x{scale:g} draws {drawn - own}, which belong to other panels"
+        # the 4-bit designs fell back to the exact solver: red crosses, one per design of this panel
+        red = [c for c in scatters if len(c.get_facecolor()) and tuple(c.get_facecolor()[0][:3]) == to_rgb("crimson")]
+        crosses = [c for c in red if len(c.get_offsets()) == 1]
+        assert len(crosses) == sum(1 for r in rows[1:] if r["tau_scale"] == scale and r["fallbacks"] > 0)
+    labels = [t.get_text() for t in panels[-1].get_legend().get_texts()]
+    assert "runs fell back to the exact solver" in labels
 
 
 def test_accuracy_loss_interval_combines_both_in_quadrature() -> None:
