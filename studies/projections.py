@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import sweep
+from . import checks, sweep
+from .plotting import scale_for
 
 
 def _vit_s16() -> dict[str, Any]:
@@ -109,8 +110,17 @@ class ProjectionConfig:
             raise ValueError(f"workloads must be among {sorted(WORKLOADS)}, unknown: {sorted(unknown)}")
         if set(self.knobs) - set(SENSITIVITY):
             raise ValueError(f"knobs must be among {sorted(SENSITIVITY)}, got {self.knobs}")
-        if self.n_gpus < 1 or self.n_chips < 1 or not self.step_ratios or min(self.step_ratios) <= 0:
-            raise ValueError("n_gpus and n_chips must be >= 1 and step_ratios positive")
+        owner = "ProjectionConfig"
+        checks.store(
+            self,
+            n_gpus=checks.integer(owner, "n_gpus", self.n_gpus),
+            n_chips=checks.integer(owner, "n_chips", self.n_chips),
+            step_ratios=checks.reals(owner, "step_ratios", self.step_ratios, 0.0, low_open=True),
+            measure_steps=checks.integer(owner, "measure_steps", self.measure_steps),
+            target_rel_error=checks.real(owner, "target_rel_error", self.target_rel_error, 0.0, 1.0, True, True),
+            inv_update_steps=checks.integer(owner, "inv_update_steps", self.inv_update_steps),
+            workers=checks.workers(owner, self.workers),
+        )
 
 
 def measured_step_ratio(steps: int = 200, seed: int = 0) -> float:
@@ -210,7 +220,19 @@ def run(cfg: ProjectionConfig, progress: bool = True) -> Path:
     return csv_path
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+KNOB_LABELS = {
+    "base": "base system (x1)",
+    "tau_scale": "device time constant (x preset's tau)",
+    "bits": "converter bit width (bits)",
+    "link_scale": "link bandwidth (x preset's)",
+    "n_chips": "analog chips (count)",
+}
+"""The x label of each knob's panel, with its unit."""
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Any:
+    """Speedup over digital K-FAC against each knob, a row of panels per workload; an axis is
+    logarithmic where its values span more than a decade. Returns the (closed) Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,18 +244,25 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for i, w in enumerate(workloads):
         for j, knob in enumerate(knobs):
             ax = axes[i][j]
+            xs, ys = [], [1.0]
             for ratio in sorted({r["step_ratio"] for r in rows}):
                 pts = sorted((r["value"], r["speedup_vs_kfac"]) for r in rows
                              if r["workload"] == w and r["knob"] == knob and r["step_ratio"] == ratio)
                 if pts:
-                    ax.loglog(*zip(*pts), marker="o", label=f"K-FAC steps x{ratio:g}")
+                    ax.plot(*zip(*pts), marker="o", label=f"K-FAC steps x{ratio:g}")
+                    xs += [p[0] for p in pts]
+                    ys += [p[1] for p in pts]
             ax.axhline(1.0, color="k", lw=0.8)
+            ax.set_xscale("log" if scale_for(xs) == "log" else "linear")
+            ax.set_yscale("log" if scale_for(ys) == "log" else "linear")
             ax.set_title(f"{w}: {knob}", fontsize=8)
-            ax.set_ylabel("thermo / digital K-FAC speedup", fontsize=7)
+            ax.set_xlabel(KNOB_LABELS[knob], fontsize=7)
+            ax.set_ylabel("thermo over digital K-FAC speedup (x)", fontsize=7)
             ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def report(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from studies import projections
+from studies.plotting import figure_problems
 from studies.sweep import read_rows
 
 
@@ -40,3 +41,25 @@ def test_fewer_kfac_steps_and_more_chips_help_the_thermodynamic_run(rows) -> Non
 def test_the_measured_ratio_comes_from_real_training() -> None:
     ratio = projections.measured_step_ratio(steps=60)
     assert 0 < ratio <= 1
+
+
+def test_the_figure_labels_units_and_uses_log_axes_only_across_decades(tmp_path) -> None:
+    # before: no x labels, and the bits panel (8..16, under a decade) on a log axis
+    rows = [{"workload": "gnn-molpcba", "knob": knob, "value": v, "step_ratio": 0.5, "speedup_vs_kfac": s}
+            for knob, values in (("bits", ((8.0, 0.02), (12.0, 0.021), (16.0, 0.021))),
+                                 ("n_chips", ((1.0, 1e-4), (16.0, 2e-2), (256.0, 1e-2))))
+            for v, s in values]
+    fig = projections.plot(rows, tmp_path / "p.png")
+    assert figure_problems(fig) == []
+    bits, chips = fig.axes
+    assert bits.get_xscale() == "linear" and chips.get_xscale() == "log" and chips.get_yscale() == "log"
+    assert bits.get_xlabel() == "converter bit width (bits)"
+
+
+@pytest.mark.parametrize("bad, field", [(dict(n_gpus=0), "n_gpus"), (dict(n_chips=1.5), "n_chips"),
+                                        (dict(measure_steps=0), "measure_steps"), (dict(step_ratios=(0.5, -1.0)), "step_ratios"),
+                                        (dict(inv_update_steps=True), "inv_update_steps"), (dict(workers=0), "workers"),
+                                        (dict(target_rel_error=2.0), "target_rel_error")])
+def test_bad_configurations_name_the_field_and_value(bad, field) -> None:
+    with pytest.raises(ValueError, match=field):
+        projections.ProjectionConfig(**bad)
