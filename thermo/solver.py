@@ -493,11 +493,18 @@ class ThermodynamicSolver:
         scale = inputs.beta / programmed.alpha  # x = scale * x_hat, per column
         x = mean_hat * scale
         stderr = None if var_hat is None else np.sqrt(var_hat) * scale
-        exact_law = method == "exact" or (
-            integrator == "exact_step" and programmed.symmetric and hw.drift_sigma == 0 and not hw.clip_in_dynamics
-        )
+        # the noise law is known in closed form for symmetric static linear dynamics: exactly
+        # for the eigenbasis and exact-step integrators, up to Euler-Maruyama's variance factor
+        static_symmetric = programmed.symmetric and hw.drift_sigma == 0 and not hw.clip_in_dynamics
+        em_dt = None
+        if method == "exact" or (static_symmetric and integrator == "exact_step"):
+            law = "exact"
+        elif static_symmetric and integrator == "euler_maruyama" and hw.mass_tau2 == 0:
+            law, em_dt = "euler_maruyama", stepper.dt
+        else:
+            law = "approximate"
         bounds = self._solve_bounds(
-            spectrum, n_burn * h, h, n, sol_norms, init_ratios, exact_law,
+            spectrum, n_burn * h, h, n, sol_norms, init_ratios, law, em_dt,
             None if var_hat is None else var_hat.sum(0), d,
         )
         est = None if bounds is None else float(bounds.max())
@@ -540,33 +547,38 @@ class ThermodynamicSolver:
         n: int,
         sol_norms: np.ndarray,
         init_ratios: np.ndarray,
-        exact_law: bool,
+        law: str,
+        em_dt: float | None,
         batch_trace: np.ndarray | None,
         d: int,
     ) -> np.ndarray | None:
         """The 95% bound of each right-hand side's relative error, ``(c,)`` (chip units).
 
-        Noise: with linear symmetric static dynamics integrated exactly the window average's
-        noise is Gaussian with known mode variances (:func:`timing.solve_error_bound`); else only
-        the batch means' trace ``tr C`` (``batch_trace``, ``(c,)``) is known, and the worst case
-        over the unknown correlations (one dominant direction) makes ``|n| / sqrt(tr C_hat)`` a
-        Student t with ``n_batches - 1`` degrees of freedom: its two-sided 95% point multiplies.
-        Plus the window-averaged transient (deterministic, per column) and the ADC's rounding
+        Noise: with linear symmetric static dynamics (``law`` ``"exact"``) the window average's
+        noise is Gaussian with known mode variances (:func:`timing.solve_error_bound`);
+        overdamped Euler-Maruyama (``"euler_maruyama"``, step ``em_dt``) samples an AR(1) of
+        stationary variance ``kT / (lam (1 - lam dt / 2))`` and lag correlation
+        ``(1 - lam dt)^(h/dt) <= e^{-lam h}``, so the exact variances times ``1 / (1 - lam dt/2)``
+        bound it. Otherwise (non-symmetric mismatch, drift, rails in the dynamics:
+        ``"approximate"``) no law is known: the larger of the symmetric part's closed form and
+        the batch means' bound, where only the trace ``tr C`` (``batch_trace``, ``(c,)``) is
+        estimated and the worst case over the unknown correlations (one dominant direction)
+        makes ``|n| / sqrt(tr C_hat)`` a Student t with ``n_batches - 1`` degrees of freedom
+        (batches shorter than the correlation time make it optimistic, hence the floor). Plus the window-averaged transient (deterministic, per column) and the ADC's rounding
         (each sample's error at most half a step with nearest rounding, a step stochastic, so
         the average's error at most that per entry: ``sqrt(d)`` of it in norm).
         """
         from scipy.stats import t as student_t
 
         hw = self.hw
-        if exact_law:
-            var = timing.solve_noise_variances(spectrum, hw.kT, n_samples=n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
-            noise = math.sqrt(timing.weighted_chi2_quantile(var)) / sol_norms
-        elif batch_trace is not None:
+        var = timing.solve_noise_variances(spectrum, hw.kT, n_samples=n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
+        if em_dt is not None:
+            var = var / (1.0 - 0.5 * np.asarray(spectrum.eigenvalues) * em_dt)
+        noise = math.sqrt(timing.weighted_chi2_quantile(var)) / sol_norms
+        if law == "approximate" and batch_trace is not None:
             dof = max(1, min(self.config.n_batches, n) - 1)
             factor = float(student_t.ppf(0.5 + timing.BOUND_PROBABILITY / 2, dof))
-            noise = factor * np.sqrt(np.maximum(batch_trace, 0.0)) / sol_norms
-        else:
-            return None
+            noise = np.maximum(noise, factor * np.sqrt(np.maximum(batch_trace, 0.0)) / sol_norms)
         transient = np.array([
             timing.window_transient_rel_error(
                 spectrum, burn_in, sample_interval_tau=h, n_samples=n, initial_error_ratio=float(r0), mass_tau2=hw.mass_tau2

@@ -899,6 +899,8 @@ def inverse_error_bound(
     deficit ``max_i D_i``, overdamped ``e^{-2 lam_min t0}`` averaged over the window exactly,
     underdamped bounded by its value at ``t0`` (``D`` is non-increasing). Bias plus noise quantile.
     """
+    from scipy.stats import chi2, norm
+
     spec = _as_spectrum(spectrum)
     n = _check_count(n_samples, "n_samples")
     h = _check_h(sample_interval_tau, required=True)
@@ -914,6 +916,17 @@ def inverse_error_bound(
         each = inverse_error_constant(spec, sample_interval_tau=h, mass_tau2=mass) / n / m
         c1, c2, c3 = m * each, m * each**2, m * each**3
     q = _pearson_quantile(c1, c2, c3, probability)
+    # The entries are sample second moments, not Gaussian: a diagonal one is s^2 (chi2_nu / nu - 1)
+    # in law with nu = N / G_ii effective samples, skewed to the right. Widen the Gaussian
+    # quantile by the ratio of that law's upper point to the Gaussian one at the fewest
+    # effective samples (the slowest mode, which also carries the largest weight): a factor
+    # 1 + O(1/sqrt(nu)), 1.07 at nu = 100.
+    lam_slow = np.array([spec.lambda_min]) if mass == 0 else np.asarray(_candidates(spec, mass), dtype=np.float64)
+    g_max = float(np.max(_pair_factor(lam_slow, lam_slow, h, mass)))
+    nu = max(n / max(g_max, 1.0), 1.0)
+    upper = 0.5 + probability / 2
+    skew_factor = (float(chi2.ppf(upper, nu)) / nu - 1.0) / (float(norm.ppf(upper)) * math.sqrt(2.0 / nu))
+    q *= max(1.0, skew_factor) ** 2
     if mass == 0:
         bias = math.exp(-2.0 * spec.lambda_min * burn_in_tau) * float(
             _geometric_mean_of_powers(np.array(-2.0 * spec.lambda_min * h), n)

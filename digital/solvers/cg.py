@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from thermo.errors import InputError, NotPositiveDefiniteError
+from thermo.errors import InputError, NotPositiveDefiniteError, UnsupportedInputError
 
 from .base import LinearSolver, MatVec, SolverDiagnostics, apply
 from .registry import register_solver
@@ -55,6 +55,10 @@ class ConjugateGradientSolver(LinearSolver):
         vector = B.ndim == 1
         b = B[:, None] if vector else B
         if x0 is not None:
+            if not isinstance(x0, Tensor):
+                raise UnsupportedInputError(
+                    f"cg's x0 must be a torch.Tensor like B (or a previous SolveOutput.state), got {type(x0).__name__}"
+                )
             x0 = x0[:, None] if x0.ndim == 1 else x0
             if x0.shape != b.shape:
                 raise InputError(f"x0 has shape {tuple(x0.shape)}, expected {tuple(b.shape)}")

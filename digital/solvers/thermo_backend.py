@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from thermo import AnalogState, HardwareSpec, SolverConfig, ThermodynamicSolver, preset
+from thermo.errors import UnsupportedInputError
 
 from .base import LinearSolver, SolverDiagnostics
 from .registry import register_solver
@@ -74,6 +75,8 @@ class ThermoSolver(LinearSolver):
 
 
 def _host(t: Tensor | np.ndarray | AnalogState) -> Any:
+    if isinstance(t, np.ndarray) and t.dtype.kind not in "fiu":
+        raise UnsupportedInputError(f"x0 has dtype {t.dtype}: pass a real float array or a torch tensor")
     if isinstance(t, Tensor):
         return t.detach().to("cpu", torch.float64).numpy().copy()
     return t

@@ -90,11 +90,17 @@ def test_diagnostics_predict_the_error_of_the_estimate():
     observed = x.std(1, ddof=1)
     # sample std of 400 Gaussian draws: relative standard error 1/sqrt(2*399)
     assert np.all(np.abs(observed / predicted - 1) < 5 / np.sqrt(2 * 399))
-    # the estimate adds the transient's bound (start at zero volts) to the statistical error
+    # the estimate is the 95% bound: the noise quantile of the exact law of the realized
+    # spectrum plus the window-averaged transient bound (start at zero volts), in chip units
     diag = res.diagnostics
-    transient = timing.transient_rel_error(np.linalg.eigvalsh(a / diag.matrix_scale), diag.burn_in_tau)
-    assert 0 < transient < 2 * SolverConfig().target_rel_error
-    assert math.hypot(diag.predicted_rel_error, transient) == pytest.approx(diag.estimated_rel_error, rel=0.3)
+    lam_hat = np.linalg.eigvalsh(a / diag.matrix_scale)
+    x_hat_norm = np.linalg.norm(np.linalg.solve(a, b)) * diag.matrix_scale / diag.rhs_scale[0]
+    bound = timing.solve_error_bound(
+        lam_hat, hw.kT, n_samples=diag.n_samples, sample_interval_tau=hw.sample_interval_tau,
+        solution_norm=x_hat_norm, burn_in_tau=diag.burn_in_tau,
+    )
+    assert diag.estimated_rel_error == pytest.approx(bound, rel=1e-9)
+    assert diag.estimated_rel_error > diag.predicted_rel_error  # a 95% point lies above the rms
 
 
 def test_inverse_is_accurate_within_its_predicted_error():

@@ -66,9 +66,8 @@ def test_inverse_of_every_digital_backend() -> None:
 
 @pytest.mark.parametrize("hardware", ["ideal", "published"])
 def test_thermo_backend_agrees_within_the_error_its_diagnostics_predict(hardware: str) -> None:
-    """Over seeds, the actual relative error stays below the reported estimate (statistical
-    error plus the transient bound: the estimate is an upper bound whose Gaussian part has a
-    3-sigma margin), and the estimate is not vacuous (about the requested target)."""
+    """Over seeds, the actual relative error stays below the reported estimate, a calibrated 95%
+    bound (noise quantile plus the transient bound), and the bound is not vacuous."""
     A, target = spd(8, 100.0, seed=1), 0.05
     b = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ref = reference(A, b, 1e-3)
@@ -76,21 +75,26 @@ def test_thermo_backend_agrees_within_the_error_its_diagnostics_predict(hardware
     for seed in range(12):
         out = get_solver("thermo", hardware=hardware, seed=seed, target_rel_error=target).solve(A, b, 1e-3)
         est = out.diagnostics.estimated_rel_error
-        assert est is not None and est < 2 * target
+        # the bound is the 95% point of the noise plus the transient, the target an rms of each
+        assert est is not None and est < 4 * target
         assert out.diagnostics.analog_time_s > 0
         ratios.append(float((out.x - ref).norm() / ref.norm()) / est)
-    assert max(ratios) < 3.0
-    assert np.mean(ratios) > 0.1  # the estimate is not a loose bound by orders of magnitude
+    # 95% coverage: P(10 or fewer of 12 covered) = 0.12 at exactly 0.95; <= 8 of 12 is 0.2%
+    assert np.sum(np.array(ratios) <= 1.0) >= 9
+    assert np.median(ratios) > 0.1  # the bound is not loose by orders of magnitude
 
 
 def test_thermo_inverse_in_expectation() -> None:
-    """The inverse estimate's squared error over seeds averages to its predicted value squared."""
+    """The inverse estimate's squared error over seeds averages to its predicted (rms) value
+    squared, and the reported estimate (a 95% bound) lies above that rms."""
     A = spd(6, 10.0, seed=5)
     ref = torch.linalg.inv(A + 1e-2 * torch.eye(6, dtype=A.dtype))
     z2 = []
     for seed in range(16):
         out = get_solver("thermo", hardware="ideal", seed=seed, target_rel_error=0.1).inverse(A, 1e-2)
-        z2.append((float((out.inverse - ref).norm() / ref.norm()) / out.diagnostics.estimated_rel_error) ** 2)
+        thermo_diag = out.diagnostics.extra["thermo"]
+        assert out.diagnostics.estimated_rel_error > thermo_diag.predicted_rel_error
+        z2.append((float((out.inverse - ref).norm() / ref.norm()) / thermo_diag.predicted_rel_error) ** 2)
     # the predicted error is an rms: E[z^2] = 1; 16 seeds of a sum of d^2 squared Gaussians
     assert 0.4 < np.mean(z2) < 2.5
 
