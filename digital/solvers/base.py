@@ -105,6 +105,8 @@ class LinearSolver(ABC):
                 self._check_matrix(A, B)
             if A.shape[-1] != B.shape[0]:
                 raise ShapeMismatchError(f"A is {tuple(A.shape)} but B has {B.shape[0]} rows: expected {A.shape[0]}")
+        elif not callable(A):  # neither a tensor nor a matrix-free operator: say how to convert
+            _check_tensor(A, "A")
         elif not self.supports_operator:
             raise UnsupportedOperationError(
                 f"the {self.name!r} backend needs A as a dense tensor; matrix-free operators need 'cg'"

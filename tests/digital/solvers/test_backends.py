@@ -20,6 +20,7 @@ from digital.solvers import (
     register_solver,
 )
 from thermo.errors import (
+    UnsupportedInputError,
     NonFiniteInputError,
     NotPositiveDefiniteError,
     NotSymmetricError,
@@ -203,3 +204,57 @@ def test_a_new_backend_is_a_small_class() -> None:
         register_solver(type("Other", (Jacobi,), {}))
     with pytest.raises(UnsupportedConfigurationError, match="lower case"):
         register_solver(type("Shouting", (Jacobi,), {"name": "Test-Jacobi2"}))
+
+
+def _skew_orthogonal_to_probes(d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A skew part ``S = u w^T - w u^T`` with ``u, w`` orthogonal to the interface's old fixed
+    probe (``randn`` seeded ``0x5EED + d``) and to ``ones``, ``e_0`` and ``e_{d-1}``: ``S v = 0``
+    and ``v^T S = 0`` for each, so ``A v == A^T v`` and a probe check passes ``A + S``."""
+    old_probe = torch.randn(d, generator=torch.Generator().manual_seed(0x5EED + d), dtype=torch.float64)
+    fixed = torch.stack([old_probe, torch.ones(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)[0],
+                         torch.eye(d, dtype=torch.float64)[-1]], dim=1)
+    extra = torch.randn(d, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.cat([fixed, extra], dim=1))
+    u, w = q[:, -2], q[:, -1]
+    return 0.05 * (torch.outer(u, w) - torch.outer(w, u)), fixed
+
+
+@pytest.mark.parametrize("d", [16, 64])
+@pytest.mark.parametrize("name", ["exact", "cg", "thermo"])
+def test_symmetry_check_cannot_be_fooled_by_a_skew_part_orthogonal_to_fixed_probes(name: str, d: int) -> None:
+    A = spd(d, 10.0, seed=2)
+    S, fixed = _skew_orthogonal_to_probes(d)
+    bad = A + S
+    # the old check: ||A v - A^T v|| / ||A v|| for the fixed probe; it is rounding-small here
+    v = fixed[:, 0]
+    assert float((bad @ v - v @ bad).norm() / (bad @ v).norm()) < 1e-13
+    assert float(S.norm() / A.norm()) > 1e-3  # yet the asymmetry is far above the tolerance 1e-6
+    solver = get_solver(name)
+    with pytest.raises(NotSymmetricError):
+        solver.solve(bad, torch.ones(d, dtype=torch.float64))
+    with pytest.raises(NotSymmetricError):
+        solver.inverse(bad)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda A: A.to(torch.complex128),
+        lambda A: A.to_sparse(),
+        lambda A: (A > 0),
+        lambda A: A.numpy(),
+    ],
+    ids=["complex", "sparse", "bool", "numpy"],
+)
+def test_interface_refuses_unusable_tensors_naming_the_fix(bad) -> None:
+    A = spd(8, 10.0, seed=2)
+    b = torch.ones(8, dtype=torch.float64)
+    for name in ("exact", "cg", "thermo"):
+        solver = get_solver(name)
+        with pytest.raises(UnsupportedInputError, match="A"):
+            solver.solve(bad(A), b)
+        with pytest.raises(UnsupportedInputError, match="B"):
+            solver.solve(A, bad(b))
+        if isinstance(bad(b), torch.Tensor):  # a non-tensor x0 may be a backend's state object
+            with pytest.raises(UnsupportedInputError, match="x0"):
+                solver.solve(A, b, x0=bad(b))
