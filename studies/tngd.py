@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from . import sweep
+from . import checks, sweep
 from .intervals import mean_ci
+from .plotting import scale_for
 
 EXPERIMENTS: dict[str, str] = {
     "wallclock": "TNGD (eta 0.01, lambda 0.01, t = 50 tau, t_d = 0) beats Adam (eta 1e-3) in loss against "
@@ -50,6 +51,9 @@ EXPERIMENTS: dict[str, str] = {
 """The published outcome of each experiment (PAPER.md section 1)."""
 
 TABLE1_EXPONENTS = {"ngd-dense": 3.0, "ngd-cg": 1.0, "ngd-woodbury": 1.0, "tngd": 1.0}
+
+RUNTIME_SPREAD = 0.25
+"""Largest (p90 - p10) / median of a runtime point's repeated iterations that the report trusts."""
 
 
 @dataclass(frozen=True)
@@ -93,15 +97,30 @@ class TNGDStudyConfig:
             raise ValueError(f"experiment must be one of {', '.join(EXPERIMENTS)}, got {self.experiment!r}")
         if self.task not in available_tasks():
             raise ValueError(f"unknown task {self.task!r}")
-        if self.epochs < 1 or self.seeds < 1:
-            raise ValueError("epochs and seeds must be >= 1")
-        if min(self.lr, self.damping, self.adam_lr) <= 0 or self.kappa < 0:
-            raise ValueError("lr, damping and adam_lr must be > 0 and kappa >= 0")
-        times = (self.analog_time_tau, self.delay_time_tau, self.noise_time_tau, *self.analog_times, *self.delays)
-        if any(not (math.isfinite(t) and t >= 0) for t in times) or any(k < 0 for k in self.kappas):
-            raise ValueError("analog times, delays and kappas must be finite and >= 0")
-        if any(b < 2 for b in self.bits) or any(w < 1 for w in self.widths):
-            raise ValueError("bit widths must be >= 2 and MLP widths >= 1")
+        owner = "TNGDStudyConfig"
+        times = dict(analog_time_tau=self.analog_time_tau, delay_time_tau=self.delay_time_tau,
+                     noise_time_tau=self.noise_time_tau)
+        checks.store(
+            self,
+            epochs=checks.integer(owner, "epochs", self.epochs),
+            seeds=checks.integer(owner, "seeds", self.seeds),
+            lr=checks.positive(owner, "lr", self.lr),
+            damping=checks.positive(owner, "damping", self.damping),
+            adam_lr=checks.positive(owner, "adam_lr", self.adam_lr),
+            adam_max_epochs=checks.integer(owner, "adam_max_epochs", self.adam_max_epochs),
+            kappa=checks.real(owner, "kappa", self.kappa, low=0.0),
+            **{name: checks.real(owner, name, value, low=0.0) for name, value in times.items()},
+            analog_times=checks.reals(owner, "analog_times", self.analog_times, low=0.0),
+            delays=checks.reals(owner, "delays", self.delays, low=0.0),
+            kappas=checks.reals(owner, "kappas", self.kappas, low=0.0),
+            bits=checks.integers(owner, "bits", self.bits, minimum=2),
+            widths=checks.integers(owner, "widths", self.widths),
+            dense_max_n=checks.integer(owner, "dense_max_n", self.dense_max_n),
+            runtime_batch=checks.integer(owner, "runtime_batch", self.runtime_batch),
+            cg_iterations=checks.integer(owner, "cg_iterations", self.cg_iterations),
+            runtime_repeats=checks.integer(owner, "runtime_repeats", self.runtime_repeats),
+            workers=checks.workers(owner, self.workers),
+        )
 
     @classmethod
     def full(cls, experiment: str, **overrides: Any) -> TNGDStudyConfig:
@@ -193,7 +212,7 @@ def evaluate(cfg: TNGDStudyConfig, point: dict[str, Any]) -> dict[str, Any]:
     evals = [_initial_evaluation(cfg.task, seed)] + [r for r in result.history if "train_loss" in r]
     curve = {"step": [int(r["step"]) for r in evals],
              **{k: [round(float(r[k]), 6) for r in evals] for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy")},
-             "batch_loss": [round(float(r["loss"]), 5) for r in result.history[:5000]]}
+             "batch_loss": [round(float(r["loss"]), 5) for r in result.history]}
     final = result.final
     return {"train_loss": final["train_loss"], "test_loss": final["test_loss"], "train_accuracy": final["train_accuracy"],
             "test_accuracy": final["test_accuracy"], "sim_s": time.perf_counter() - start,
@@ -293,19 +312,21 @@ def _time_iteration(cfg: TNGDStudyConfig, variant: str, width: int) -> dict[str,
 
         opt.step(closure)
 
-    one()  # warm-up
-    times = []
-    for _ in range(cfg.runtime_repeats):
-        start = time.perf_counter()
-        one()
-        times.append(time.perf_counter() - start)
-    digital = float(np.median(times))
+    from cosim.roofline import measure_stable
+
+    # median of runtime_repeats to 3 x runtime_repeats iterations, until their spread is within
+    # RUNTIME_SPREAD; the report flags a width whose spread stays above it
+    timing = measure_stable(one, f"a {variant} iteration at width {width}", tolerance=RUNTIME_SPREAD,
+                            min_repeats=cfg.runtime_repeats, max_repeats=3 * cfg.runtime_repeats, budget_s=20.0,
+                            warn=False)
+    digital = timing.median_s
     analog = 0.0
     if variant == "tngd":
         digital -= float(opt.last_stats.get("device_s", 0.0))  # the simulated device is not digital work
         analog = _analog_part(cfg, width)
     return {"n_params": _mlp_params(width), "digital_s": digital, "analog_s": analog, "iteration_s": digital + analog,
-            "status": "ok"}
+            "spread": timing.spread, "repeats": timing.repeats, "load": math.nan if timing.load is None else timing.load,
+            "cores": timing.cores, "status": "ok"}
 
 
 def _analog_part(cfg: TNGDStudyConfig, width: int) -> float:
@@ -330,7 +351,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for metric in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
             if metric in rs[0]:
                 entry[metric], entry[f"{metric}_ci"] = mean_ci([float(r[metric]) for r in rs])
-        for metric in ("step_s", "iteration_s", "n_params", "digital_s", "analog_s"):
+        for metric in ("step_s", "iteration_s", "n_params", "digital_s", "analog_s", "spread", "load", "cores"):
             if metric in rs[0]:
                 entry[metric] = float(rs[0][metric])
         out.append(entry)
@@ -353,7 +374,9 @@ def fit_exponent(ns: list[float], times: list[float], last: int = 3) -> float:
 
 
 def agreement(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]]) -> tuple[bool | None, str]:
-    """Whether our outcome agrees with the published one, and the evidence in one sentence."""
+    """Whether our outcome agrees with the published one, and the evidence in one sentence.
+    Where the published claim has several parts the verdict is the conjunction of their
+    sub-checks (:func:`conjunction`), each printed in the evidence."""
     by = {(s["variant"], s["value"]): s for s in summary}
 
     def differs(a: dict[str, Any], b: dict[str, Any], metric: str = "train_loss") -> bool:
@@ -369,10 +392,11 @@ def agreement(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[di
         lt = _loss_at(curves["tngd"], tngd["step_s"], horizon)
         ta = _loss_at(curves["adam"], adam["step_s"], horizon, "test_accuracy")
         tt = _loss_at(curves["tngd"], tngd["step_s"], horizon, "test_accuracy")
-        ok = lt < la and tt >= ta
-        return ok, (f"at {horizon * 1e3:.3g} ms of projected wall-clock time TNGD's train loss is {lt:.4g} against "
-                    f"Adam's {la:.4g}, test accuracy {tt:.4f} against {ta:.4f} (step {tngd['step_s'] * 1e6:.3g} us "
-                    f"against {adam['step_s'] * 1e6:.3g} us)")
+        return conjunction(
+            f"at {horizon * 1e3:.3g} ms of projected wall-clock time TNGD's train loss is {lt:.4g} against "
+            f"Adam's {la:.4g}, test accuracy {tt:.4f} against {ta:.4f} (step {tngd['step_s'] * 1e6:.3g} us "
+            f"against {adam['step_s'] * 1e6:.3g} us)",
+            {"lower train loss than Adam": lt < la, "test accuracy at least Adam's": tt >= ta})
     if cfg.experiment == "analog-time":
         ts = sorted(cfg.analog_times)
         losses = [by[("tngd", t)]["train_loss"] for t in ts]
@@ -382,11 +406,12 @@ def agreement(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[di
         close = not differs(by[("tngd", ts[-1])], ngd) or abs(losses[-1] - ngd["train_loss"]) <= 0.1 * ngd["train_loss"]
         gaps = [abs(x - ngd["train_loss"]) for x in losses]
         approaches = all(b <= a for a, b in zip(gaps, gaps[1:]))
-        return improves and close, (f"final train loss at t = {', '.join(f'{t:g}' for t in ts)} tau: "
-                                    f"{', '.join(f'{x:.4g}' for x in losses)}; exact NGD {ngd['train_loss']:.4g}. "
-                                    f"Improves with t: {'yes' if improves else 'no'}; approaches exact NGD as t "
-                                    f"grows: {'yes' if approaches else 'no'}; within 10% or the intervals of NGD at "
-                                    f"the largest t: {'yes' if close else 'no'}")
+        # the published claim has both halves: the loss improves with t, and it approaches exact NGD
+        return conjunction(
+            f"final train loss at t = {', '.join(f'{t:g}' for t in ts)} tau: {', '.join(f'{x:.4g}' for x in losses)}; "
+            f"exact NGD {ngd['train_loss']:.4g}",
+            {"improves with t": improves, "approaches exact NGD as t grows": approaches,
+             "within 10% or the intervals of NGD at the largest t": close})
     if cfg.experiment == "delay":
         base = by[("tngd", 0.0)]
         others = [by[("tngd", d)] for d in cfg.delays if d > 0]
@@ -416,13 +441,36 @@ def agreement(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[di
     fits = {v: fit_exponent([s["n_params"] for s in summary if s["variant"] == v],
                             [s["iteration_s"] for s in summary if s["variant"] == v]) for v in TABLE1_EXPONENTS}
     linear = [v for v in ("ngd-cg", "ngd-woodbury", "tngd") if math.isfinite(fits[v])]
-    ok = all(fits[v] < 1.5 for v in linear) and (not math.isfinite(fits["ngd-dense"]) or fits["ngd-dense"] > 1.5)
-    return ok, "fitted exponents: " + ", ".join(f"{v} {fits[v]:.2f} (Table 1: {TABLE1_EXPONENTS[v]:g})" for v in fits)
+    sub = {f"{v} grows below N^1.5": fits[v] < 1.5 for v in linear}
+    if math.isfinite(fits["ngd-dense"]):
+        sub["ngd-dense grows above N^1.5"] = fits["ngd-dense"] > 1.5
+    noisy = [f"{s['variant']} at N = {int(s['n_params'])}" for s in summary
+             if not float(s.get("spread", 0.0)) <= RUNTIME_SPREAD]
+    evidence = "fitted exponents: " + ", ".join(f"{v} {fits[v]:.2f} (Table 1: {TABLE1_EXPONENTS[v]:g})" for v in fits)
+    if noisy:
+        evidence += (f" (timings spread more than {100 * RUNTIME_SPREAD:.0f}%, unreliable: {', '.join(noisy)}; rerun "
+                     f"on an idle machine)")
+    return conjunction(evidence, sub)
+
+
+def conjunction(evidence: str, sub_checks: dict[str, bool]) -> tuple[bool, str]:
+    """The verdict of an experiment whose claim has several parts: it agrees only when every
+    sub-check does. The evidence names each sub-check with its outcome and says so."""
+    verdict = all(sub_checks.values())
+    parts = "; ".join(f"{name}: {'yes' if ok else 'no'}" for name, ok in sub_checks.items())
+    return verdict, f"{evidence}. {parts} (the verdict agrees only when every one of these is yes)"
 
 
 def verdict_text(agrees: bool | None) -> str:
     """The words of :func:`agreement`'s verdict."""
     return {True: "agrees", False: "does not agree", None: "no published outcome to compare"}[agrees]
+
+
+def _spread_text(spread: Any) -> str:
+    if spread is None or not math.isfinite(float(spread)):
+        return "-"
+    flag = "" if float(spread) <= RUNTIME_SPREAD else " (unreliable)"
+    return f"{100 * float(spread):.0f}%{flag}"
 
 
 def _finite(x: Any) -> float:
@@ -452,7 +500,21 @@ def _label(cfg: TNGDStudyConfig, variant: str, value: float) -> str:
     return name[cfg.experiment]
 
 
-def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> None:
+METRIC_LABELS = {
+    "batch_loss": "minibatch training loss (nats)",
+    "train_loss": "train loss (nats)",
+    "test_loss": "test loss (nats)",
+    "train_accuracy": "train accuracy (fraction)",
+    "test_accuracy": "test accuracy (fraction)",
+}
+"""The y label of each learning-curve panel, with its unit (cross-entropy in nats)."""
+
+
+def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> Any:
+    """Learning curves (every recorded point: the minibatch loss of every step, and each
+    evaluation of the full train and test sets), mean over seeds with a min..max band; for
+    ``runtime``, time per iteration against N. Losses are on log axes where they span more
+    than a decade. Returns the (closed) Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -460,41 +522,61 @@ def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[st
 
     if cfg.experiment == "runtime":
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        ns, ts = [], []
         for v in ("adam", *TABLE1_EXPONENTS):
             pts = sorted((s["n_params"], s["iteration_s"]) for s in summary if s["variant"] == v)
             if pts:
-                ax.loglog(*zip(*pts), marker="o", label=v)
-        ax.set_xlabel("parameters N (digits MLP, d_z = 10)")
+                ax.plot(*zip(*pts), marker="o", label=v)
+                ns += [p[0] for p in pts]
+                ts += [p[1] for p in pts]
+        ax.set_xscale("log" if scale_for(ns) == "log" else "linear")
+        ax.set_yscale("log" if scale_for(ts) == "log" else "linear")
+        ax.set_xlabel("parameters N, digits MLP with d_z = 10 (count)")
         ax.set_ylabel("time per iteration (s)")
         ax.set_title("Runtime per iteration (TNGD: digital measured + analog from the timing model)", fontsize=8)
         ax.legend(fontsize=7)
     else:
-        metrics = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
-        fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+        metrics = tuple(METRIC_LABELS)
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.8))
         wall = cfg.experiment == "wallclock"
+        drawn: dict[str, list[float]] = {m: [] for m in metrics}
         for (variant, value) in dict.fromkeys((r["variant"], float(r["value"])) for r in rows):
-            curves = [json.loads(r["curve"]) for r in rows if r["variant"] == variant and float(r["value"]) == value
-                      and str(r["status"]) == "ok"]
-            if not curves:
+            ok = [r for r in rows if r["variant"] == variant and float(r["value"]) == value and str(r["status"]) == "ok"]
+            if not ok:
                 continue
-            step_s = next(float(r["step_s"]) for r in rows if r["variant"] == variant)
-            x = np.asarray(curves[0]["step"], dtype=float) * (step_s * 1e3 if wall else 1.0)
+            curves = [json.loads(r["curve"]) for r in ok]
+            scale = float(ok[0]["step_s"]) * 1e3 if wall else 1.0
+            color = None
             for ax, metric in zip(axes, metrics):
-                y = np.array([c[metric] for c in curves])
+                if metric == "batch_loss":  # step k's minibatch loss is taken before its update: at k - 1 updates
+                    length = min(len(c["batch_loss"]) for c in curves)
+                    x = np.arange(length, dtype=float) * scale
+                    y = np.array([c["batch_loss"][:length] for c in curves])
+                else:
+                    length = min(len(c["step"]) for c in curves)
+                    x = np.asarray(curves[0]["step"][:length], dtype=float) * scale
+                    y = np.array([c[metric][:length] for c in curves])
+                if not length:
+                    continue
                 mean = y.mean(0)
-                line = ax.plot(x, mean, marker=".", label=_label(cfg, variant, value))
+                line = ax.plot(x, mean, marker="." if metric != "batch_loss" else None, lw=0.8 if metric == "batch_loss"
+                               else 1.5, color=color, label=_label(cfg, variant, value))
+                color = line[0].get_color()
                 if len(curves) > 1:
-                    ax.fill_between(x, y.min(0), y.max(0), color=line[0].get_color(), alpha=0.15)
+                    ax.fill_between(x, y.min(0), y.max(0), color=color, alpha=0.15, lw=0)
+                drawn[metric] += [*y.min(0), *y.max(0)]
         for ax, metric in zip(axes, metrics):
-            ax.set_xlabel("projected wall-clock time (ms)" if wall else "iteration")
-            ax.set_ylabel(metric.replace("_", " "))
-            if "loss" in metric:
+            ax.set_xlabel("projected wall-clock time (ms)" if wall else "iteration (steps)")
+            ax.set_ylabel(METRIC_LABELS[metric])
+            if "loss" in metric and scale_for(drawn[metric]) == "log":
                 ax.set_yscale("log")
         axes[0].legend(fontsize=7)
-        fig.suptitle(f"{cfg.stem} on {cfg.task} ({cfg.seeds} seeds: mean, band = min..max)", fontsize=9)
+        fig.suptitle(f"{cfg.stem} on {cfg.task} ({cfg.seeds} seeds: mean, band = min..max; every recorded point)",
+                     fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path) -> None:
@@ -505,7 +587,8 @@ def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[
              f"- Ours ({'digits MLP' if cfg.experiment == 'runtime' else cfg.task}): {evidence}.", f"- Verdict: **{verdict}**.", "", "## Assumptions"]
     if cfg.experiment == "runtime":
         lines += [f"- Digits MLP 64-w-10 (d_z = 10), batch {cfg.runtime_batch}, widths {list(cfg.widths)}; median of "
-                  f"{cfg.runtime_repeats} iterations after a warm-up, on this machine's CPU. Dense NGD up to N = "
+                  f"{cfg.runtime_repeats} to {3 * cfg.runtime_repeats} iterations after a warm-up (until their spread "
+                  f"(p90 - p10) / median is within {100 * RUNTIME_SPREAD:.0f}%), on this machine's CPU. Dense NGD up to N = "
                   f"{cfg.dense_max_n}; NGD-CG runs {cfg.cg_iterations} iterations (the paper's c).",
                   f"- TNGD: the digital part (gradient and the Gram of the GGN, measured) plus the analog part from the "
                   f"co-simulation's timing model ({cfg.link} upload of U, t = {cfg.analog_time_tau:g} tau at the "
@@ -522,9 +605,11 @@ def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[
                          "relaxation, read-back).")
     lines += ["", "## Results", ""]
     if cfg.experiment == "runtime":
-        lines += ["| method | N | digital (ms) | analog (ms) | per iteration (ms) |", "|---|---|---|---|---|"]
-        lines += [f"| {s['variant']} | {int(s['n_params'])} | {s['digital_s'] * 1e3:.3g} | {s['analog_s'] * 1e3:.3g} | "
-                  f"{s['iteration_s'] * 1e3:.3g} |" for s in sorted(summary, key=lambda s: (s["variant"], s["n_params"]))]
+        lines += ["| method | N | digital (ms) | spread of the digital timing | analog (ms) | per iteration (ms) |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {s['variant']} | {int(s['n_params'])} | {s['digital_s'] * 1e3:.3g} | "
+                  f"{_spread_text(s.get('spread'))} | {s['analog_s'] * 1e3:.3g} | {s['iteration_s'] * 1e3:.3g} |"
+                  for s in sorted(summary, key=lambda s: (s["variant"], s["n_params"]))]
     else:
         lines += ["| run | train loss | test loss | train accuracy | test accuracy | failed |", "|---|---|---|---|---|---|"]
         lines += [f"| {_label(cfg, s['variant'], s['value'])} | {s['train_loss']:.4g} ± {_finite(s['train_loss_ci']):.2g} | "
