@@ -146,3 +146,18 @@ def test_bad_loss_and_output_shapes_are_refused() -> None:
     flat_out = nn.Sequential(nn.Linear(6, 1), nn.Flatten(0)).to(F64)  # (b,) outputs
     with pytest.raises(UnsupportedConfigurationError, match=r"\(b, d_z\)"):
         ggn_factor(flat_out, batch(), "mse")
+
+
+def test_loss_hessian_is_autograds_hessian_and_the_factor_squared() -> None:
+    from digital.curvature import loss_hessian
+
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 5, dtype=torch.float64, generator=gen)
+    y = torch.arange(4) % 5
+    H = loss_hessian(z, "cross_entropy")
+    for i in range(4):  # the per-example loss -log softmax(z_i)[y_i]; its Hessian does not depend on y_i
+        ref = torch.autograd.functional.hessian(lambda v: -torch.log_softmax(v, 0)[y[i]], z[i])
+        torch.testing.assert_close(H[i], ref, rtol=1e-12, atol=1e-14)
+    L = loss_hessian_factor(z, "cross_entropy")
+    torch.testing.assert_close(H, L @ L.mT, rtol=1e-12, atol=1e-14)
+    assert torch.equal(loss_hessian(z, "mse"), torch.eye(5, dtype=torch.float64).expand(4, 5, 5))

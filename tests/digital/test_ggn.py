@@ -353,3 +353,32 @@ def test_a_reduced_operator_has_the_same_ggn_and_a_smaller_gram(model_name: str)
     torch.testing.assert_close(top, torch.linalg.eigvalsh(K_full)[-small.rank :], rtol=1e-8, atol=1e-10)
     for strategy in ("pairwise", "block"):
         torch.testing.assert_close(small.gram(strategy), K_small, rtol=1e-9, atol=1e-12)
+
+
+# -- the formed output Jacobian (the quantized TNGD device programs it) ----------------------------
+@pytest.mark.parametrize("case", ["mlp", "cnn", "tokens-norm-pos", "gnn", "tied", "weight-only"])
+def test_output_jacobian_is_autograds_per_example_jacobian(case: str) -> None:
+    """Hooked layers (Linear, Conv2d, shared tokens), the fallback (LayerNorm, a free parameter,
+    a tied weight, a layer used through F.linear): every column equals jacrev's."""
+    from digital.curvature import per_example_jacobian
+    from digital.ggn import output_jacobian
+
+    model, x, y = make_case(case, "cross_entropy")
+    J, z = output_jacobian(model, x)
+    J_ref, z_ref = per_example_jacobian(model, trainable_params(model), x, return_outputs=True)
+    b, d_z, n = J_ref.shape
+    assert J.shape == (b * d_z, n)
+    assert close(J, J_ref.reshape(b * d_z, n), 1e-12)
+    assert close(z, z_ref, 1e-14)
+    op = GGNOperator(model, x, y, "cross_entropy")
+    assert close(op.dense_ut(), op.dense_u().mT, 1e-12)  # U^T of the cross-entropy GGN, layer by layer
+
+
+def test_a_formed_factor_beyond_the_memory_budget_is_refused(monkeypatch) -> None:
+    from digital.ggn import output_jacobian
+    from thermo.errors import MemoryBudgetError
+
+    model, x, _ = make_case("mlp", "cross_entropy")
+    monkeypatch.setenv("TCD_MEMORY_BUDGET", "100B")
+    with pytest.raises(MemoryBudgetError, match="formed factor U.*matrix-free"):
+        output_jacobian(model, x)

@@ -149,3 +149,149 @@ def test_a_non_finite_curvature_stops_the_step_as_a_non_finite_gradient(monkeypa
                                                                                      dtype=F64))
     with pytest.raises(NonFiniteGradientError, match="step 1"):
         take_step(opt, model, x, y)
+
+
+# -- the coupling DAC on the exact path, against explicit quantization -------------------------------
+def tiny_cnn() -> nn.Module:
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(32, 3)).to(F64)  # N = 119
+
+
+def cnn_data(b: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(4)
+    return torch.randn(b, 1, 4, 4, dtype=F64, generator=gen), torch.arange(b) % 3
+
+
+def explicit_quantized_system(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bits: int, damping: float):
+    """``(A_q, g)`` built independently of the code under test: J_f by jacrev, each H_i by autograd's
+    Hessian of the per-example loss, the b d_z x b d_z H_L and J_f quantized by nearest rounding, each on
+    a grid auto-ranged to its own max|entry| (levels k max|X| / (2^(bits-1) - 1))."""
+    from digital.curvature import per_example_jacobian, trainable_params
+
+    J3, z = per_example_jacobian(model, trainable_params(model), x, return_outputs=True)
+    b, d_z, n = J3.shape
+    J = J3.reshape(b * d_z, n)
+    H = torch.block_diag(*[torch.autograd.functional.hessian(lambda v: -torch.log_softmax(v, 0)[0], z[i])
+                           for i in range(b)])
+
+    def q(a: torch.Tensor) -> torch.Tensor:
+        step = float(a.abs().max()) / (2 ** (bits - 1) - 1)
+        return torch.round(a / step) * step
+
+    Jq, Hq = q(J), q(H)
+    A = Jq.T @ Hq @ Jq / b + damping * torch.eye(n, dtype=F64)
+    model.zero_grad()
+    batch_loss(model(x), y, "cross_entropy").backward()
+    g = flatten_params(p.grad for p in model.parameters()).clone()
+    model.zero_grad()
+    return A, g, Jq, Hq, J
+
+
+@pytest.mark.parametrize("make", [mlp, tiny_cnn], ids=["mlp", "cnn"])
+def test_the_exact_path_realizes_the_explicitly_quantized_operator(make) -> None:
+    """A 5-bit coupling DAC (errors of a few %, far above rounding), no input/ADC quantization and no
+    noise: the TNGD step is -lr (exp(-A_q t) g + A_q^-1 (I - exp(-A_q t)) g), A_q the explicit reference,
+    to rounding; the ideal operator's step differs by orders of magnitude more."""
+    x, y = data() if make is mlp else cnn_data()
+    bits, lr, damping, t = 5, 0.3, 0.05, 2.0
+    hw = HardwareSpec.ideal(kT=0.0, bits_A=bits)
+    model = make()
+    opt = TNGD(model, lr=lr, damping=damping, analog_time_tau=t, hardware=hw)
+    assert opt.method == "exact"
+    A, g, Jq, Hq, J = explicit_quantized_system(make(), x, y, bits, damping)
+    take_step(opt, model, x, y)
+    arrays = opt.programmed
+    torch.testing.assert_close(arrays.jacobian, Jq, rtol=1e-12, atol=1e-14)  # the J_f (and J_f^T) array
+    torch.testing.assert_close(torch.block_diag(*arrays.hessian), Hq, rtol=1e-12, atol=1e-14)  # the H_L array
+    curv = arrays.curvature(damping)
+    torch.testing.assert_close(curv.dense(), A, rtol=1e-11, atol=1e-12)  # products with U_q and its core
+    torch.testing.assert_close(curv.gram, Jq @ Jq.T / x.shape[0], rtol=1e-11, atol=1e-12)
+    E = torch.linalg.matrix_exp(-A * t)
+    read = E @ g + torch.linalg.solve(A, g - E @ g)
+    step = params(model) - params(make())
+    assert float((step + lr * read).norm() / step.norm()) < 1e-9
+    ideal = make()
+    take_step(TNGD(ideal, lr=lr, damping=damping, analog_time_tau=t, hardware=HardwareSpec.ideal(kT=0.0)), ideal, x, y)
+    assert float((params(ideal) - params(model)).norm() / step.norm()) > 1e-4  # quantization is visible
+    assert float((Jq - J).norm() / J.norm()) > 1e-3
+
+
+def test_the_noise_law_on_the_quantized_operator_has_the_explicit_mean() -> None:
+    """The exact law of thermo.lowrank on U_q: M draws of x(t) from x0 = g average to the explicit mean;
+    each coordinate's sample mean is within 5 standard errors sqrt(C_ii / M) of it (C the explicit
+    covariance kappa A_q^-1 (I - exp(-2 A_q t)); 23 coordinates, P(|Z| > 5) = 6e-7 each)."""
+    x, y = data()
+    bits, damping, t, kappa, m = 5, 0.05, 1.0, 1e-2, 4000
+    model = mlp()
+    opt = TNGD(model, lr=0.1, damping=damping, analog_time_tau=t, hardware=HardwareSpec.ideal(kT=kappa, bits_A=bits))
+    A, g, _, _, _ = explicit_quantized_system(mlp(), x, y, bits, damping)
+    take_step(opt, model, x, y)
+    ou = LowRankOU(opt.programmed.curvature(damping), kappa)
+    eye = torch.eye(A.shape[0], dtype=F64)
+    E = torch.linalg.matrix_exp(-A * t)
+    mean = E @ g + torch.linalg.solve(A, g - E @ g)
+    torch.testing.assert_close(ou.mean(g, g, t), mean, rtol=1e-10, atol=1e-12)
+    cov = kappa * torch.linalg.solve(A, eye - torch.linalg.matrix_exp(-2 * A * t))
+    torch.testing.assert_close(ou.dense_covariance(t), 0.5 * (cov + cov.T), rtol=1e-9, atol=1e-12)
+    draws = ou.sample(g[:, None].expand(-1, m), g, t, torch.Generator().manual_seed(0))
+    z = (draws.mean(dim=1) - mean) / (cov.diagonal() / m).sqrt()
+    assert float(z.abs().max()) < 5.0
+
+
+def test_published_hardware_keeps_the_digits_cnn_on_the_exact_path(monkeypatch) -> None:
+    """The published preset's 16-bit coupling DAC used to route TNGD to the dense N x N chip simulator
+    (N = 16,826: past 16 GB); now one step runs on the exact path under a 1 GB budget and never builds
+    the simulator."""
+    from digital.solvers.thermo_backend import ThermoSolver
+    from digital.tasks import build_task
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dense chip simulator was constructed")
+
+    monkeypatch.setattr(ThermoSolver, "__init__", refuse)
+    monkeypatch.setattr(TNGD, "relax_on_device", refuse)
+    monkeypatch.setenv("TCD_MEMORY_BUDGET", "1GB")
+    task = build_task("digits-cnn", seed=0)
+    model = task.model
+    x, y = task.train.inputs[:16], task.train.targets[:16]
+    opt = TNGD(model, lr=0.01, damping=0.01, analog_time_tau=50.0, hardware="published")
+    assert opt.method == "exact"
+    before = params(model)
+    take_step(opt, model, x, y)
+    assert opt.programmed is not None and opt.programmed.jacobian.shape == (16 * 10, opt.num_params)
+    assert opt.last_stats["rank"] == 160 and any("coupling DAC 16 bits" in n for n in opt.last_diagnostics.notes)
+    assert bool(torch.isfinite(params(model)).all()) and not torch.equal(params(model), before)
+
+
+def test_a_dense_simulator_plan_beyond_the_budget_is_refused_at_construction(monkeypatch) -> None:
+    from digital.tasks import build_task
+    from digital.tngd import dense_plan_bytes
+    from thermo.errors import MemoryBudgetError
+
+    monkeypatch.setenv("TCD_MEMORY_BUDGET", "1GB")
+    model = build_task("digits-cnn", seed=0).model
+    hw = HardwareSpec.published(mismatch_sigma=0.01)  # mismatch needs the simulator
+    assert dense_plan_bytes(16826, 0, hw) > 16e9
+    with pytest.raises(MemoryBudgetError, match=r"chip simulator.*N = 16826.*GB.*hardware without mismatch"):
+        TNGD(model, hardware=hw)
+    with pytest.raises(MemoryBudgetError, match="method='auto'"):
+        TNGD(model, hardware="ideal", method="simulator")
+
+
+@pytest.mark.parametrize("method", ["exact", "simulator"])
+def test_a_step_without_set_batch_names_the_call_to_make(method: str) -> None:
+    x, y = data()
+    model = mlp()
+    opt = TNGD(model, hardware=QUIET, method=method, analog_time_tau=1.0)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = batch_loss(model(x), y, "cross_entropy")
+        loss.backward()
+        return loss
+
+    with pytest.raises(UnsupportedConfigurationError, match=r"optimizer\.set_batch\(inputs, targets\)"):
+        opt.step(closure)
+    take_step(opt, model, x, y)  # set_batch, then step: fine
+    with pytest.raises(UnsupportedConfigurationError, match=r"set_batch"):  # a step consumes the batch
+        opt.step(closure)

@@ -147,3 +147,73 @@ def test_a_non_finite_curvature_is_refused_by_name() -> None:
     object.__setattr__(bad, "gram", torch.full_like(curv.gram, float("nan")))
     with pytest.raises(NonFiniteInputError, match="Gram"):
         LowRankDevice(LowRankDeviceSpec()).upload(bad, g)
+
+
+# -- the coupling DAC on the arrays J_f, H_L, J_f^T ---------------------------------------------------
+def _arrays(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    b, d_z, n = 3, 4, 9
+    J = torch.randn(b * d_z, n, generator=gen, dtype=torch.float64)
+    B = torch.randn(b, d_z, d_z, generator=gen, dtype=torch.float64)
+    return J, B @ B.mT / d_z
+
+
+def _explicit(x: torch.Tensor, bits: int, full_scale: float) -> torch.Tensor:
+    """Nearest rounding onto the mid-tread grid of a DAC auto-ranged to max|x| (thermo.program's
+    rule: alpha = max|x| / full_scale, levels k * full_scale / (2^(bits-1) - 1))."""
+    alpha = float(x.abs().max()) / full_scale
+    step = full_scale / (2 ** (bits - 1) - 1)
+    return torch.round(x / alpha / step) * step * alpha
+
+
+@pytest.mark.parametrize("coupling_range", [1.0, 3.0])
+def test_program_arrays_rounds_each_array_on_its_own_auto_ranged_grid(coupling_range: float) -> None:
+    from thermo.hybrid import program_arrays
+
+    J, H = _arrays(0)
+    bits = 5
+    arrays = program_arrays(J, H, bits, coupling_range=coupling_range)
+    torch.testing.assert_close(arrays.jacobian, _explicit(J, bits, coupling_range), rtol=1e-14, atol=0)
+    torch.testing.assert_close(arrays.hessian, _explicit(H, bits, coupling_range), rtol=1e-14, atol=0)
+    # a nearest DAC errs by at most half a level, and the largest entry of each array is a level
+    half = 0.5 * float(J.abs().max()) / (2 ** (bits - 1) - 1)
+    assert float((arrays.jacobian - J).abs().max()) <= half * (1 + 1e-12)
+    assert float(arrays.jacobian.abs().max()) == pytest.approx(float(J.abs().max()), rel=1e-14)
+    assert 0 < arrays.jacobian_rel_error < 0.1 and 0 < arrays.hessian_rel_error < 0.1
+    # the realized operator: J_q^T blockdiag(H_q) J_q / b + lam I, Gram J_q J_q^T / b
+    lam, b = 0.3, H.shape[0]
+    curv = arrays.curvature(lam)
+    Hq = torch.block_diag(*arrays.hessian)
+    A = arrays.jacobian.T @ Hq @ arrays.jacobian / b + lam * torch.eye(J.shape[1], dtype=torch.float64)
+    torch.testing.assert_close(curv.dense(), A, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(curv.gram, arrays.jacobian @ arrays.jacobian.T / b, rtol=1e-13, atol=1e-13)
+    ideal = program_arrays(J, H, None)
+    assert torch.equal(ideal.jacobian, J) and torch.equal(ideal.hessian, H)
+
+
+def test_stochastic_rounding_is_seeded_unbiased_and_keeps_h_symmetric() -> None:
+    from thermo.hybrid import program_arrays
+
+    J, H = _arrays(1)
+    bits = 4
+    a1 = program_arrays(J, H, bits, "stochastic", seed=3)
+    assert torch.equal(a1.jacobian, program_arrays(J, H, bits, "stochastic", seed=3).jacobian)
+    assert torch.equal(a1.hessian, a1.hessian.mT)
+    step = float(J.abs().max()) / (2 ** (bits - 1) - 1)
+    codes = a1.jacobian / step
+    torch.testing.assert_close(codes, torch.round(codes), rtol=0, atol=1e-9)  # every value on the grid
+    assert float((a1.jacobian - J).abs().max()) < step * (1 + 1e-12)  # one of the two neighbours
+    # unbiased: the mean of M draws is within 5 standard errors (each draw's error has variance <= step^2 / 4)
+    m = 400
+    mean = sum(program_arrays(J, H, bits, "stochastic", seed=s).jacobian for s in range(m)) / m
+    assert float((mean - J).abs().max()) < 5 * 0.5 * step / m**0.5
+
+
+def test_the_device_spec_takes_the_coupling_dac_from_the_hardware() -> None:
+    spec = LowRankDeviceSpec.from_hardware(preset("published"))
+    assert (spec.bits_coupling, spec.rounding, spec.coupling_range) == (16, "nearest", 1.0)
+    assert LowRankDeviceSpec.from_hardware(preset("ideal")).bits_coupling is None
+    with pytest.raises(HardwareSpecError, match="bits_coupling"):
+        LowRankDeviceSpec(bits_coupling=1)
+    with pytest.raises(HardwareSpecError, match="rounding"):
+        LowRankDeviceSpec(rounding="up")

@@ -604,3 +604,43 @@ def test_a_failed_low_precision_eigh_is_retried_in_float64(monkeypatch) -> None:
     monkeypatch.setattr(lowrank.torch.linalg, "eigh", real)
     expected = torch.linalg.eigvalsh(U.T.double() @ U.double()) + 0.5
     torch.testing.assert_close(ou.eigenvalues.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# a core: A = U S U^T + lam I (the quantized TNGD device's J_q^T H_q J_q / b + lam I)
+def _core_problem(seed: int, shift: float):
+    gen = torch.Generator().manual_seed(seed)
+    n, r = 14, 5
+    U = torch.randn(n, r, generator=gen, dtype=F64)
+    B = torch.randn(r, r, generator=gen, dtype=F64)
+    S = B @ B.T / r - shift * torch.eye(r, dtype=F64)  # indefinite for shift > smallest eigenvalue
+    return U, S, torch.randn(n, generator=gen, dtype=F64), torch.randn(n, generator=gen, dtype=F64)
+
+
+def test_a_core_is_propagated_exactly_even_when_indefinite() -> None:
+    U, S, x0, g = _core_problem(0, 0.05)
+    lam, t, kappa = 0.6, 0.9, 0.3
+    assert float(torch.linalg.eigvalsh(S)[0]) < 0  # the core itself is indefinite, A stays definite
+    curv = LowRankCurvature.from_matrix(U, lam, core=S)
+    A = U @ S @ U.T + lam * torch.eye(U.shape[0], dtype=F64)
+    torch.testing.assert_close(curv.dense(), A, rtol=1e-13, atol=1e-13)
+    ou = LowRankOU(curv, kappa)
+    E = torch.linalg.matrix_exp(-A * t)
+    eye = torch.eye(A.shape[0], dtype=F64)
+    mean = E @ x0 + torch.linalg.solve(A, (eye - E) @ g)
+    torch.testing.assert_close(ou.mean(x0, g, t), mean, rtol=1e-11, atol=1e-12)
+    cov = kappa * torch.linalg.solve(A, eye - torch.linalg.matrix_exp(-2 * A * t))
+    torch.testing.assert_close(ou.dense_covariance(t), cov, rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(torch.sort(ou.eigenvalues).values[-3:], torch.linalg.eigvalsh(A)[-3:], rtol=1e-11, atol=0)
+    krylov = KrylovOU.from_curvature(curv, kappa, max_steps=20)  # the matvec carries the core too
+    torch.testing.assert_close(krylov.mean(x0, g, t), mean, rtol=1e-9, atol=1e-10)
+
+
+def test_a_core_that_destroys_definiteness_is_refused_naming_the_fix() -> None:
+    U, S, _, _ = _core_problem(1, 3.0)
+    with pytest.raises(NotPositiveDefiniteError, match="lost definiteness.*bits_A.*damping"):
+        LowRankOU(LowRankCurvature.from_matrix(U, 0.1, core=S), 0.0)
+    with pytest.raises(NotSymmetricError, match="core"):
+        LowRankCurvature.from_matrix(U, 0.1, core=S + torch.triu(torch.ones_like(S), 1))
+    with pytest.raises(ShapeMismatchError, match="core"):
+        LowRankCurvature.from_matrix(U, 0.1, core=S[:-1, :-1])
