@@ -15,10 +15,11 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from . import sweep
+from . import checks, sweep
 
 BURN_IN_TARGET = 1e-4
 """Relative error that the planned burn-in reduces the initial transient to."""
@@ -36,10 +37,16 @@ class DemoConfig:
     out_dir: Path = field(default=Path("results/demo"))
 
     def __post_init__(self) -> None:
-        if self.size < 1 or self.condition_number < 1 or self.seeds < 1:
-            raise ValueError("size, condition_number and seeds must be >= 1")
-        if not self.windows_tau or min(self.windows_tau) <= 0:
-            raise ValueError("windows_tau must be a non-empty tuple of positive times")
+        owner = "DemoConfig"
+        checks.store(
+            self,
+            size=checks.integer(owner, "size", self.size),
+            condition_number=checks.real(owner, "condition_number", self.condition_number, low=1.0),
+            windows_tau=checks.reals(owner, "windows_tau", self.windows_tau, 0.0, low_open=True),
+            seeds=checks.integer(owner, "seeds", self.seeds),
+            matrix_seed=checks.integer(owner, "matrix_seed", self.matrix_seed, minimum=0),
+            workers=checks.workers(owner, self.workers),
+        )
         from thermo.hardware import PRESETS
 
         unknown = set(self.presets) - set(PRESETS)
@@ -135,7 +142,9 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def plot(rows: list[dict], path: Path, cfg: DemoConfig) -> None:
+def plot(rows: list[dict], path: Path, cfg: DemoConfig) -> Any:
+    """Relative error against the window, log-log, measured and OU theory per preset; returns the
+    (closed) Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,13 +160,14 @@ def plot(rows: list[dict], path: Path, cfg: DemoConfig) -> None:
         line = ax.loglog(w, [s["rel_error_rms"] for s in pts], "o-", label=f"{p}: measured (rms over seeds)")
         ax.loglog(w, [s["predicted_rel_error"] for s in pts], "--", color=line[0].get_color(), alpha=0.7, label=f"{p}: OU theory (noise only)")
     ax.set_xlabel("sampling window T (units of tau)")
-    ax.set_ylabel("relative error of x vs numpy.linalg.solve")
+    ax.set_ylabel("relative error of x vs numpy.linalg.solve (dimensionless)")
     ax.set_title(f"Thermodynamic solve, d={cfg.size}, kappa={cfg.condition_number:g}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+    return fig
 
 
 def report(rows: list[dict], path: Path, cfg: DemoConfig) -> None:

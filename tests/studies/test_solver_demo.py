@@ -1,6 +1,7 @@
 import csv
 
 import numpy as np
+import pytest
 
 from studies import solver_demo
 
@@ -26,3 +27,22 @@ def test_error_decreases_with_the_window(tmp_path):
     rows = solver_demo.summarize(solver_demo.read_rows(solver_demo.run(cfg, progress=False)))
     assert rows[0]["window_tau"] < rows[1]["window_tau"]
     assert rows[1]["rel_error_rms"] < rows[0]["rel_error_rms"]
+
+
+def test_the_figure_is_log_log_with_units(tmp_path):
+    from studies.plotting import figure_problems
+
+    cfg = solver_demo.DemoConfig(size=5, condition_number=5.0, presets=("ideal",), windows_tau=(1.0, 64.0), seeds=1,
+                                 workers=1, out_dir=tmp_path)
+    rows = solver_demo.read_rows(solver_demo.run(cfg, progress=False))
+    fig = solver_demo.plot(rows, tmp_path / "p.png", cfg)
+    assert figure_problems(fig) == [] and fig.axes[0].get_xscale() == "log"
+
+
+
+@pytest.mark.parametrize("bad, field", [(dict(size=0), "size"), (dict(seeds=0), "seeds"), (dict(size=4.5), "size"),
+                                        (dict(windows_tau=(0.0,)), "windows_tau"), (dict(matrix_seed=-1), "matrix_seed"),
+                                        (dict(workers=0), "workers"), (dict(condition_number=0.5), "condition_number")])
+def test_bad_configurations_name_the_field_and_value(bad, field):
+    with pytest.raises(ValueError, match=field):
+        solver_demo.DemoConfig(**bad)
