@@ -34,7 +34,11 @@ from torch import Tensor, nn
 from thermo.errors import ThermoError
 
 from ..curvature import loss_hessian_factor
-from ..errors import NonFiniteGradientError, UnsupportedConfigurationError, require_model
+from ..errors import (
+    NonFiniteGradientError,
+    UnsupportedConfigurationError,
+    require_model,
+)
 from ..models import model_inputs_call
 from ..momentum import heavy_ball
 from ..solvers import LinearSolver, SolverDiagnostics, get_solver
