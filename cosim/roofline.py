@@ -485,10 +485,30 @@ def measure_stable(
         times.append(end - start)
         if len(times) >= min_repeats and (relative_spread(times) <= tolerance or end - began >= budget_s):
             break
+    return timing_of(times, what, tolerance=tolerance, warn=warn, load=load(), cores=n_cores, stacklevel=3)
+
+
+def timing_of(
+    times: Sequence[float],
+    what: str = "fn",
+    *,
+    tolerance: float = 0.1,
+    warn: bool = True,
+    load: float | None | object = ...,
+    cores: int | None = None,
+    stacklevel: int = 2,
+) -> Timing:
+    """:class:`Timing` of wall-clock ``times`` (seconds) taken elsewhere (an interleaved loop
+    of several contenders), with the same :class:`MeasurementWarning` as :func:`measure_stable`.
+    ``load`` defaults to the 1-minute load average now, ``cores`` to the usable cores."""
+    times = [float(t) for t in times]
+    if not times:
+        raise RooflineError(f"timing_of({what!r}) needs at least one time")
     timing = Timing(median_s=float(statistics.median(times)), spread=relative_spread(times), repeats=len(times),
-                    tolerance=float(tolerance), load=load(), cores=n_cores, times_s=tuple(times))
+                    tolerance=float(tolerance), load=_load_average() if load is ... else load,  # type: ignore[arg-type]
+                    cores=_usable_cores() if cores is None else cores, times_s=tuple(times))
     if warn and not timing.reliable:
-        warnings.warn(unreliable_message(what, timing), MeasurementWarning, stacklevel=2)
+        warnings.warn(unreliable_message(what, timing), MeasurementWarning, stacklevel=stacklevel)
     return timing
 
 

@@ -373,3 +373,12 @@ def test_relative_spread_is_the_p10_p90_width_over_the_median():
     assert relative_spread(times) == pytest.approx(8 / 6)
     with pytest.raises(RooflineError, match="at least one"):
         relative_spread([])
+
+
+def test_timing_of_times_taken_elsewhere_warns_like_measure_stable():
+    from cosim.roofline import MeasurementWarning, timing_of
+
+    timing = timing_of([1e-3] * 6, "an interleaved contender", load=0.2, cores=2)
+    assert timing.median_s == pytest.approx(1e-3) and timing.repeats == 6 and timing.reliable
+    with pytest.warns(MeasurementWarning, match="an interleaved contender are unreliable: spread 67%"):
+        timing_of([1.0, 2.0, 1.0, 2.0], "an interleaved contender", load=0.2, cores=2)
