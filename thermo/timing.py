@@ -81,7 +81,6 @@ from .errors import (
     InputError,
     NonFiniteInputError,
     NotPositiveDefiniteError,
-    NotSymmetricError,
 )
 from .hardware import HardwareSpec
 
@@ -190,16 +189,15 @@ class SpectrumInfo:
         ``A_hat = A * coupling_range / max|A_ij|`` (as :func:`thermo.program.program_matrix`,
         without quantization or mismatch); without it ``a`` is taken to be ``A_hat`` already.
         """
-        arr = np.asarray(a, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
-            raise InputError(f"a must be a non-empty square matrix, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise NonFiniteInputError("a contains non-finite values (NaN or inf)")
+        from .validation import check_finite, check_square, check_symmetric, to_host
+
+        arr = to_host(a, "a")  # refuses complex, sparse and operator inputs like the solver
+        check_square(arr, "a")
+        check_finite(arr, "a")
         scale = float(np.abs(arr).max())
         if scale == 0:
             raise NotPositiveDefiniteError("a is the zero matrix")
-        if float(np.abs(arr - arr.T).max()) > symmetry_rtol * scale:
-            raise NotSymmetricError(f"a is not symmetric (relative tolerance {symmetry_rtol:g})")
+        check_symmetric(arr, symmetry_rtol, "a")
         if hw is not None:
             arr = arr * (hw.coupling_range / scale)
         return cls.from_eigenvalues(np.linalg.eigvalsh(0.5 * (arr + arr.T)))

@@ -9,7 +9,7 @@ import scipy.linalg
 import scipy.optimize
 
 from thermo import timing
-from thermo.errors import HardwareSpecError, InputError, NotPositiveDefiniteError
+from thermo.errors import HardwareSpecError, InputError, NotPositiveDefiniteError, NotSymmetricError
 from thermo.hardware import HardwareSpec
 from thermo.timing import SpectrumInfo, TimingBreakdown
 
@@ -569,3 +569,14 @@ def test_bad_arguments_name_themselves():
         timing.estimate_inverse(small_hw(kT=0.0), LAM4, target_rel_error=0.1)
     # a tiled inverse is a block solve of the identity columns: it needs no noise
     assert timing.estimate_inverse(small_hw(kT=0.0, n_units=2), LAM4, target_rel_error=0.1).n_tiles == 4
+
+
+def test_spectrum_from_matrix_runs_the_solvers_input_checks():
+    from thermo.errors import UnsupportedInputError
+
+    with pytest.raises(UnsupportedInputError, match="complex"):
+        SpectrumInfo.from_matrix(np.eye(3) * (1 + 1j))
+    skew = np.eye(4)
+    skew[0, 1], skew[1, 0] = 0.5, -0.5
+    with pytest.raises(NotSymmetricError):
+        SpectrumInfo.from_matrix(skew)
