@@ -43,6 +43,7 @@ from typing import Any, Literal, final
 import torch
 from torch import Tensor, nn
 
+from thermo.hardware import PRESETS, HardwareSpec
 from thermo.provenance import provenance
 
 from .data import ArrayDataset, batches_per_epoch, epoch_order
@@ -76,6 +77,16 @@ def _is_count(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _hardware_label(hardware: Any) -> str:
+    """A preset's name, a hardware file's stem, the preset a spec equals, or ``custom``."""
+    if isinstance(hardware, (str, os.PathLike)):
+        path = Path(hardware)
+        return path.stem if path.suffix.lower() in (".toml", ".yaml", ".yml") else str(hardware)
+    if isinstance(hardware, HardwareSpec):
+        return next((name for name, make in PRESETS.items() if make() == hardware), "custom")
+    return type(hardware).__name__
 
 
 @dataclass(frozen=True)
@@ -186,7 +197,7 @@ class TrainConfig:
             method.append(self.solver)
         hardware = self.solver_options.get("hardware", self.optimizer_options.get("hardware"))
         if hardware is not None:
-            method.append(hardware if isinstance(hardware, str) else getattr(hardware, "name", type(hardware).__name__))
+            method.append(_hardware_label(hardware))
         lr = f"{self.lr:g}".replace("+", "")
         parts = [self.task, "-".join(str(m) for m in method), f"lr{lr}", f"seed{self.seed}", self.config_hash()]
         return "_".join(re.sub(r"[^A-Za-z0-9.\-]+", "-", part) for part in parts)

@@ -365,6 +365,15 @@ def test_run_names_are_readable_and_collision_free() -> None:
     assert re.fullmatch(r"digits-mlp_ngd-exact_lr0\.1_seed2_[0-9a-f]{8}", TrainConfig(optimizer="ngd", seed=2).run_name())
     tngd = TrainConfig(task="digits-cnn", optimizer="tngd", optimizer_options={"hardware": "ideal"})
     assert re.fullmatch(r"digits-cnn_tngd-ideal_lr0\.1_seed0_[0-9a-f]{8}", tngd.run_name())
+    # a spec object: the preset it equals, else custom; a hardware file: its stem
+    from thermo import HardwareSpec
+
+    spec = dataclasses.replace(tngd, optimizer_options={"hardware": HardwareSpec.ideal()})
+    assert spec.run_name().startswith("digits-cnn_tngd-ideal_lr0.1_seed0_") and spec.run_name() != tngd.run_name()
+    bits = dataclasses.replace(tngd, optimizer_options={"hardware": HardwareSpec.ideal(bits_b=4, bits_adc=4, v_range_v=1.0)})
+    assert bits.run_name().startswith("digits-cnn_tngd-custom_lr0.1_seed0_")
+    chip = TrainConfig(solver="thermo", solver_options={"hardware": "chips/my chip.toml"})
+    assert re.fullmatch(r"digits-mlp_kfac-thermo-my-chip_lr0\.1_seed0_[0-9a-f]{8}", chip.run_name())
 
 
 def test_the_csv_has_a_provenance_sidecar_that_round_trips_the_configuration(tmp_path) -> None:
