@@ -1,22 +1,111 @@
-"""Shared timing helper for the benchmark scripts (median of repeats after a warm-up)."""
+"""Shared timing helpers of the benchmark scripts: pinned thread pools, and timings with spread.
+
+Call :func:`pin_threads` first thing in a script, before numpy, torch or numba are imported:
+the thread counts of OpenMP, OpenBLAS, MKL and numba are read from the environment when those
+libraries load. On a small shared machine an unpinned pool oversubscribes the cores (torch with
+two threads on two busy cores turned a 1.4 ms K-FAC step into 440 ms).
+
+Every timing goes through :func:`cosim.roofline.measure_stable` (or :func:`cosim.roofline.timing_of`
+for times taken in an interleaved loop) and is kept, so that :func:`print_spreads` can list the
+median and spread of each before the script's ``headline:``; a timing whose spread stays above
+the tolerance, or taken while the machine is busy, raises a ``MeasurementWarning``.
+"""
 
 from __future__ import annotations
 
-import statistics
-from typing import Callable
+import argparse
+import os
+import sys
+from typing import Any, Callable
 
-from cosim.roofline import wall_times
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS")
+
+TOLERANCE = 0.1
+"""The spread ``(p90 - p10) / median`` a benchmark timing is repeated down to."""
+
+_TIMINGS: dict[str, Any] = {}
+_LIMITS: list[Any] = []  # threadpoolctl's limiter, kept alive for the script's lifetime
 
 
-def sample_times(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, pause_s: float = 0.3) -> list[float]:
-    """Wall times of ``repeats`` calls of ``fn()`` in seconds, after ``warmup`` untimed calls, with
-    a pause before each (:func:`cosim.roofline.wall_times`): numba, torch and OpenBLAS each keep a
-    thread pool whose idle threads spin for a while after use, and on a 2-core machine a
-    contender timed right after another one would otherwise pay for the other's spinning threads.
-    """
-    return wall_times(fn, repeats, warmup, pause_s)
+def pin_threads(default: int = 1) -> int:
+    """Pin every thread pool to ``--threads`` (from ``sys.argv``; ``default`` without it) and
+    return that count: the environment variables first, then torch, numba and (through
+    threadpoolctl, where installed) OpenBLAS/MKL/OpenMP of the libraries already loaded."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--threads", type=int, default=None)
+    given = parser.parse_known_args(sys.argv[1:])[0].threads
+    threads = default if given is None else given
+    if threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {threads}")
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        _LIMITS.append(threadpool_limits(limits=threads))
+    except ImportError:
+        pass
+    return threads
 
 
-def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, pause_s: float = 0.3) -> float:
-    """Median of :func:`sample_times` (seconds)."""
-    return statistics.median(sample_times(fn, repeats, warmup, pause_s))
+def time_it(fn: Callable[[], object], what: str, repeats: int = 5, warmup: int = 1, pause_s: float = 0.3,
+            max_repeats: int | None = None, tolerance: float = TOLERANCE) -> Any:
+    """:class:`cosim.roofline.Timing` of ``fn()``: at least ``repeats`` timed calls after
+    ``warmup`` untimed ones, up to ``max_repeats`` (default ``3 * repeats``) until the spread is
+    within ``tolerance``, with ``pause_s`` of sleep before each (numba, torch and OpenBLAS each
+    keep a pool whose idle threads spin for a while after use: a contender timed right after
+    another would pay for them). Kept under ``what`` for :func:`print_spreads`."""
+    from cosim.roofline import measure_stable
+
+    timing = measure_stable(fn, what, tolerance=tolerance, min_repeats=repeats,
+                            max_repeats=max_repeats or 3 * repeats, budget_s=60.0, warmup=warmup, pause_s=pause_s)
+    _TIMINGS[what] = timing
+    return timing
+
+
+def record(what: str, times: list[float], tolerance: float = TOLERANCE) -> Any:
+    """The :class:`cosim.roofline.Timing` of ``times`` taken by the script's own loop (an
+    interleaved comparison), kept under ``what`` for :func:`print_spreads`."""
+    from cosim.roofline import timing_of
+
+    timing = timing_of(times, what, tolerance=tolerance, stacklevel=3)
+    _TIMINGS[what] = timing
+    return timing
+
+
+def sample_times(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, pause_s: float = 0.3,
+                 what: str | None = None) -> list[float]:
+    """Every time (s) of :func:`time_it` of ``fn``."""
+    return list(time_it(fn, what or getattr(fn, "__name__", "fn"), repeats, warmup, pause_s).times_s)
+
+
+def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, pause_s: float = 0.3,
+                what: str | None = None) -> float:
+    """Median (s) of :func:`time_it` of ``fn``."""
+    return time_it(fn, what or getattr(fn, "__name__", "fn"), repeats, warmup, pause_s).median_s
+
+
+def print_spreads(threads: int | None = None) -> None:
+    """One line per timing kept: median, spread and repeats, and whether it can be trusted."""
+    if not _TIMINGS:
+        return
+    first = next(iter(_TIMINGS.values()))
+    load = "unknown" if first.load is None else f"{first.load:.1f}"
+    pinned = "" if threads is None else f", {threads} thread{'s' if threads > 1 else ''} per pool"
+    print(f"timings (median, spread = (p90 - p10) / median; load {load} on {first.cores} cores{pinned}):")
+    for what, timing in _TIMINGS.items():
+        flag = "" if timing.reliable else "  <- unreliable: rerun on an idle machine"
+        print(f"  {what:<48} {timing.describe()}{flag}")

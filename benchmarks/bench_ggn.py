@@ -24,6 +24,14 @@ Run: python benchmarks/bench_ggn.py [--threads 1] [--repeats 7] [--batch 64]
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _timing import pin_threads  # noqa: E402
+
+THREADS = pin_threads()  # before numpy, torch and numba start their thread pools (--threads N, default 1)
+
 import argparse
 import copy
 import math
@@ -49,7 +57,7 @@ from digital.tasks import build_task
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1 for stable numbers)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="threads of every pool (default 1 for stable numbers; pinned by _timing.pin_threads)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--damping", type=float, default=1e-3)

@@ -32,6 +32,14 @@ Run: python benchmarks/bench_kfac.py  [--threads N] [--repeats 7] [--fisher type
 
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parent))
+from _timing import pin_threads  # noqa: E402
+
+THREADS = pin_threads()  # before numpy, torch and numba start their thread pools (--threads N, default 1)
+
 import argparse
 import copy
 import statistics
@@ -152,7 +160,7 @@ def main() -> None:
     parser.add_argument("--damping", type=float, default=1e-3)
     parser.add_argument("--lr", type=float, default=1e-4, help="small, so the timed steps stay on a sane model")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="threads of every pool (default 1, pinned by _timing.pin_threads)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
