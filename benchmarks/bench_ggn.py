@@ -44,7 +44,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _timing import median_time
+from _timing import median_time, print_spreads, record
 
 from digital.curvature import (
     loss_hessian_factor,
@@ -130,7 +130,7 @@ def main() -> None:
         "woodbury solve, fresh operator": woodbury_fresh,
     }
     for name, fn in contenders.items():
-        timings[name] = median_time(fn, repeats=args.repeats, warmup=2)
+        timings[name] = median_time(fn, repeats=args.repeats, warmup=2, what=name)
     sens = []
     for _ in range(args.repeats):
         fresh = GGNOperator(model, x, y, "cross_entropy", check=False)
@@ -143,8 +143,10 @@ def main() -> None:
     print(f"\n{'operation':<48} {'median ms':>10} {'x adam':>9}")
     for name, t in timings.items():
         print(f"{name:<48} {1e3 * t:>10.3f} {t / unit:>9.2f}")
+    record(f"  of which: capture fwd + {op.d_z} batched bwd (no check)", sens)
+    print_spreads(THREADS)
     print(
-        f"\ngram() (check on) / (d_z = {op.d_z} x adam step) = "
+        f"headline: gram() (check on) / (d_z = {op.d_z} x adam step) = "
         f"{timings['gram() fresh operator, check on'] / (op.d_z * unit):.2f}; "
         f"dense J_f + Gram / gram() = {timings['dense J_f + U + Gram'] / timings['gram() fresh operator, check on']:.1f}x"
     )

@@ -45,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _timing import print_spreads, record  # noqa: E402
 from digital.solvers import get_solver  # noqa: E402
 from digital.solvers import base as solver_base  # noqa: E402
 
@@ -66,7 +67,8 @@ def calls_per_sample(fn: Callable[[], object], sample_s: float) -> int:
 
 
 def interleaved_per_call(
-    fns: dict[str, Callable[[], object]], n: int | dict[str, int], repeats: int, pause_s: float = 0.005
+    fns: dict[str, Callable[[], object]], n: int | dict[str, int], repeats: int, pause_s: float = 0.005,
+    label: str = "",
 ) -> dict[str, float]:
     """Median seconds per call of each ``fn`` (``n`` calls per sample, or ``n[name]``),
     contenders alternating in every round with the order rotating."""
@@ -84,7 +86,8 @@ def interleaved_per_call(
             for _ in range(ns[name]):
                 fn()
             times[name].append((time.perf_counter() - start) / ns[name])
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    # each contender's times and spread are kept for print_spreads (a MeasurementWarning if they disagree)
+    return {name: record(f"{label} {name}".strip(), ts).median_s for name, ts in times.items()}
 
 
 def spd(d: int, dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
@@ -148,7 +151,7 @@ def main() -> None:
             per_op = {}
             for op, fns in ops.items():
                 n = calls_per_sample(fns["direct"], sample_s)
-                t = interleaved_per_call(fns, n, args.repeats)
+                t = interleaved_per_call(fns, n, args.repeats, label=f"{op} d={d} {dtype_name}")
                 per_op[op] = t
                 over = (t["ours"] - t["direct"]) / t["direct"] * 100
                 over_nc = (t["nocheck"] - t["direct"]) / t["direct"] * 100
@@ -172,7 +175,7 @@ def main() -> None:
                 ),
             }
             ns = {name: calls_per_sample(fn, sample_s / 4) for name, fn in pieces.items()}
-            tp = interleaved_per_call(pieces, ns, max(5, args.repeats // 2))
+            tp = interleaved_per_call(pieces, ns, max(5, args.repeats // 2), label=f"piece d={d} {dtype_name}")
             pieces_rows.append((d, dtype_name, per_op, tp))
 
     names = list(pieces_rows[0][3])
@@ -186,6 +189,10 @@ def main() -> None:
     print(f"{'d':>5} {'dtype':<8} " + " ".join(f"{name:>{w}}" for name, w in zip(names, widths)))
     for d, dtype_name, _, tp in pieces_rows:
         print(f"{d:>5} {dtype_name:<8} " + " ".join(f"{tp[name] * 1e6:>{w}.1f}" for name, w in zip(names, widths)))
+    print_spreads(THREADS)
+    d, dtype_name, per_op, _ = pieces_rows[-1]
+    over = (per_op["solve"]["ours"] - per_op["solve"]["direct"]) / per_op["solve"]["direct"] * 100
+    print(f"headline: the solver interface adds {over:.1f}% to a direct torch.linalg solve (d={d}, {dtype_name})")
 
 
 if __name__ == "__main__":

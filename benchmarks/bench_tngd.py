@@ -51,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _timing import sample_times  # noqa: E402
+from _timing import print_spreads, sample_times  # noqa: E402
 from digital.curvature import batch_loss, flatten_params
 from digital.ggn import GGNOperator, woodbury_solve
 from digital.ngd import NGD
@@ -67,9 +67,10 @@ KAPPA = 1e-6  # thermal noise (the ideal hardware's kT)
 LR = 0.01
 
 
-def timed(fn, repeats: int, warmup: int, pause_s: float = 0.3) -> list[float]:
-    """Every time of ``_timing.sample_times``, so the table can show the spread next to the median."""
-    return sample_times(fn, repeats, warmup, pause_s)
+def timed(fn, what: str, repeats: int, warmup: int, pause_s: float = 0.3) -> list[float]:
+    """Every time of ``_timing.sample_times`` (kept with its spread for ``print_spreads``), so the
+    table can show the spread next to the median."""
+    return sample_times(fn, repeats, warmup, pause_s, what=what)
 
 
 def rel(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -209,7 +210,7 @@ def main() -> None:
         f"EM path: dt = {DT_TAU:g}, {em_steps} products (1 path)": (em_path, max(3, args.repeats // 2)),
     }
     for name, (fn, reps) in contenders.items():
-        ts = timed(fn, reps, 2 if reps == args.repeats else 1)
+        ts = timed(fn, name, reps, 2 if reps == args.repeats else 1)
         timings[name], spread[name] = statistics.median(ts), (min(ts), max(ts))
     del tngd_stats[:2], ngd_stats[:2]  # the warm-up steps (the first one runs the hook check)
 
@@ -291,12 +292,13 @@ def main() -> None:
         f"exact vs EM on the device alone: EM / (eigh + sample) = {em_s / exact_t_s:.1f}x; "
         f"EM / (fresh Gram + eigh + sample) = {em_s / exact_g_s:.1f}x"
     )
+    print(f"(total benchmark wall time {time.perf_counter() - start_all:.0f} s)")
+    print_spreads(THREADS)
     print(
-        f"\nheadline: TNGD step / Adam step = {tngd_t / unit:.1f}x (target <= 20x); "
+        f"headline: TNGD step / Adam step = {tngd_t / unit:.1f}x (target <= 20x); "
         f"TNGD step / NGD-Woodbury step = {tngd_t / ngd_t:.2f}x (target <= 1.5x); "
         f"EM dt={DT_TAU:g} / exact propagation = {em_s / exact_t_s:.0f}x (target >= 50x)"
     )
-    print(f"(total benchmark wall time {time.perf_counter() - start_all:.0f} s)")
 
 
 if __name__ == "__main__":
