@@ -22,7 +22,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 Row = dict[str, Any]
 
@@ -138,7 +138,7 @@ class SweepStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> SweepStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

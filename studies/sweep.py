@@ -48,8 +48,8 @@ from typing import Any
 
 from .store import SweepError, SweepStore, SweepWarning, point_key, store_path_for
 
-__all__ = ["SweepError", "SweepInterrupted", "SweepWarning", "context_of", "pin_threads", "read_rows", "run_sweep",
-           "store_path_for"]
+__all__ = ["SweepError", "SweepInterrupted", "SweepWarning", "check_output_folder", "context_of", "pin_threads",
+           "read_rows", "run_sweep", "store_path_for"]
 
 Point = dict[str, Any]
 Row = dict[str, Any]
@@ -267,28 +267,37 @@ def _write_sidecar(path: Path, wanted: Mapping[str, Any], provenance: Mapping[st
 
 
 # ------------------------------------------------------------------------------ output folder
+def check_output_folder(folder: str | os.PathLike[str]) -> None:
+    """Make ``folder`` (and its parents) and make sure it takes new files, or raise
+    :class:`SweepError` naming the problem: a file where a folder should be, a folder that
+    cannot be created or written. Sweeps call it before any point runs; call it before
+    creating a study's output folder to get the same message."""
+    folder = Path(folder)
+    for ancestor in (folder, *folder.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise SweepError(f"cannot use the folder {folder}: {ancestor} is a file, not a folder; choose another "
+                                 f"output folder (--out) or move the file away")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SweepError(f"cannot create the folder {folder} ({err.strerror or err}); choose a writable "
+                         f"output folder (--out)") from err
+    try:  # root ignores permission bits, so only an actual file says whether the folder takes one
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".tcd-write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise SweepError(f"the folder {folder} is not writable ({err.strerror or err}); choose a writable "
+                         f"output folder (--out) or fix its permissions") from err
+
+
 def _check_output(path: Path) -> None:
     """Refuse, before any point runs, a CSV path that cannot be written."""
     if path.is_dir():
         raise SweepError(f"{path} is a folder, not a CSV file; pass a file path such as {path / 'sweep.csv'}")
-    for ancestor in (path.parent, *path.parent.parents):
-        if ancestor.exists():
-            if not ancestor.is_dir():
-                raise SweepError(f"cannot write {path}: {ancestor} is a file, not a folder; choose another output "
-                                 f"folder (--out) or move the file away")
-            break
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise SweepError(f"cannot create the folder {path.parent} ({err.strerror or err}); choose a writable "
-                         f"output folder (--out)") from err
-    try:  # root ignores permission bits, so only an actual file says whether the folder takes one
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=".tcd-write-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise SweepError(f"the folder {path.parent} is not writable ({err.strerror or err}); choose a writable "
-                         f"output folder (--out) or fix its permissions") from err
+    check_output_folder(path.parent)
 
 
 # ---------------------------------------------------------------------------------- the sweep
@@ -531,16 +540,17 @@ def _execute_pool(fn: Callable[[Point], Row], points: list[Point], workers: int 
             yield futures[future], future.result()
     except BaseException:  # failure, Ctrl-C, or the consumer closing us: stop now, not after the running points
         with _sigint_ignored():
-            _stop_pool(pool, futures)
+            _stop_pool(pool)
         raise
     pool.shutdown(wait=True)
 
 
-def _stop_pool(pool: ProcessPoolExecutor, futures: Mapping[Any, Point]) -> None:
-    for future in futures:
-        future.cancel()
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """End the pool now: its workers ignore SIGINT, so SIGTERM ends the running points. The
+    futures are not cancelled: the pool marks them broken itself (cancelling them first races
+    with that in Python 3.11 and prints an InvalidStateError traceback)."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
-    for process in processes:  # workers ignore SIGINT: end the running points with SIGTERM
+    for process in processes:
         if process.is_alive():
             process.terminate()
     for process in processes:
@@ -548,7 +558,7 @@ def _stop_pool(pool: ProcessPoolExecutor, futures: Mapping[Any, Point]) -> None:
         if process.is_alive():  # pragma: no cover - a point that traps SIGTERM
             process.kill()
             process.join(timeout=5.0)
-    pool.shutdown(wait=True, cancel_futures=True)
+    pool.shutdown(wait=True)
 
 
 def _init_worker(threads: int, parent_pid: int | None) -> None:

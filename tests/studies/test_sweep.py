@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from studies.sweep import SweepError, SweepInterrupted, SweepWarning, pin_threads, read_rows, run_sweep
+from studies.sweep import (
+    SweepError,
+    SweepInterrupted,
+    SweepWarning,
+    check_output_folder,
+    pin_threads,
+    read_rows,
+    run_sweep,
+)
 
 FAIL_AT: list[int] = []
 
@@ -382,8 +390,12 @@ def test_an_unreachable_dask_scheduler_is_a_clear_error_within_the_timeout(tmp_p
 def test_an_output_under_a_file_is_refused(tmp_path) -> None:
     blocker = tmp_path / "results"
     blocker.write_text("not a folder")
-    with pytest.raises(SweepError, match=rf"cannot write {blocker}/noise/noise\.csv: {blocker} is a file"):
+    CALLS.clear()
+    with pytest.raises(SweepError, match=rf"cannot use the folder {blocker}/noise: {blocker} is a file, not a folder"):
         run_sweep(counted, POINTS, blocker / "noise" / "noise.csv", workers=1, progress=False)
+    with pytest.raises(SweepError, match=rf"cannot use the folder {blocker}: {blocker} is a file"):
+        check_output_folder(blocker)
+    assert CALLS == []
     with pytest.raises(SweepError, match="is a folder, not a CSV file"):
         run_sweep(counted, POINTS, tmp_path, workers=1, progress=False)
 
