@@ -783,7 +783,7 @@ def output_jacobian(
     batched backward passes, no per-example ``jacrev`` except for layers the hooks cannot cover.
     Memory ``b d_z N`` entries (checked against the budget)."""
     op = GGNOperator(model, inputs, loss="mse", params=params, check=check)
-    return op.dense_ut() * math.sqrt(op.batch_size), op.outputs
+    return op.dense_ut().mul_(math.sqrt(op.batch_size)), op.outputs
 
 
 # -- Woodbury --------------------------------------------------------------------------------

@@ -181,10 +181,17 @@ def _program(x: Tensor, dac: Quantizer, seed: int | None) -> tuple[Tensor, float
     alpha = peak / dac.full_scale
     backend = TorchBackend(x.device)
     rng = backend.random(0 if seed is None else seed) if dac.rounding == "stochastic" else None
-    levels, _ = dac.apply(x / alpha, backend, rng)
-    xq = levels * alpha
+    # the grid alpha * (levels of +-coupling_range) is the grid of a DAC over +-peak in x's units:
+    # quantizing x there skips two full passes over J_f (x / alpha and back)
+    xq, _ = Quantizer(dac.bits, peak, dac.rounding).apply(x, backend, rng)
     err = float(torch.linalg.vector_norm(xq - x) / torch.linalg.vector_norm(x))
     return xq, alpha, err
+
+
+def _all_finite(x: Tensor) -> bool:
+    """No NaN or infinity in ``x``: a NaN or inf entry makes the sum non-finite, so a finite sum
+    settles it in one reduction; only an overflowing sum needs the elementwise check."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
 def program_arrays(
@@ -214,7 +221,7 @@ def program_arrays(
             f"{hessian.shape[0] * hessian.shape[1]}"
         )
     for name, x in (("J_f", jacobian), ("H_L", hessian)):
-        if not bool(torch.isfinite(x).all()):
+        if not _all_finite(x):
             raise NonFiniteInputError(f"the {name} array to program contains NaN or infinity")
     dac = Quantizer(bits, coupling_range, rounding)
     jq, j_scale, j_err = _program(jacobian, dac, seed)
