@@ -1,99 +1,102 @@
-"""Command-line interface: ``tcd <command> [options]`` (also ``python -m tcd``)."""
+"""Command-line interface: ``tcd <command> [options]`` (also ``python -m tcd``).
+
+Exit status: 0 done; 1 a run stopped (divergence, a non-finite value) after writing what it had;
+2 bad input (the one-line message names it and the fix); 130 interrupted (Ctrl-C: what was saved
+and how to resume is printed); 141 the reader of the output went away (``tcd presets | head``).
+``--debug`` shows the traceback instead of the one-line message.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Any
+
+from .arguments import (
+    HARDWARE_HELP,
+    add_sweep_arguments,
+    add_system_arguments,
+    add_training_arguments,
+    key_values,
+    non_negative_floats,
+    positive_float,
+    positive_floats,
+    positive_int,
+    positive_ints,
+    strings,
+)
+from .plots import plot_history, plot_projection
+
+EXIT_OK, EXIT_STOPPED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+class _Parser(argparse.ArgumentParser):
+    """Every sub-command also takes ``--debug`` (so it may stand anywhere on the line)."""
+
+    def add_subparsers(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        action = super().add_subparsers(**kwargs)
+        original = action.add_parser
+
+        def add_parser(name: str, **kw: Any) -> argparse.ArgumentParser:
+            sub = original(name, **kw)
+            sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error instead of its one-line message")
+            return sub
+
+        action.add_parser = add_parser  # type: ignore[method-assign]
+        return action
 
 
-def _strings(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+def _version() -> str:
+    from thermo.provenance import package_version
 
-
-def _add_training_arguments(parser: argparse.ArgumentParser, optimizer: bool = True) -> None:
-    parser.add_argument("--task", default="digits-mlp", help="digits-mlp, digits-cnn, digits-vit, graphs-gnn, digits-linear-mse")
-    if optimizer:
-        parser.add_argument("--optimizer", default="kfac", help="kfac, ngd, tngd, adam, adamw or sgd (default kfac)")
-        parser.add_argument("--solver", default="exact", help="solver backend of kfac/ngd: exact, cg or thermo (default exact)")
-    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
-    parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default: the task's)")
-    parser.add_argument("--seed", type=int, default=0, help="initialization and batch-order seed")
-    parser.add_argument("--eval-every", type=int, default=50, help="evaluate train/test every N steps")
-    parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="optimizer option, repeatable (e.g. damping=1e-2)")
-    parser.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option, repeatable (e.g. target_rel_error=1e-3)")
-
-
-def _add_system_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--system", type=Path, default=None, help="system description (.toml or .yaml)")
-    parser.add_argument("--gpu", default="A100", help="GPU preset when no --system (V100, A100, H100)")
-    parser.add_argument("--link", default="paper-50gbps", help="link preset when no --system")
-    parser.add_argument("--hardware", default="published", help="analog hardware preset when no --system")
-    parser.add_argument("--chips", type=int, default=1, help="analog chips when no --system")
-
-
-def _system(args: argparse.Namespace) -> object:
-    from cosim import SystemSpec
-
-    if args.system is not None:
-        return SystemSpec.load(args.system)
-    return SystemSpec.from_presets(gpu=args.gpu, link=args.link, hardware=args.hardware, n_chips=args.chips)
-
-
-def _add_sweep_arguments(
-    parser: argparse.ArgumentParser, out: str, workers: int | None = None,
-    workers_help: str = "process-pool size (default: CPU count)",
-) -> None:
-    """The options every study shares: where its points run, where it writes, the progress bar."""
-    parser.add_argument("--workers", type=int, default=workers, help=workers_help)
-    parser.add_argument("--scheduler", default=None, help="Dask scheduler address (or 'local'); default: process pool")
-    parser.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default {out})")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return f"tcd (thermo-codesign) {package_version()}"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tcd",
         description="Thermodynamic co-design simulator: analog Langevin linear algebra for "
         "second-order training.",
+        epilog="Exit status: 0 done, 1 a run stopped (divergence, non-finite value) after writing its history, "
+        "2 bad input, 130 interrupted (finished work is kept; rerun to resume).",
     )
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser(
         "demo",
         help="solve a random SPD system on simulated hardware; print accuracy and analog time, write CSV/PNG",
         description="Accuracy of a thermodynamic solve against analog time for hardware presets. "
-        "Finished points are kept in the CSV; a rerun skips them.",
+        "Finished points are kept; a rerun skips them.",
     )
-    demo.add_argument("--size", type=int, default=64, help="matrix size d (default 64)")
-    demo.add_argument("--kappa", type=float, default=100.0, help="condition number (default 100)")
-    demo.add_argument("--presets", type=_strings, default=("ideal", "published", "noisy"), help="comma-separated hardware presets")
-    demo.add_argument("--windows", type=_floats, default=(1.0, 4.0, 16.0, 64.0, 256.0), help="sampling windows in tau, comma-separated")
-    demo.add_argument("--seeds", type=int, default=3, help="noise seeds per point (default 3)")
-    demo.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU count)")
+    demo.add_argument("--size", type=positive_int, default=64, help="matrix size d (default 64)")
+    demo.add_argument("--kappa", type=positive_float, default=100.0, help="condition number (default 100)")
+    demo.add_argument("--presets", type=strings, default=("ideal", "published", "noisy"),
+                      help="comma-separated hardware presets or .toml/.yaml hardware files")
+    demo.add_argument("--windows", type=positive_floats, default=(1.0, 4.0, 16.0, 64.0, 256.0), help="sampling windows in tau, comma-separated")
+    demo.add_argument("--seeds", type=positive_int, default=3, help="noise seeds per point (default 3)")
+    demo.add_argument("--workers", type=positive_int, default=None, help="process-pool size (default: CPU count)")
     demo.add_argument("--out", type=Path, default=Path("results/demo"), help="output folder (default results/demo)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     tr = sub.add_parser(
         "train",
         help="train a model with K-FAC, NGD, TNGD, Adam or SGD on a pluggable solver; write CSV/PNG",
-        description="Train one of the built-in tasks. With --checkpoint the run saves itself and a "
-        "rerun with the same options resumes where it stopped.",
+        description="Train one of the built-in tasks. The run is named after its whole configuration (two "
+        "configurations never share files) and checkpoints itself beside its CSV: a rerun of the same command "
+        "resumes where it stopped. A run that diverges stops, writes its history and exits with status 1.",
     )
-    _add_training_arguments(tr)
-    tr.add_argument("--hardware", default=None, help="hardware preset of the thermo solver or of tngd (default ideal)")
+    add_training_arguments(tr)
+    tr.add_argument("--hardware", default=None, help=HARDWARE_HELP + " for --solver thermo or --optimizer tngd (default ideal)")
     tr.add_argument("--on-nonfinite", choices=("stop", "fallback"), default="stop", help="stop, or redo with the exact solver")
-    tr.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (resume if it exists)")
+    tr.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default OUT/<run name>.ckpt; resumed if it exists)")
+    tr.add_argument("--no-checkpoint", action="store_true", help="neither resume from nor write a checkpoint")
     tr.add_argument("--out", type=Path, default=Path("results/train"), help="output folder (default results/train)")
-    tr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    tr.add_argument("--no-progress", action="store_true", help="hide the progress bar and the evaluations printed as they happen")
 
     ct = sub.add_parser(
         "cotrain",
@@ -101,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trains the run for real with the thermo solver (the system's hardware) and with the exact "
         "backend, then projects both on the system from what each step asked of the device.",
     )
-    _add_training_arguments(ct, optimizer=False)
-    _add_system_arguments(ct)
+    add_training_arguments(ct, optimizer=False)
+    add_system_arguments(ct)
     ct.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     pj = sub.add_parser(
@@ -113,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pj.add_argument("--task", default=None, help="a built-in task whose model is costed (default: --mlp)")
     pj.add_argument("--mlp", default="512x8", metavar="WIDTHxDEPTH", help="a square MLP to cost (default 512x8)")
-    pj.add_argument("--batch-size", type=int, default=128, help="examples per step (default 128)")
-    _add_system_arguments(pj)
+    pj.add_argument("--batch-size", type=positive_int, default=128, help="examples per step (default 128)")
+    add_system_arguments(pj)
     pj.add_argument("--steps", action="append", default=[], metavar="METHOD=N",
                     help="steps per method, repeatable; methods adam, sgd, kfac (digital), tkfac (thermodynamic, inverses), tkfac-solve (thermodynamic, solves), tngd "
                          "(default: adam=1000 kfac=1000 tkfac=1000)")
-    pj.add_argument("--inverse-every", type=int, default=10, help="K-FAC inverse update interval (default 10)")
-    pj.add_argument("--target-rel-error", type=float, default=1e-2, help="accuracy of analog inversions (default 1e-2)")
-    pj.add_argument("--condition-number", type=float, default=1e3, help="condition number of a damped factor (default 1e3)")
+    pj.add_argument("--inverse-every", type=positive_int, default=10, help="K-FAC inverse update interval (default 10)")
+    pj.add_argument("--target-rel-error", type=positive_float, default=1e-2, help="accuracy of analog inversions (default 1e-2)")
+    pj.add_argument("--condition-number", type=positive_float, default=1e3, help="condition number of a damped factor (default 1e3)")
     pj.add_argument("--out", type=Path, default=Path("results/project"), help="output folder (default results/project)")
 
     cal = sub.add_parser(
@@ -130,12 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
         "steps on the given tasks, fits the roofline's efficiencies and launch overhead, prints measured against "
         "predicted per phase, and saves a system description whose GPU is this machine.",
     )
-    cal.add_argument("--tasks", default="digits-mlp,digits-cnn", help="comma-separated tasks to time (default digits-mlp,digits-cnn)")
-    cal.add_argument("--batch-size", type=int, default=64, help="examples per step (default 64)")
+    cal.add_argument("--tasks", type=strings, default=("digits-mlp", "digits-cnn"), help="comma-separated tasks to time (default digits-mlp,digits-cnn)")
+    cal.add_argument("--batch-size", type=positive_int, default=64, help="examples per step (default 64)")
     cal.add_argument("--out", type=Path, default=Path("results/calibration/system.toml"), help="system file to write (.toml or .yaml)")
 
     study = sub.add_parser("study", help="run a study: CSV of every point, a PNG plot and a Markdown report")
     studies = study.add_subparsers(dest="study", required=True, metavar="STUDY")
+    _add_study_parsers(studies)
+
+    presets = sub.add_parser("presets", help="print the hardware, GPU and link presets")
+    presets.add_argument("names", nargs="*", help="presets to show, of any kind (default: all)")
+    return parser
+
+
+def _add_study_parsers(studies: Any) -> None:
     asym = studies.add_parser(
         "asymptotic",
         help="per-layer time of digital vs thermodynamic K-FAC against layer width n; fitted exponents",
@@ -143,14 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         "model, for layer widths and factor condition numbers. Finished points are kept; a rerun skips them.",
     )
     asym.add_argument("--full", action="store_true", help="the real-hardware size (n up to 16,384)")
-    asym.add_argument("--sizes", type=_floats, default=None, help="layer widths, comma-separated (overrides the default)")
-    asym.add_argument("--kappas", type=_floats, default=None, help="factor condition numbers, comma-separated")
+    asym.add_argument("--sizes", type=positive_ints, default=None, help="layer widths, comma-separated (overrides the default)")
+    asym.add_argument("--kappas", type=positive_floats, default=None, help="factor condition numbers, comma-separated")
     asym.add_argument("--gpu", default="A100", help="GPU preset of the roofline projection (default A100)")
-    asym.add_argument("--hardware", default="published", help="analog hardware preset (default published)")
-    asym.add_argument("--chips", type=int, default=1, help="analog chips (default 1)")
-    asym.add_argument("--target-rel-error", type=float, default=1e-2, help="accuracy of the analog results (default 1e-2)")
-    _add_sweep_arguments(asym, "results/asymptotic", workers=1,
-                         workers_help="process-pool size (default 1: the measurements stay clean)")
+    asym.add_argument("--hardware", default="published", help=HARDWARE_HELP + " (default published)")
+    asym.add_argument("--chips", type=positive_int, default=1, help="analog chips (default 1)")
+    asym.add_argument("--target-rel-error", type=positive_float, default=1e-2, help="accuracy of the analog results (default 1e-2)")
+    add_sweep_arguments(asym, "results/asymptotic", workers=1,
+                        workers_help="process-pool size (default 1: the measurements stay clean)")
 
     nz = studies.add_parser(
         "noise",
@@ -159,12 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         "that keeps K-FAC ahead of Adam. Finished points are kept; a rerun skips them.",
     )
     nz.add_argument("--full", action="store_true", help="the full size (every knob on MLP and CNN, 600 steps, 5 seeds, more widths)")
-    nz.add_argument("--tasks", type=_strings, default=None, help="tasks, comma-separated (default digits-mlp,digits-cnn; "
+    nz.add_argument("--tasks", type=strings, default=None, help="tasks, comma-separated (default digits-mlp,digits-cnn; "
                     "the CNN sweeps bit widths only)")
-    nz.add_argument("--steps", type=int, default=None, help="training steps per run")
-    nz.add_argument("--seeds", type=int, default=None, help="seeds per point")
-    nz.add_argument("--bits", type=_floats, default=None, help="bit widths, comma-separated")
-    _add_sweep_arguments(nz, "results/noise")
+    nz.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
+    nz.add_argument("--seeds", type=positive_int, default=None, help="seeds per point")
+    nz.add_argument("--bits", type=positive_ints, default=None, help="bit widths, comma-separated whole numbers")
+    nz.add_argument("--hardware", default=None, help=HARDWARE_HELP + " the sweeps start from (default published)")
+    add_sweep_arguments(nz, "results/noise")
 
     pr = studies.add_parser(
         "projections",
@@ -174,12 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--full", action="store_true", help="the full size (step ratios 0.5-1, denser sensitivity grids, "
                     "600 measured steps)")
-    pr.add_argument("--workloads", type=_strings, default=None, help="vit-imagenet,gnn-molpcba (default both)")
+    pr.add_argument("--workloads", type=strings, default=None, help="vit-imagenet,gnn-molpcba (default both)")
     pr.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
-    pr.add_argument("--chips", type=int, default=16, help="analog chips of the base system (default 16)")
-    pr.add_argument("--knobs", type=_strings, default=None, help="sensitivity knobs: tau_scale,bits,link_scale,n_chips (default all)")
+    pr.add_argument("--chips", type=positive_int, default=16, help="analog chips of the base system (default 16)")
+    pr.add_argument("--hardware", default=None, help=HARDWARE_HELP + " of the base system (default published)")
+    pr.add_argument("--knobs", type=strings, default=None, help="sensitivity knobs: tau_scale,bits,link_scale,n_chips (default all)")
     pr.add_argument("--no-measure", action="store_true", help="skip measuring K-FAC's step ratio on the digits MLP")
-    _add_sweep_arguments(pr, "results/projections")
+    add_sweep_arguments(pr, "results/projections")
 
     ds = studies.add_parser(
         "designspace",
@@ -190,14 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ds.add_argument("--full", action="store_true", help="the full size (600 steps, 5 seeds, a denser grid)")
     ds.add_argument("--task", default=None, help="model trained through each design (default digits-mlp)")
-    ds.add_argument("--steps", type=int, default=None, help="training steps per run")
-    ds.add_argument("--seeds", type=int, default=None, help="seeds per design")
-    ds.add_argument("--bits", type=_floats, default=None, help="converter bit widths, comma-separated")
-    ds.add_argument("--target-errors", type=_floats, default=None, help="planned relative errors of the solves")
-    ds.add_argument("--mismatch", type=_floats, default=None, help="static mismatch sigmas, comma-separated")
-    ds.add_argument("--tau-scales", type=_floats, default=None, help="time-constant multipliers, comma-separated")
+    ds.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
+    ds.add_argument("--seeds", type=positive_int, default=None, help="seeds per design")
+    ds.add_argument("--bits", type=positive_ints, default=None, help="converter bit widths, comma-separated whole numbers")
+    ds.add_argument("--target-errors", type=positive_floats, default=None, help="planned relative errors of the solves")
+    ds.add_argument("--mismatch", type=non_negative_floats, default=None, help="static mismatch sigmas, comma-separated")
+    ds.add_argument("--tau-scales", type=positive_floats, default=None, help="time-constant multipliers, comma-separated")
     ds.add_argument("--workload", default=None, help="vit-imagenet or gnn-molpcba (default vit-imagenet)")
-    _add_sweep_arguments(ds, "results/designspace")
+    ds.add_argument("--hardware", default=None, help=HARDWARE_HELP + " every design starts from (default published)")
+    add_sweep_arguments(ds, "results/designspace")
 
     from studies.tngd import EXPERIMENTS
 
@@ -209,10 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
             "whether ours agrees. Finished points are kept; a rerun skips them.",
         )
         tn.add_argument("--full", action="store_true", help="the full size (20 epochs, 5 seeds, wider runtime sweep)")
-        tn.add_argument("--epochs", type=int, default=None, help="training epochs per run (default 10)")
-        tn.add_argument("--seeds", type=int, default=None, help="seeds per variant (default 3)")
+        tn.add_argument("--epochs", type=positive_int, default=None, help="training epochs per run (default 10)")
+        tn.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant (default 3)")
         tn.add_argument("--task", default=None, help="model and data (default digits-cnn)")
-        _add_sweep_arguments(tn, f"results/tngd-{experiment}")
+        add_sweep_arguments(tn, f"results/tngd-{experiment}")
 
     every = studies.add_parser(
         "all",
@@ -223,12 +237,34 @@ def build_parser() -> argparse.ArgumentParser:
         "`tcd study all --out docs/studies` produces the study pages of the documentation.",
     )
     every.add_argument("--full", action="store_true", help="every study at its full size")
-    _add_sweep_arguments(every, "results/studies", workers_help="process-pool size of every study but the "
-                         "asymptotic one, which measures on one worker (default: CPU count)")
+    add_sweep_arguments(every, "results/studies", workers_help="process-pool size of every study but the "
+                        "asymptotic one, which measures on one worker (default: CPU count)")
 
-    presets = sub.add_parser("presets", help="print the hardware presets")
-    presets.add_argument("names", nargs="*", help="presets to show (default: all)")
-    return parser
+
+def _system(args: argparse.Namespace) -> Any:
+    from cosim import SystemSpec
+
+    if args.system is not None:
+        return SystemSpec.load(args.system)
+    return SystemSpec.from_presets(gpu=args.gpu, link=args.link, hardware=args.hardware, n_chips=args.chips)
+
+
+def _output_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) and prove it writable, before any work is done."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file, not a folder; name a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".tcd-write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"cannot write to --out {path} ({exc.strerror or exc}); name a folder you can write to") from None
+    return path
+
+
+def _wrote(*paths: Path) -> str:
+    return "wrote " + ", ".join(str(p) for p in paths)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -241,66 +277,80 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         windows_tau=args.windows,
         seeds=args.seeds,
         workers=args.workers,
-        out_dir=args.out,
+        out_dir=_output_dir(args.out),
     )
     csv_path = solver_demo.run(cfg, progress=not args.no_progress)
-    rows = solver_demo.summarize(solver_demo.read_rows(csv_path))
+    rows = solver_demo.summarize(solver_demo.sweep.read_rows(csv_path, last_run=True))
     print(f"{'preset':<10} {'window/tau':>10} {'rms rel err':>12} {'theory':>10} {'analog us':>10}")
     for s in rows:
         print(
             f"{s['preset']:<10} {s['window_tau']:>10g} {s['rel_error_rms']:>12.3e} "
             f"{s['predicted_rel_error']:>10.3e} {s['analog_time_us']:>10.1f}"
         )
-    print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
-    return 0
-
-
-def _options(pairs: list[str], flag: str) -> dict[str, object]:
-    """``["damping=1e-2", "fisher_type=mc"]`` -> ``{"damping": 0.01, "fisher_type": "mc"}``."""
-    import ast
-
-    out: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        try:
-            value: object = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text  # a bare word such as mc or published
-        out[key.strip()] = value
-    return out
+    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
+    return EXIT_OK
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from digital.errors import TrainingInterrupted, TrainingStopped
     from digital.train import TrainConfig, train
 
-    optimizer_options = _options(args.opt, "--opt")
-    solver_options = _options(args.solver_opt, "--solver-opt")
+    optimizer_options = key_values(args.opt, "--opt")
+    solver_options = key_values(args.solver_opt, "--solver-opt")
+    is_tngd = args.optimizer.lower() == "tngd"
     if args.hardware is not None:
-        target = optimizer_options if args.optimizer.lower() == "tngd" else solver_options
-        target["hardware"] = args.hardware
+        if not is_tngd and args.solver.lower() != "thermo":
+            raise ValueError(f"--hardware applies to --solver thermo or --optimizer tngd, not to {args.optimizer} with "
+                             f"--solver {args.solver}; drop --hardware or add --solver thermo")
+        (optimizer_options if is_tngd else solver_options)["hardware"] = args.hardware
     config = TrainConfig(
         task=args.task, optimizer=args.optimizer, lr=args.lr, optimizer_options=optimizer_options,
         solver=args.solver, solver_options=solver_options, steps=args.steps, batch_size=args.batch_size,
         seed=args.seed, eval_every=args.eval_every, on_nonfinite=args.on_nonfinite,
     )
-    result = train(config, checkpoint=args.checkpoint, progress=not args.no_progress)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"{args.task}_{args.optimizer}_{args.solver}_seed{args.seed}"
-    csv_path = result.to_csv(args.out / f"{stem}.csv")
-    png_path = _plot_history(result.history, args.out / f"{stem}.png", title=stem)
+    out = _output_dir(args.out)
+    stem = config.run_name()
+    checkpoint = None if args.no_checkpoint else (args.checkpoint or out / f"{stem}.ckpt")
+    if checkpoint is not None and checkpoint.exists():
+        print(f"resuming {stem} from {checkpoint} (--no-checkpoint starts afresh)")
+    try:
+        result = train(config, checkpoint=checkpoint, progress=not args.no_progress)
+    except TrainingInterrupted as exc:
+        paths = _write_run(exc.result, out, stem)
+        if checkpoint is not None and exc.checkpoint_step:
+            resume = f"the checkpoint {checkpoint} holds step {exc.checkpoint_step}: rerun the same command to resume"
+        elif checkpoint is not None:
+            resume = "no checkpoint was written yet: a rerun starts afresh"
+        else:
+            resume = "drop --no-checkpoint to make a run resumable"
+        print(f"tcd train: interrupted after step {len(exc.result.history)} of {config.steps}; history written to "
+              f"{paths[0]}; {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingStopped as exc:
+        result = getattr(exc, "result", None)
+        written = f"; history of {len(result.history)} steps written to {_write_run(result, out, stem)[0]}" if result else ""
+        print(f"tcd train: stopped: {_one_line(exc)}{written}", file=sys.stderr)
+        return EXIT_STOPPED
+    csv_path, png_path = _write_run(result, out, stem)
+    if args.no_progress:  # with progress on, each evaluation was printed as it happened
+        print(f"{'step':>6} {'train loss':>11} {'test loss':>10} {'test acc':>9}")
+        for row in result.history:
+            if "train_loss" in row:
+                print(f"{row['step']:>6} {row['train_loss']:>11.4f} {row['test_loss']:>10.4f} {row['test_accuracy']:>9.4f}")
     final = result.final
-    print(f"{'step':>6} {'train loss':>11} {'test loss':>10} {'test acc':>9}")
-    for row in result.history:
-        if "train_loss" in row:
-            print(f"{row['step']:>6} {row['train_loss']:>11.4f} {row['test_loss']:>10.4f} {row['test_accuracy']:>9.4f}")
     analog = sum(row.get("analog_time_s", 0.0) for row in result.history)
     wall = sum(row["step_s"] for row in result.history[result.resumed_from :])
     print(f"final train loss {final['train_loss']:.4f}, test accuracy {final['test_accuracy']:.4f}; "
           f"host time {wall:.2f} s; analog device time {analog * 1e3:.3f} ms")
-    print(f"wrote {csv_path}, {png_path}")
-    return 0
+    print(_wrote(csv_path, csv_path.with_suffix(".json"), png_path))
+    return EXIT_OK
+
+
+def _write_run(result: Any, out: Path, stem: str) -> tuple[Path, Path]:
+    """The history CSV (with its configuration and provenance beside it) and the loss plot."""
+    csv_path = result.to_csv(out / f"{stem}.csv")
+    title = f"{stem} ({result.status})" if getattr(result, "status", "completed") != "completed" else stem
+    return csv_path, plot_history(result.history, out / f"{stem}.png", title=title)
 
 
 def _cmd_cotrain(args: argparse.Namespace) -> int:
@@ -309,8 +359,8 @@ def _cmd_cotrain(args: argparse.Namespace) -> int:
 
     system = _system(args)
     config = TrainConfig(
-        task=args.task, optimizer="kfac", lr=args.lr, optimizer_options=_options(args.opt, "--opt"),
-        solver="thermo", solver_options=_options(args.solver_opt, "--solver-opt"), steps=args.steps,
+        task=args.task, optimizer="kfac", lr=args.lr, optimizer_options=key_values(args.opt, "--opt"),
+        solver="thermo", solver_options=key_values(args.solver_opt, "--solver-opt"), steps=args.steps,
         batch_size=args.batch_size, seed=args.seed, eval_every=args.eval_every,
     )
     report = cosimulate_training(config, system, progress=not args.no_progress)
@@ -318,7 +368,7 @@ def _cmd_cotrain(args: argparse.Namespace) -> int:
     print("assumptions:")
     for key, value in report.assumptions.items():
         print(f"  {key} = {value}")
-    return 0
+    return EXIT_OK
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -331,7 +381,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from digital.tasks import build_task
 
     runs, labels = [], []
-    for name in _strings(args.tasks):
+    for name in args.tasks:
         task = build_task(name)
         sub = task.train.subset(torch.arange(min(args.batch_size, len(task.train))))
         runs.append((task.model, sub.inputs, sub.targets))
@@ -340,13 +390,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     print(report.table())
     system = dataclasses.replace(SystemSpec.default(), gpu=report.after, name="this machine",
                                  notes=f"GPU replaced by this machine, calibrated on {', '.join(labels)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    _output_dir(args.out.parent)
     path = system.save(args.out)
     print(f"wrote {path} (use it with: tcd project --system {path})")
-    return 0
+    return EXIT_OK
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    _output_dir(args.out)
     if args.study == "noise":
         return _study_noise(args)
     if args.study == "projections":
@@ -363,75 +414,74 @@ def _cmd_study(args: argparse.Namespace) -> int:
         gpu=args.gpu, hardware=args.hardware, n_chips=args.chips, target_rel_error=args.target_rel_error,
         workers=args.workers, scheduler=args.scheduler, out_dir=args.out,
     )
-    if args.sizes:
-        overrides["sizes"] = tuple(int(n) for n in args.sizes)
-    if args.kappas:
-        overrides["condition_numbers"] = tuple(args.kappas)
+    if args.sizes is not None:
+        overrides["sizes"] = args.sizes
+    if args.kappas is not None:
+        overrides["condition_numbers"] = args.kappas
     cfg = asymptotic.AsymptoticConfig.full(**overrides) if args.full else asymptotic.AsymptoticConfig(**overrides)
     csv_path = asymptotic.run(cfg, progress=not args.no_progress)
-    print(asymptotic.summary(asymptotic.sweep.read_rows(csv_path), cfg))
-    print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
-    return 0
+    print(asymptotic.summary(asymptotic.sweep.read_rows(csv_path, last_run=True), cfg))
+    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
+    return EXIT_OK
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, object]:
+    """The options the user gave (``None`` means "the study's default"; 0 is refused by the parser)."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _sweep_options(args: argparse.Namespace) -> dict[str, object]:
+    return dict(workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
 
 
 def _study_noise(args: argparse.Namespace) -> int:
     from studies import noise
 
-    overrides: dict[str, object] = dict(workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
-    for name in ("tasks", "steps", "seeds"):
-        if getattr(args, name):
-            overrides[name] = getattr(args, name)
-    if args.bits:  # every task sweeps the widths given
-        overrides["bits"] = tuple(int(b) for b in args.bits)
-        overrides["bits_only"] = {task: overrides["bits"] for task in noise.NoiseConfig().bits_only}
+    overrides = {**_sweep_options(args), **_given(args, "tasks", "steps", "seeds", "hardware")}
+    if args.bits is not None:  # every task sweeps the widths given
+        overrides["bits"] = args.bits
+        overrides["bits_only"] = {task: args.bits for task in noise.NoiseConfig().bits_only}
     cfg = noise.NoiseConfig.full(**overrides) if args.full else noise.NoiseConfig(**overrides)
     csv_path = noise.run(cfg, progress=not args.no_progress)
-    summary = noise.summarize(noise.sweep.read_rows(csv_path))
+    summary = noise.summarize(noise.sweep.read_rows(csv_path, last_run=True))
     for task in cfg.tasks:
         smallest = noise.smallest_precision(summary, task)
         print(f"{task}: smallest bit width keeping K-FAC ahead of Adam: {smallest if smallest is not None else 'none'}")
-    print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
-    return 0
+    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
+    return EXIT_OK
 
 
 def _study_projections(args: argparse.Namespace) -> int:
     from studies import projections
 
-    overrides: dict[str, object] = dict(gpu=args.gpu, n_chips=args.chips, measure_ratio=not args.no_measure,
-                                        workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
-    if args.workloads:
-        overrides["workloads"] = args.workloads
-    if args.knobs:
-        overrides["knobs"] = args.knobs
+    overrides = {**_sweep_options(args), **_given(args, "workloads", "knobs", "hardware"),
+                 "gpu": args.gpu, "n_chips": args.chips, "measure_ratio": not args.no_measure}
     cfg = projections.ProjectionConfig.full(**overrides) if args.full else projections.ProjectionConfig(**overrides)
     csv_path = projections.run(cfg, progress=not args.no_progress)
-    for r in projections.sweep.read_rows(csv_path):
+    for r in projections.sweep.read_rows(csv_path, last_run=True):
         if r["knob"] == "base":
             print(f"{r['workload']:<13} K-FAC steps x{r['step_ratio']:<6g} Adam {r['adam_s'] / 3600:8.3g} h  "
                   f"digital K-FAC {r['kfac_s'] / 3600:8.3g} h  thermodynamic K-FAC {r['tkfac_s'] / 3600:8.3g} h "
                   f"({r['speedup_vs_adam']:.3g}x Adam, bottleneck {r['tkfac_bottleneck']})")
-    print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
-    return 0
+    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
+    return EXIT_OK
 
 
 def _study_tngd(args: argparse.Namespace) -> int:
     from studies import tngd
 
     experiment = args.study.removeprefix("tngd-")
-    overrides: dict[str, object] = dict(workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
-    for name in ("epochs", "seeds", "task"):
-        if getattr(args, name):
-            overrides[name] = getattr(args, name)
+    overrides = {**_sweep_options(args), **_given(args, "epochs", "seeds", "task")}
     cfg = (tngd.TNGDStudyConfig.full(experiment, **overrides) if args.full
            else tngd.TNGDStudyConfig(experiment=experiment, **overrides))
     csv_path = tngd.run(cfg, progress=not args.no_progress)
-    rows = tngd.sweep.read_rows(csv_path)
+    rows = tngd.sweep.read_rows(csv_path, last_run=True)
     agrees, evidence = tngd.agreement(cfg, rows, tngd.summarize(rows))
     print(f"published: {tngd.EXPERIMENTS[experiment]}")
     print(f"ours: {evidence}")
     print(f"verdict: {tngd.verdict_text(agrees)}")
-    print(f"wrote {csv_path}, {csv_path.with_suffix('.png')}, {csv_path.with_suffix('.md')}")
-    return 0
+    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
+    return EXIT_OK
 
 
 STUDY_ORDER = ("asymptotic", "noise", "projections", "designspace", "tngd-wallclock", "tngd-analog-time", "tngd-delay",
@@ -445,7 +495,8 @@ def _study_all(args: argparse.Namespace) -> int:
     for name in STUDY_ORDER:
         workers = ["--workers", str(args.workers)] if args.workers and name not in ("asymptotic", "tngd-runtime") else []
         print(f"== tcd study {name}")
-        status = main(["study", name, "--out", str(args.out / name), *common, *workers])
+        status = main(["study", name, "--out", str(args.out / name), *common, *workers,
+                       *(["--debug"] if getattr(args, "debug", False) else [])])
         if status:
             return status
         report = args.out / name / f"{name}.md"
@@ -455,54 +506,32 @@ def _study_all(args: argparse.Namespace) -> int:
     index += [f"- [{title}]({name}/{name}.md): `tcd study {name}`" for name, title in pages]
     (args.out / "README.md").write_text("\n".join(index) + "\n")
     print(f"wrote {args.out / 'README.md'}")
-    return 0
+    return EXIT_OK
 
 
 def _study_designspace(args: argparse.Namespace) -> int:
     from studies import designspace
 
-    overrides: dict[str, object] = dict(workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
-    for name in ("task", "steps", "seeds", "workload"):
-        if getattr(args, name):
-            overrides[name] = getattr(args, name)
+    overrides = {**_sweep_options(args), **_given(args, "task", "steps", "seeds", "workload", "bits", "hardware")}
     for flag, name in (("target_errors", "target_rel_error"), ("mismatch", "mismatch_sigma"), ("tau_scales", "tau_scale")):
-        if getattr(args, flag):
+        if getattr(args, flag) is not None:
             overrides[name] = getattr(args, flag)
-    if args.bits:
-        overrides["bits"] = tuple(int(b) for b in args.bits)
     cfg = designspace.DesignSpaceConfig.full(**overrides) if args.full else designspace.DesignSpaceConfig(**overrides)
     csv_path = designspace.run(cfg, progress=not args.no_progress)
     front = [r for r in designspace.sweep.read_rows(csv_path) if r["pareto"]]
     print(f"Pareto front ({len(front)} designs): speedup over digital K-FAC, accuracy loss (percentage points)")
     for r in sorted(front, key=lambda r: -r["speedup_vs_kfac"]):
         print(f"  {r['bits']:>2} bits, target error {r['target_rel_error']:<5g} mismatch {r['mismatch_sigma']:<5g} "
-              f"tau x{r['tau_scale']:<5g}: {r['speedup_vs_kfac']:.3g}x, {100 * r['accuracy_loss']:+.2f} pp")
+              f"tau x{r['tau_scale']:<5g}: {_ratio(r['speedup_vs_kfac'])}, {100 * r['accuracy_loss']:+.2f} pp")
     print(f"wrote {csv_path} (per design), {cfg.out_dir / 'designspace_training.csv'}, "
           f"{cfg.out_dir / 'designspace_projections.csv'} (every point), {csv_path.with_suffix('.png')}, "
           f"{csv_path.with_suffix('.md')}")
-    return 0
+    return EXIT_OK
 
 
-def _plot_history(history: list[dict[str, object]], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["step"] for r in history], [r["loss"] for r in history], lw=0.8, alpha=0.6, label="batch loss")
-    evals = [r for r in history if "train_loss" in r]
-    ax.plot([r["step"] for r in evals], [r["train_loss"] for r in evals], "o-", label="train loss")
-    ax.plot([r["step"] for r in evals], [r["test_loss"] for r in evals], "s-", label="test loss")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def _ratio(value: float) -> str:
+    """A speedup with three significant digits, never ``0.00x`` (``0.000123x``, ``1.23e+04x``)."""
+    return f"{value:.3g}x"
 
 
 _PROJECT_METHODS = {
@@ -529,29 +558,35 @@ def _cmd_project(args: argparse.Namespace) -> int:
         shape = ModelShape.from_model(task.model, inputs, name=args.task)
     else:
         width, sep, depth = args.mlp.lower().partition("x")
-        if not sep or not width.isdigit() or not depth.isdigit():
-            raise ValueError(f"--mlp expects WIDTHxDEPTH such as 512x8, got {args.mlp!r}")
+        if not sep or not width.isdigit() or not depth.isdigit() or int(width) < 1 or int(depth) < 1:
+            raise ValueError(f"--mlp expects WIDTHxDEPTH with whole numbers >= 1, such as 512x8, got {args.mlp!r}")
         layers = tuple(LayerShape(f"fc{i}", int(width), int(width)) for i in range(int(depth)))
         shape = ModelShape(layers, args.batch_size, int(width), name=f"mlp {args.mlp}")
-    steps = _options(args.steps, "--steps") or {"adam": 1000, "kfac": 1000, "tkfac": 1000}
+    steps = key_values(args.steps, "--steps") or {"adam": 1000, "kfac": 1000, "tkfac": 1000}
     runs = {}
     for method, n in steps.items():
         if method not in _PROJECT_METHODS:
             raise ValueError(f"unknown method {method!r} in --steps; known: {', '.join(_PROJECT_METHODS)}")
-        if not isinstance(n, int) or n < 1:
-            raise ValueError(f"--steps {method}= needs a positive integer, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"--steps {method}= needs a whole number >= 1, got {n!r}")
         step = StepModel(**_PROJECT_METHODS[method], inv_update_steps=args.inverse_every,
                          target_rel_error=args.target_rel_error, factor_condition_number=args.condition_number)
         runs[method] = (step, n)
     projections = compare(shape, system, runs)
     base = projections[0]
+    digital_kfac = next((p for p in projections if p.label == "kfac"), None)
     print(f"model: {shape.name}, {shape.n_params:,} parameters, batch {shape.batch_size}; system: "
           f"{system.gpu.name}, link {system.link.bandwidth_bps / 1e9:g} Gb/s, {system.analog.n_chips} analog chip(s)")
-    print(f"{'method':<11} {'steps':>8} {'per step':>12} {'total':>12} {'vs ' + base.label:>14} {'energy':>12}  bottleneck")
+    kfac_column = f" {'vs kfac':>10}" if digital_kfac is not None and base is not digital_kfac else ""
+    print(f"{'method':<11} {'steps':>8} {'per step':>12} {'total':>12} {'vs ' + base.label:>10}{kfac_column} "
+          f"{'energy':>12}  bottleneck")
     for p in projections:
         busiest = max(p.utilization, key=p.utilization.get) if p.utilization else "-"
-        print(f"{p.label:<11} {p.n_steps:>8} {p.time_per_step_s * 1e3:>9.3f} ms {p.total_s:>10.2f} s "
-              f"{base.total_s / p.total_s:>13.2f}x {p.energy_j:>10.1f} J  {busiest} {p.utilization.get(busiest, 0):.0%}")
+        vs_kfac = f" {_ratio(digital_kfac.total_s / p.total_s):>10}" if kfac_column else ""
+        print(f"{p.label:<11} {p.n_steps:>8} {p.time_per_step_s * 1e3:>9.4g} ms {p.total_s:>10.4g} s "
+              f"{_ratio(base.total_s / p.total_s):>10}{vs_kfac} {p.energy_j:>10.4g} J  "
+              f"{busiest} {p.utilization.get(busiest, 0):.0%}")
+    print("(speedups: the first method's time, or digital K-FAC's, over each method's; > 1x is faster)")
     print("assumptions:")
     for key, value in base.assumptions.items():
         if not key.startswith("step."):
@@ -560,71 +595,163 @@ def _cmd_project(args: argparse.Namespace) -> int:
         step_keys = ("step.method", "step.inverse_on", "step.analog_op", "step.inv_update_steps",
                      "step.target_rel_error", "step.factor_condition_number")
         print(f"  {p.label}: " + ", ".join(f"{k[5:]}={p.assumptions[k]}" for k in step_keys))
-    args.out.mkdir(parents=True, exist_ok=True)
-    csv_path = write_csv(projections, args.out / "projection.csv")
-    png_path = _plot_projection(projections, args.out / "projection.png")
-    print(f"wrote {csv_path}, {png_path}")
-    return 0
+    out = _output_dir(args.out)
+    csv_path = write_csv(projections, out / "projection.csv")
+    png_path = plot_projection(projections, out / "projection.png")
+    print(_wrote(csv_path, png_path))
+    return EXIT_OK
 
 
-def _plot_projection(projections: list, path: Path) -> Path:
-    import matplotlib
+_SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"),
+                (1e-12, "p"), (1e-15, "f"))
+_UNIT_OF_SUFFIX = {"_s": "s", "_hz": "Hz", "_bps": "bit/s", "_w": "W", "_j": "J", "_v": "V", "_s2": "s^2"}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    phases = sorted({k for p in projections for k in p.phase_s})
-    fig, ax = plt.subplots(figsize=(7, 4))
-    bottom = [0.0] * len(projections)
-    for phase in phases:
-        # busy time per phase, summed over tasks (phases overlap, so bars can exceed the makespan)
-        values = [p.phase_s.get(phase, 0.0) / p.n_steps * 1e3 for p in projections]
-        ax.bar([p.label for p in projections], values, bottom=bottom, label=phase)
-        bottom = [b + v for b, v in zip(bottom, values)]
-    ax.scatter([p.label for p in projections], [p.time_per_step_s * 1e3 for p in projections], color="k", zorder=3,
-               marker="_", s=600, label="time per step")
-    ax.set_ylabel("busy time per step (ms)")
-    ax.set_title("projected step: busy time per phase and the step time")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def _si(value: float, unit: str) -> str:
+    """``5e10, "bit/s"`` -> ``'50 Gbit/s'``; ``1e-6, "s"`` -> ``'1 us'`` (4 significant digits)."""
+    if value == 0 or not abs(value) < float("inf"):
+        return f"{value:g} {unit}"
+    scale, prefix = next(((f, p) for f, p in _SI_PREFIXES if abs(value) >= f), _SI_PREFIXES[-1])
+    return f"{value / scale:.4g} {prefix}{unit}"
+
+
+def _readable(value: object, field: str = "") -> str:
+    """A field value as a person reads it: SI prefixes for the units named by the field's suffix
+    (``_s``, ``_hz``, ``_bps``...), 4 significant digits, ``-`` for None (ideal / unbounded)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        unit = next((u for suffix, u in sorted(_UNIT_OF_SUFFIX.items(), key=lambda kv: -len(kv[0]))
+                     if field.endswith(suffix)), None)
+        if "(" in field:  # a unit given in the row name: "peak_flops.float32 (FLOP/s)"
+            unit = field[field.index("(") + 1 : field.rindex(")")]
+        if unit is not None and isinstance(value, float):
+            return _si(value, unit)
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    return str(value)
+
+
+def _table(title: str, columns: dict[str, dict[str, object]]) -> list[str]:
+    """``columns`` maps a preset name to its fields; one row per field."""
+    names = list(columns)
+    fields = list(dict.fromkeys(f for c in columns.values() for f in c))
+    width = max(16, *(len(n) + 2 for n in names))
+    lines = [title, f"{'field':<28}" + "".join(f"{n:>{width}}" for n in names)]
+    lines += [f"{f:<28}" + "".join(f"{_readable(columns[n].get(f), f):>{width}}" for n in names) for f in fields]
+    return lines
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from cosim.system import GPU_PRESETS, LINK_PRESETS, PRECISIONS
     from thermo.hardware import PRESETS, preset
 
-    names = args.names or sorted(PRESETS)
-    specs = {n: preset(n) for n in names}
-    fields = [f.name for f in dataclasses.fields(next(iter(specs.values())))]
-    print(f"{'field':<24}" + "".join(f"{n:>16}" for n in names))
-    for f in fields:
-        print(f"{f:<24}" + "".join(f"{str(getattr(s, f)):>16}" for s in specs.values()))
-    return 0
+    wanted = {n.lower() for n in args.names}
+    known = {n.lower() for n in (*PRESETS, *GPU_PRESETS, *LINK_PRESETS)}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ValueError(f"unknown preset(s) {unknown}; hardware: {sorted(PRESETS)}, GPU: {sorted(GPU_PRESETS)}, "
+                         f"link: {sorted(LINK_PRESETS)}")
+
+    def chosen(names: Any) -> list[str]:
+        return [n for n in names if not wanted or n.lower() in wanted]
+
+    blocks: list[list[str]] = []
+    hardware = chosen(sorted(PRESETS))
+    if hardware:
+        specs = {n: dataclasses.asdict(preset(n)) for n in hardware}
+        blocks.append(_table("hardware presets (thermo.HardwareSpec; '-' is an ideal converter or an unbounded chip)", specs))
+    gpus = chosen(GPU_PRESETS)
+    if gpus:
+        cols = {}
+        for n in gpus:
+            g = GPU_PRESETS[n]
+            cols[n] = {**{f"peak_flops.{k} (FLOP/s)": g.peak_flops.get(k) for k in PRECISIONS},
+                       "memory_bandwidth (B/s)": g.memory_bandwidth_bps, "launch_overhead_s": g.launch_overhead_s,
+                       "compute_efficiency": g.compute_efficiency, "memory_efficiency": g.memory_efficiency,
+                       "power_w": g.power_w}
+        blocks.append(_table("GPU presets (cosim.GPUSpec)", cols))
+    links = chosen(LINK_PRESETS)
+    if links:
+        cols = {n: {"bandwidth_bps": LINK_PRESETS[n].bandwidth_bps, "latency_s": LINK_PRESETS[n].latency_s}
+                for n in links}
+        blocks.append(_table("link presets (cosim.LinkSpec)", cols))
+    print("\n\n".join("\n".join(b) for b in blocks))
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "train": _cmd_train,
+    "project": _cmd_project,
+    "cotrain": _cmd_cotrain,
+    "calibrate": _cmd_calibrate,
+    "study": _cmd_study,
+    "presets": _cmd_presets,
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a ``KeyError`` is not quoted)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: send what Python still flushes at exit to /dev/null, not to a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _one_line_warnings(name: str) -> Any:
+    """``warnings.showwarning`` that prints ``<command>: warning: <message>`` (no file and line)."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        print(f"{name}: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
+    name = f"tcd {args.command}" + (f" {args.study}" if args.command == "study" else "")
     try:
-        if args.command == "demo":
-            return _cmd_demo(args)
-        if args.command == "train":
-            return _cmd_train(args)
-        if args.command == "project":
-            return _cmd_project(args)
-        if args.command == "cotrain":
-            return _cmd_cotrain(args)
-        if args.command == "calibrate":
-            return _cmd_calibrate(args)
-        if args.command == "study":
-            return _cmd_study(args)
-        return _cmd_presets(args)
-    except (ValueError, RuntimeError) as exc:
-        print(f"tcd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _one_line_warnings(name)
+            return _COMMANDS[args.command](args)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        from studies.sweep import SweepInterrupted
+
+        if isinstance(exc, SweepInterrupted):
+            print(f"{name}: {_one_line(exc)}", file=sys.stderr)
+        else:
+            print(f"{name}: interrupted; finished points and checkpoints are kept, rerun the same command to resume",
+                  file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
+        if args.debug:
+            raise
+        if isinstance(exc, (ValueError, LookupError, OSError)):
+            print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if isinstance(exc, RuntimeError):
+            print(f"{name}: error: {_one_line(exc)}", file=sys.stderr)
+            return EXIT_STOPPED
+        print(f"{name}: internal error: {type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback, "
+              "and report it)", file=sys.stderr)
+        return EXIT_STOPPED
 
 
 if __name__ == "__main__":  # pragma: no cover

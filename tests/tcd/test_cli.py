@@ -1,8 +1,15 @@
 import csv
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from tcd.cli import build_parser, main
+from thermo.provenance import package_version
 
 
 def test_help_lists_the_commands(capsys):
@@ -48,11 +55,82 @@ def test_train_writes_history_and_plot_and_resumes(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "analog device time" in out and "final train loss" in out
-    rows = list(csv.DictReader((tmp_path / "digits-mlp_kfac_thermo_seed0.csv").open()))
+    (csv_path,) = tmp_path.glob("digits-mlp_kfac-thermo-ideal_lr0.1_seed0_*.csv")
+    rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 4 and all(float(r["analog_time_s"]) > 0 for r in rows)
-    assert (tmp_path / "digits-mlp_kfac_thermo_seed0.png").stat().st_size > 0
+    assert csv_path.with_suffix(".png").stat().st_size > 0
     assert main(args) == 0  # resumes a finished run: nothing new, same history
-    assert len(list(csv.DictReader((tmp_path / "digits-mlp_kfac_thermo_seed0.csv").open()))) == 4
+    assert "resuming" in capsys.readouterr().out
+    assert len(list(csv.DictReader(csv_path.open()))) == 4
+
+
+def test_train_names_each_configuration_apart_and_records_it_beside_the_csv(tmp_path, capsys):
+    base = ["train", "--optimizer", "sgd", "--steps", "2", "--eval-every", "0", "--out", str(tmp_path), "--no-progress"]
+    for extra in ([], ["--lr", "0.2"], ["--opt", "momentum=0.9"], ["--seed", "1"]):
+        assert main(base + extra) == 0
+    csvs = sorted(tmp_path.glob("*.csv"))
+    assert len(csvs) == 4 and len({p.name for p in csvs}) == 4
+    records = [json.loads(p.with_suffix(".json").read_text()) for p in csvs]
+    assert {r["config"]["lr"] for r in records} == {0.1, 0.2}
+    assert all(r["status"] == "completed" and r["provenance"]["version"] == package_version() for r in records)
+    assert len(list(tmp_path.glob("*.ckpt"))) == 4  # each run resumable by rerunning its command
+
+
+def test_train_stops_a_diverging_run_with_its_history_and_status_1(tmp_path, capsys):
+    args = ["train", "--optimizer", "sgd", "--lr", "1e6", "--steps", "200", "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stopped:" in err and "learning rate" in err and "written to" in err
+    (csv_path,) = tmp_path.glob("*.csv")
+    assert 0 < len(list(csv.DictReader(csv_path.open()))) < 200
+    assert json.loads(csv_path.with_suffix(".json").read_text())["status"].startswith("diverged")
+
+
+def test_train_refuses_hardware_it_would_ignore(tmp_path, capsys):
+    assert main(["train", "--optimizer", "adam", "--hardware", "published", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "--hardware applies to --solver thermo or --optimizer tngd" in capsys.readouterr().err
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_ctrl_c_on_train_writes_the_history_and_says_how_to_resume(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "tcd", "train", "--optimizer", "sgd", "--steps", "1000000",
+                             "--eval-every", "0", "--out", str(tmp_path), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: list(tmp_path.glob("*.ckpt")), 120), "no checkpoint appeared"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "interrupted after step" in err and "rerun the same command to resume" in err
+    (csv_path,) = tmp_path.glob("*.csv")
+    assert len(list(csv.DictReader(csv_path.open()))) >= 50
+
+
+def test_ctrl_c_on_a_study_prints_what_was_saved_and_how_to_resume(tmp_path):
+    # 2 workers on 30 slow points; interrupt once some are saved in the store
+    proc = subprocess.Popen([sys.executable, "-m", "tcd", "demo", "--size", "48", "--presets", "ideal", "--windows",
+                             "1,2,4,8,16,32,64,128,256,512", "--seeds", "3", "--workers", "2", "--out", str(tmp_path),
+                             "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: list(tmp_path.glob("*.sqlite")), 120), "no store appeared"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert re.search(r"interrupted: \d+ of 30 points are saved in .*solver_demo.sqlite; rerun the same command", err)
 
 
 def test_train_reports_bad_options(capsys):
@@ -142,7 +220,7 @@ def test_study_all_runs_every_study_into_its_folder_and_indexes_the_reports(tmp_
         (args.out / f"{args.study}.md").write_text(f"# Title of {args.study}\n\nbody\n")
         return 0
 
-    monkeypatch.setattr(cli, "_cmd_study", lambda args: cli._study_all(args) if args.study == "all" else fake_study(args))
+    monkeypatch.setitem(cli._COMMANDS, "study", lambda args: cli._study_all(args) if args.study == "all" else fake_study(args))
     assert real_main(["study", "all", "--out", str(tmp_path), "--workers", "3", "--no-progress"]) == 0
     assert [c[0] for c in calls] == list(cli.STUDY_ORDER)
     assert all(out == tmp_path / name for name, out, _, _ in calls)
@@ -160,3 +238,150 @@ def test_study_tngd_prints_the_published_outcome_and_the_verdict(tmp_path, capsy
     out = capsys.readouterr().out
     assert "published: At t = 5 tau" in out and "verdict:" in out
     assert (tmp_path / "tngd-delay.csv").exists()
+
+
+# --- reliability: one-line errors, counts, files, pipes ----------------------------------------------------------------
+def test_version_names_the_package(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tcd (thermo-codesign) {package_version()}"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["study", "noise", "--steps", "0"],
+        ["study", "noise", "--seeds", "0"],
+        ["study", "noise", "--bits", "4.5"],
+        ["study", "designspace", "--seeds", "2.5"],
+        ["study", "tngd-delay", "--epochs", "0"],
+        ["study", "asymptotic", "--sizes", "64,0"],
+        ["study", "noise", "--workers", "0"],
+        ["demo", "--size", "0"],
+        ["train", "--steps", "-3"],
+        ["train", "--lr", "nan"],
+        ["project", "--batch-size", "1.5"],
+    ],
+)
+def test_zero_negative_and_fractional_counts_are_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "expected" in capsys.readouterr().err
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    assert main(["project", "--mlp", "wide", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tcd project: error: --mlp expects WIDTHxDEPTH")
+    with pytest.raises(ValueError, match="WIDTHxDEPTH"):
+        main(["project", "--mlp", "wide", "--out", str(tmp_path), "--debug"])
+
+
+def test_an_unexpected_error_is_one_line_that_points_to_debug(monkeypatch, capsys):
+    from tcd import cli
+
+    def broken(args):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setitem(cli._COMMANDS, "presets", broken)
+    assert main(["presets"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: TypeError: unsupported operand" in err and "--debug" in err
+
+
+@pytest.mark.parametrize(
+    "name, text, pattern",
+    [("missing.toml", None, r"missing\.toml does not exist"),
+     ("bad.yaml", "gpu:\n  name: [unclosed\n", r"bad\.yaml is not valid YAML at line 3")],
+)
+def test_a_missing_or_malformed_system_file_is_named(tmp_path, capsys, name, text, pattern):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    assert main(["project", "--system", str(path), "--mlp", "32x2", "--steps", "adam=10", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(pattern, err)
+
+
+def test_an_out_folder_that_is_a_file_or_unwritable_is_refused_before_work(tmp_path, capsys):
+    occupied = tmp_path / "occupied"
+    occupied.write_text("")
+    assert main(["study", "asymptotic", "--sizes", "32", "--out", str(occupied), "--no-progress"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["study", "asymptotic", "--sizes", "32", "--out", str(occupied / "below"), "--no-progress"]) == 2
+    assert "cannot write to --out" in capsys.readouterr().err
+    assert not list(tmp_path.glob("**/*.csv"))
+
+
+def test_presets_list_hardware_gpu_and_link_presets_readably(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "hardware presets" in out and "GPU presets" in out and "link presets" in out
+    assert "50 Gbit/s" in out and "15.7 TFLOP/s" in out and "1 us" in out  # SI prefixes, not 5e+10
+    assert main(["presets", "a100"]) == 0
+    out = capsys.readouterr().out
+    assert "A100" in out and "hardware presets" not in out
+    assert main(["presets", "tpu"]) == 2
+    assert "unknown preset(s) ['tpu']" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly():
+    reader = subprocess.run(f"{sys.executable} -m tcd presets | head -n 1", shell=True, capture_output=True, text=True,
+                            timeout=120)
+    assert reader.stdout.startswith("hardware presets")
+    assert "Traceback" not in reader.stderr and "BrokenPipe" not in reader.stderr
+
+
+def test_project_speedups_keep_significant_digits_and_compare_with_digital_kfac(tmp_path, capsys):
+    args = ["project", "--mlp", "64x2", "--batch-size", "32", "--steps", "adam=100", "--steps", "kfac=100",
+            "--steps", "tkfac=100", "--target-rel-error", "1e-3", "--out", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("method"))
+    assert "vs adam" in header and "vs kfac" in header
+    tkfac = next(line for line in out.splitlines() if line.startswith("tkfac "))
+    speedups = [float(t[:-1]) for t in tkfac.split() if t.endswith("x")]
+    assert len(speedups) == 2 and all(s > 0 for s in speedups)  # never printed as 0.00x
+    assert "0.00x" not in out
+
+
+def test_hardware_files_work_wherever_a_preset_is_taken(tmp_path, capsys):
+    hw = tmp_path / "hw.toml"
+    hw.write_text('preset = "published"\nbits_A = 12\nbits_b = 12\nbits_adc = 12\n')
+    assert main(["demo", "--size", "6", "--kappa", "10", "--presets", str(hw), "--windows", "4", "--seeds", "1",
+                 "--workers", "1", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    assert main(["project", "--hardware", str(hw), "--mlp", "32x2", "--steps", "tkfac=10",
+                 "--out", str(tmp_path / "project")]) == 0
+    assert main(["study", "asymptotic", "--sizes", "32,64", "--kappas", "10", "--hardware", str(hw),
+                 "--out", str(tmp_path / "asym"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["project", "--hardware", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
+    assert "nope.yaml does not exist" in capsys.readouterr().err
+
+
+def test_an_unreachable_dask_scheduler_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TCD_SCHEDULER_TIMEOUT_S", "1")
+    args = ["study", "asymptotic", "--sizes", "32", "--kappas", "10", "--scheduler", "tcp://127.0.0.1:1",
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in err
+
+
+def test_warnings_are_one_line_named_after_the_command(capsys):
+    import warnings
+
+    from tcd import cli
+
+    def warn(args):
+        warnings.warn("timings of X are unreliable", UserWarning)
+        return 0
+
+    cli._COMMANDS["presets"], original = warn, cli._COMMANDS["presets"]
+    try:
+        assert main(["presets"]) == 0
+    finally:
+        cli._COMMANDS["presets"] = original
+    assert capsys.readouterr().err == "tcd presets: warning: timings of X are unreliable\n"
