@@ -245,10 +245,12 @@ class TrainResult:
         columns: list[str] = []
         for row in self.history:
             columns.extend(k for k in row if k not in columns)
-        with path.open("w", newline="") as fh:
+        tmp = path.with_name(path.name + ".tmp")  # a kill while writing leaves the previous file whole
+        with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.history)
+        os.replace(tmp, path)
         sidecar = {
             "run_name": self.config.run_name(),
             "config": self.config.to_dict(),
@@ -259,7 +261,9 @@ class TrainResult:
             "csv": path.name,
             "provenance": provenance(),
         }
-        sidecar_path(path).write_text(json.dumps(sidecar, indent=2, default=repr) + "\n")
+        side = sidecar_path(path)
+        side.with_name(side.name + ".tmp").write_text(json.dumps(sidecar, indent=2, default=repr) + "\n")
+        os.replace(side.with_name(side.name + ".tmp"), side)
         return path
 
 

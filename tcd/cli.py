@@ -49,6 +49,15 @@ class _Parser(argparse.ArgumentParser):
         return action
 
 
+def _factor_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    value = positive_float(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a factor > 1 or 'none', got {text!r}")
+    return value
+
+
 def _version() -> str:
     from thermo.provenance import package_version
 
@@ -93,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(tr)
     tr.add_argument("--hardware", default=None, help=HARDWARE_HELP + " for --solver thermo or --optimizer tngd (default ideal)")
     tr.add_argument("--on-nonfinite", choices=("stop", "fallback"), default="stop", help="stop, or redo with the exact solver")
+    tr.add_argument("--divergence-factor", type=_factor_or_none, default=100.0,
+                    help="stop when the smoothed loss grows past this factor of its best (default 100; 'none': never)")
     tr.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default OUT/<run name>.ckpt; resumed if it exists)")
     tr.add_argument("--no-checkpoint", action="store_true", help="neither resume from nor write a checkpoint")
     tr.add_argument("--out", type=Path, default=Path("results/train"), help="output folder (default results/train)")
@@ -293,7 +304,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from digital.errors import TrainingInterrupted, TrainingStopped
-    from digital.train import TrainConfig, train
+    from digital.train import EVALUATION_HEADER, TrainConfig, format_evaluation, train
 
     optimizer_options = key_values(args.opt, "--opt")
     solver_options = key_values(args.solver_opt, "--solver-opt")
@@ -307,6 +318,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         task=args.task, optimizer=args.optimizer, lr=args.lr, optimizer_options=optimizer_options,
         solver=args.solver, solver_options=solver_options, steps=args.steps, batch_size=args.batch_size,
         seed=args.seed, eval_every=args.eval_every, on_nonfinite=args.on_nonfinite,
+        divergence_factor=args.divergence_factor,
     )
     out = _output_dir(args.out)
     stem = config.run_name()
@@ -333,10 +345,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return EXIT_STOPPED
     csv_path, png_path = _write_run(result, out, stem)
     if args.no_progress:  # with progress on, each evaluation was printed as it happened
-        print(f"{'step':>6} {'train loss':>11} {'test loss':>10} {'test acc':>9}")
+        print(EVALUATION_HEADER)
         for row in result.history:
             if "train_loss" in row:
-                print(f"{row['step']:>6} {row['train_loss']:>11.4f} {row['test_loss']:>10.4f} {row['test_accuracy']:>9.4f}")
+                print(format_evaluation(row))
     final = result.final
     analog = sum(row.get("analog_time_s", 0.0) for row in result.history)
     wall = sum(row["step_s"] for row in result.history[result.resumed_from :])
