@@ -349,7 +349,7 @@ def run_sweep(
 
     version = package_version()
     wanted = None if context is None else json.loads(json.dumps(dict(context), default=str, sort_keys=True))
-    store = _open_checked(path, key, wanted, version)
+    store = _open_checked(path, key, wanted)
     try:
         if wanted is not None:
             info = provenance()
@@ -376,7 +376,7 @@ def _scheduler_timeout(given: float | None) -> float:
     return float(given)
 
 
-def _open_checked(path: Path, key: tuple[str, ...], wanted: Mapping[str, Any] | None, version: str) -> SweepStore:
+def _open_checked(path: Path, key: tuple[str, ...], wanted: Mapping[str, Any] | None) -> SweepStore:
     """The sweep's store, refused (before anything is written) when it or the CSV holds another
     sweep or other settings; a CSV of an older version with no store is imported into a new one."""
     store_path = store_path_for(path)
