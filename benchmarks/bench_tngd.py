@@ -23,6 +23,9 @@ baseline timed in the same process:
    mean at a large ``t`` against the closed form ``(G + lam I)^-1 g`` (``woodbury_solve``).
 4. For context, the cost model of the published simulation: 500 GGN-vector products per
    iteration (the measured product time x 500) against our whole exact step.
+5. ``TNGD step, published hardware``: the same step with ``hardware="published"`` (16-bit
+   coupling DAC, input DAC and ADC): still the exact path, on the quantized arrays ``J_f``,
+   ``H_L``, ``J_f^T`` (``J_f`` formed layer by layer, ``r = b d_z = 640``), against the ideal step.
 
 Then where the time of a TNGD step goes (a replica of ``TNGD._step_lowrank`` with timers around
 its pieces, and the optimizer's own ``last_stats``).
@@ -117,6 +120,10 @@ def main() -> None:
     adam_step = make_step(adam_model, adam, False)
     tngd_step_raw = make_step(tngd_model, tngd, True)
     ngd_step_raw = make_step(ngd_model, ngd, True)
+    pub_model = copy.deepcopy(model)
+    tngd_pub = TNGD(pub_model, lr=LR, damping=LAM, loss=loss_name, analog_time_tau=T_TAU, hardware="published")
+    assert tngd_pub.method == "exact"  # the coupling DAC is modelled there, not on the dense simulator
+    tngd_pub_step = make_step(pub_model, tngd_pub, True)
     tngd_stats: list[dict] = []
     ngd_stats: list[dict] = []
 
@@ -203,6 +210,7 @@ def main() -> None:
         "adam step (fwd+bwd+step)": (adam_step, args.repeats),
         "NGD-woodbury step": (ngd_step, args.repeats),
         f"TNGD exact step, t = {T_TAU:g} tau": (tngd_step, args.repeats),
+        "TNGD step, published hardware (quantized)": (tngd_pub_step, args.repeats),
         "GGN-vector product (reused operator)": (lambda: op.matvec(v), args.repeats),
         f"eigh of the {op.rank}x{op.rank} Gram": (lambda: torch.linalg.eigh(K), args.repeats),
         "exact path: eigh + sample (1 path)": (exact_path, args.repeats),
@@ -225,6 +233,9 @@ def main() -> None:
     for name, t in timings.items():
         lo, hi = spread[name]
         print(f"{name:<48} {1e3 * t:>10.3f} {1e3 * lo:>10.3f} {1e3 * hi:>10.3f} {t / unit:>9.2f}")
+    pub_t = timings["TNGD step, published hardware (quantized)"]
+    print(f"TNGD on published hardware / ideal: {pub_t / tngd_t:.2f}x "
+          f"(J_f rel. quantization error {tngd_pub.programmed.jacobian_rel_error:.1e})")
 
     # -- where the time of a TNGD step goes --------------------------------------------------------------
     def med(key: str, stats: list[dict]) -> float:
