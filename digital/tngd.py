@@ -76,7 +76,12 @@ from torch import Tensor, nn
 
 from thermo import AnalogState, HardwareSpec, SolverConfig, preset
 from thermo.errors import NonFiniteInputError
-from thermo.hybrid import LowRankDevice, LowRankDeviceSpec, ProgrammedArrays, program_arrays
+from thermo.hybrid import (
+    LowRankDevice,
+    LowRankDeviceSpec,
+    ProgrammedArrays,
+    program_arrays,
+)
 from thermo.lowrank import LowRankCurvature
 from thermo.memory import check_memory
 
@@ -385,8 +390,8 @@ class TNGD(CurvatureOptimizer):
             else:
                 arrays = self._program(inputs)
                 curvature = arrays.curvature(damping)
-                notes = (f"coupling DAC {device.spec.bits_coupling} bits: J_f rel. error "
-                         f"{arrays.jacobian_rel_error:.2e}, H_L {arrays.hessian_rel_error:.2e}",)
+                notes = ((f"coupling DAC {device.spec.bits_coupling} bits: J_f rel. error "
+                          f"{arrays.jacobian_rel_error:.2e}, H_L {arrays.hessian_rel_error:.2e}"),)
             t2 = time.perf_counter()
             device.upload(curvature, g)
             if not self.warm_start or device.state is None:

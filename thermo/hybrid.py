@@ -37,7 +37,12 @@ from typing import Literal
 import torch
 
 from .backends import TorchBackend, get_backend
-from .errors import HardwareSpecError, InputError, NonFiniteInputError, ShapeMismatchError
+from .errors import (
+    HardwareSpecError,
+    InputError,
+    NonFiniteInputError,
+    ShapeMismatchError,
+)
 from .hardware import HardwareSpec
 from .lowrank import KrylovOU, LowRankCurvature, LowRankOU
 from .quantize import Quantizer

@@ -156,7 +156,7 @@ def test_loss_hessian_is_autograds_hessian_and_the_factor_squared() -> None:
     y = torch.arange(4) % 5
     H = loss_hessian(z, "cross_entropy")
     for i in range(4):  # the per-example loss -log softmax(z_i)[y_i]; its Hessian does not depend on y_i
-        ref = torch.autograd.functional.hessian(lambda v: -torch.log_softmax(v, 0)[y[i]], z[i])
+        ref = torch.autograd.functional.hessian(lambda v, label=int(y[i]): -torch.log_softmax(v, 0)[label], z[i])
         torch.testing.assert_close(H[i], ref, rtol=1e-12, atol=1e-14)
     L = loss_hessian_factor(z, "cross_entropy")
     torch.testing.assert_close(H, L @ L.mT, rtol=1e-12, atol=1e-14)
