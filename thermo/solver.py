@@ -444,7 +444,16 @@ class ThermodynamicSolver:
         while True:
             inputs = program_inputs(b, hw, self.rng, be, cfg.dtype, headroom)
             x_star_hat = _chip_solution(programmed, inputs, be)
-            sol_norms = np.maximum(np.linalg.norm(x_star_hat, axis=0), 1e-300)
+            raw_norms = np.linalg.norm(x_star_hat, axis=0)
+            if not np.all(raw_norms > 0):
+                lost = [int(i) for i in np.flatnonzero(~(raw_norms > 0))[:5]]
+                raise InputError(
+                    f"the input DAC ({hw.bits_b} bits over +-{hw.input_range_v:g} V, the input scaled to "
+                    f"{float(headroom.min()):.3g} of its range to keep the solution inside the rails) rounded column(s) "
+                    f"{lost} of b to zero, so the chip's solution there is zero; use more input bits (bits_b), wider "
+                    "rails (v_range_v) or more damping"
+                )
+            sol_norms = np.maximum(raw_norms, 1e-300)
             sol_norm = float(sol_norms.min())
             x0_hat = None if x0 is None else x0 * (programmed.alpha / inputs.beta)
             init_ratios = np.ones(c) if x0_hat is None else np.linalg.norm(x0_hat - x_star_hat, axis=0) / sol_norms

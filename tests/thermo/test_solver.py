@@ -386,3 +386,12 @@ def test_inverse_estimated_error_covers_95_percent() -> None:
         ratios.append(np.linalg.norm(res.inverse - inv) / np.linalg.norm(inv) / res.diagnostics.estimated_rel_error)
     assert np.mean(np.array(ratios) <= 1.0) >= _COVERAGE_FLOOR
     assert np.median(ratios) > 0.3
+
+
+def test_an_input_the_dac_rounds_to_zero_is_named_not_divided_by():
+    # the rails force the input down to ~1e-3 of its range (a 1e3 gain along the first mode), below half a 4-bit step
+    hw = HardwareSpec.published(bits_b=4)
+    solver = ThermodynamicSolver(hw, SolverConfig(target_rel_error=0.1), seed=0)
+    with pytest.raises(InputError, match=r"input DAC \(4 bits.*rounded column\(s\) \[0\] of b to zero.*bits_b"):
+        solver.solve(np.diag([1e-3, 1.0, 1.0]), np.ones(3))
+    solver.solve(np.diag([1e-3, 1.0, 1.0]), np.array([0.0, 1.0, 1.0]))  # no gain to fit: solved
