@@ -47,6 +47,9 @@ class AsymptoticConfig:
     gpu: str = "A100"
     hardware: str = "published"
     n_chips: int = 1
+    system: str | None = None
+    """A system file (``.toml``/``.yaml``) whose GPU is projected and whose device is timed,
+    replacing ``gpu``, ``hardware`` and ``n_chips``."""
     target_rel_error: float = 1e-2
     repeats: int = 5
     """Least timed calls of each measured inversion (at least 3: a spread needs them)."""
@@ -86,12 +89,11 @@ class AsymptoticConfig:
             raise checks.StudyConfigError(f"AsymptoticConfig.max_repeats ({self.max_repeats}) is below repeats "
                                           f"({self.repeats}); give max_repeats >= repeats")
         from cosim.system import GPU_PRESETS
-        from thermo.hardware import PRESETS
 
         if self.gpu.upper() not in {k.upper() for k in GPU_PRESETS}:
             raise ValueError(f"unknown gpu {self.gpu!r}; choose from {sorted(GPU_PRESETS)}")
-        if self.hardware not in PRESETS:
-            raise ValueError(f"unknown hardware preset {self.hardware!r}; choose from {sorted(PRESETS)}")
+        checks.hardware(owner, "hardware", self.hardware)
+        checks.system_file(owner, "system", self.system)
 
     @classmethod
     def full(cls, **overrides: Any) -> AsymptoticConfig:
@@ -119,6 +121,8 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Per-layer time (seconds) of one point, with what it rests on; a measured point adds the
     spread of its repeats (``(p90 - p10) / median``), their count and the load average on
     ``cores`` cores when it was timed."""
+    from cosim.system import SystemSpec
+
     n, kind = int(point["n"]), point["kind"]
     if kind == "digital-measured":
         timing = _measure_cholesky_inverse(cfg, n)
@@ -130,13 +134,16 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
         from cosim.roofline import RooflineModel, cholesky_inverse
         from cosim.system import gpu_preset
 
-        seconds = RooflineModel(gpu_preset(cfg.gpu)).time_s(cholesky_inverse(n, precision="float32"))
-        return {"time_s": 2 * seconds, "analog_time_s": 0.0, "source": f"roofline {cfg.gpu}", **NOT_MEASURED}
+        gpu = SystemSpec.load(cfg.system).gpu if cfg.system is not None else gpu_preset(cfg.gpu)
+        seconds = RooflineModel(gpu).time_s(cholesky_inverse(n, precision="float32"))
+        return {"time_s": 2 * seconds, "analog_time_s": 0.0, "source": f"roofline {gpu.name}", **NOT_MEASURED}
     from cosim.workload import factor_spectrum
     from thermo import preset, timing
 
-    hw = preset(cfg.hardware)
-    hw = dataclasses.replace(hw, n_chips=cfg.n_chips)
+    if cfg.system is not None:
+        hw = SystemSpec.load(cfg.system).analog_hardware()
+    else:
+        hw = dataclasses.replace(preset(cfg.hardware), n_chips=cfg.n_chips)
     spectrum = factor_spectrum(hw, n, float(point["kappa"]))
     if kind == "thermo-inverse":
         t = timing.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error)

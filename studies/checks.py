@@ -95,3 +95,35 @@ def store(config: Any, **values: Any) -> None:
         if name not in names:  # pragma: no cover - a programming error of the caller
             raise AttributeError(f"{type(config).__name__} has no field {name!r}")
         object.__setattr__(config, name, value)
+
+
+def hardware(owner: str, name: str, value: Any) -> str:
+    """A hardware preset name or a ``.toml``/``.yaml`` hardware file, read now so that a typo
+    stops the study before its first point rather than inside a worker."""
+    from thermo.errors import ConfigFileError, HardwareSpecError
+    from thermo.hardware import preset
+
+    if not isinstance(value, str):
+        raise _fail(owner, name, value, "a hardware preset name or the path of a .toml/.yaml hardware file")
+    try:
+        preset(value)
+    except (HardwareSpecError, ConfigFileError) as exc:
+        raise StudyConfigError(f"{owner}.{name}: {exc}") from None
+    return value
+
+
+def system_file(owner: str, name: str, value: Any) -> str | None:
+    """None, or the path of a ``.toml``/``.yaml`` system file (``cosim.SystemSpec.load``) that
+    loads, read now for the same reason as :func:`hardware`."""
+    if value is None:
+        return None
+    from cosim.system import SystemSpec, SystemSpecError
+    from thermo.errors import ConfigFileError, HardwareSpecError
+
+    if not isinstance(value, str):
+        raise _fail(owner, name, value, "the path of a .toml/.yaml system file")
+    try:
+        SystemSpec.load(value)
+    except (SystemSpecError, ConfigFileError, HardwareSpecError) as exc:
+        raise StudyConfigError(f"{owner}.{name}: {exc}") from None
+    return value

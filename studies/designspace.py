@@ -32,9 +32,9 @@ from typing import Any
 
 from . import checks, sweep
 from .intervals import mean_ci
-from .plotting import scale_for
 from .noise import train_variant
-from .projections import WORKLOADS, base_system, project_methods
+from .plotting import scale_for
+from .projections import WORKLOADS, base_system, describe_system, project_methods
 
 AXES = ("bits", "target_rel_error", "mismatch_sigma", "tau_scale")
 """The hardware parameters of a design."""
@@ -51,7 +51,7 @@ class DesignSpaceConfig:
     mismatch_sigma: tuple[float, ...] = (0.0, 0.05)
     """Relative standard deviations of the static coupling mismatch."""
     hardware: str = "published"
-    """The preset every design starts from."""
+    """The preset (or hardware file) every design starts from; with ``system``, the system's hardware."""
     workload: str = "vit-imagenet"
     """The AlgoPerf workload of the speed side (:data:`studies.projections.WORKLOADS`)."""
     step_ratio: float = 0.5
@@ -62,6 +62,8 @@ class DesignSpaceConfig:
     n_gpus: int = 8
     link: str = "paper-50gbps"
     n_chips: int = 16
+    system: str | None = None
+    """A system file (``.toml``/``.yaml``) that replaces ``gpu``, ``link``, ``hardware`` and ``n_chips``."""
     inv_update_steps: int = 10
     workers: int | None = None
     scheduler: str | None = None
@@ -69,15 +71,14 @@ class DesignSpaceConfig:
 
     def __post_init__(self) -> None:
         from digital.tasks import available_tasks
-        from thermo.hardware import PRESETS
 
         if self.task not in available_tasks():
             raise ValueError(f"unknown task {self.task!r}; known: {', '.join(available_tasks())}")
         if self.workload not in WORKLOADS:
             raise ValueError(f"unknown workload {self.workload!r}; known: {', '.join(WORKLOADS)}")
-        if self.hardware not in PRESETS:
-            raise ValueError(f"unknown hardware preset {self.hardware!r}")
         owner = "DesignSpaceConfig"
+        checks.hardware(owner, "hardware", self.hardware)
+        checks.system_file(owner, "system", self.system)
         checks.store(
             self,
             steps=checks.integer(owner, "steps", self.steps),
@@ -120,7 +121,12 @@ def projection_points(cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
 def _hardware(cfg: DesignSpaceConfig, bits: int, mismatch_sigma: float = 0.0) -> Any:
     from thermo import preset
 
-    return preset(cfg.hardware).with_converter_bits(bits).replace(mismatch_sigma=mismatch_sigma)
+    base = _system(cfg).analog.hardware if cfg.system is not None else preset(cfg.hardware)
+    return base.with_converter_bits(bits).replace(mismatch_sigma=mismatch_sigma)
+
+
+def _system(cfg: DesignSpaceConfig) -> Any:
+    return base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips, cfg.system)
 
 
 def train_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +141,7 @@ def train_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any
 
 def project_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Projected times to target (s) and speedups of one design in the projections' system."""
-    system = base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips)
+    system = _system(cfg)
     hw = _hardware(cfg, int(point["bits"]))
     hw = hw.replace(tau_s=hw.tau_s * float(point["tau_scale"]))
     system = dataclasses.replace(system, analog=dataclasses.replace(system.analog, hardware=hw))
@@ -211,7 +217,7 @@ def run(cfg: DesignSpaceConfig, progress: bool = True) -> Path:
     common = dict(workers=cfg.workers, scheduler=cfg.scheduler, progress=progress)
     training = sweep.run_sweep(functools.partial(train_design, cfg), training_points(cfg),
                                cfg.out_dir / "designspace_training.csv", description="design space: training",
-                               context={"task": cfg.task, "steps": cfg.steps, "hardware": cfg.hardware}, **common)
+                               context={"task": cfg.task, "steps": cfg.steps, "hardware": cfg.hardware, "system": cfg.system}, **common)
     projections = sweep.run_sweep(functools.partial(project_design, cfg), projection_points(cfg),
                                   cfg.out_dir / "designspace_projections.csv", description="design space: projections",
                                   context=sweep.context_of(cfg, exclude=(*AXES, "task", "steps", "seeds", "workers",
@@ -283,7 +289,7 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
                 Line2D([], [], color="crimson", marker="X", ls="none", label="runs fell back to the exact solver"),
                 Line2D([], [], color="0.5", marker="x", ls="none", label="runs failed")]
     axes[0][-1].legend(handles=handles, fontsize=6, loc="best")
-    fig.suptitle(f"Design space of the {cfg.hardware} device", fontsize=10)
+    fig.suptitle(f"Design space of the {cfg.system or cfg.hardware} device", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -298,15 +304,15 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) ->
         "# Design space: projected speedup against accuracy loss", "",
         f"![design space]({path.with_suffix('.png').name})", "",
         "## Assumptions",
-        f"- Designs: the `{cfg.hardware}` preset with converter bits {list(cfg.bits)} (matrix DAC, input DAC and ADC "
+        f"- Designs: the `{cfg.system or cfg.hardware}` hardware with converter bits {list(cfg.bits)} (matrix DAC, input DAC and ADC "
         f"together), solves planned for a relative error of {list(cfg.target_rel_error)} (this sets the readout "
         f"window), static mismatch {list(cfg.mismatch_sigma)} (relative) and time constants x"
         f"{', x'.join(f'{t:g}' for t in cfg.tau_scale)} of the preset's; the rest of the preset is kept.",
         f"- Accuracy: K-FAC on `{cfg.task}` for {cfg.steps} steps over {cfg.seeds} seeds with its factor solves on the "
         f"design (settings of the noise study), against the exact backend; accuracy loss = exact mean test accuracy "
         f"({exact['test_accuracy']:.4f}) minus the design's; 95% Student-t intervals over seeds, combined in quadrature.",
-        f"- Speed: `{cfg.workload}` time to target on {cfg.n_gpus} x {cfg.gpu}, link {cfg.link}, {cfg.n_chips} chips, "
-        f"the design's time constant; both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps, "
+        f"- Speed: `{cfg.workload}` time to target on {cfg.n_gpus} GPUs of the system {describe_system(_system(cfg))}, "
+        f"at the design's time constant; both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps, "
         f"thermodynamic K-FAC solves both factors on the device every step, digital K-FAC inverts every "
         f"{cfg.inv_update_steps} steps; the device's timing model at the design's target error.",
         "- The accuracy is measured on a small model and stands in for the large workload's: the speed and accuracy "

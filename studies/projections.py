@@ -82,6 +82,9 @@ class ProjectionConfig:
     link: str = "paper-50gbps"
     hardware: str = "published"
     n_chips: int = 16
+    system: str | None = None
+    """A system file (``.toml``/``.yaml``, see ``cosim.SystemSpec.load``) that replaces ``gpu``,
+    ``link``, ``hardware`` and ``n_chips``."""
     step_ratios: tuple[float, ...] = (0.5, 0.75)
     """K-FAC steps over the baseline's (published range); a measured ratio is added by ``run``."""
     knobs: tuple[str, ...] = tuple(SENSITIVITY)
@@ -111,6 +114,8 @@ class ProjectionConfig:
         if set(self.knobs) - set(SENSITIVITY):
             raise ValueError(f"knobs must be among {sorted(SENSITIVITY)}, got {self.knobs}")
         owner = "ProjectionConfig"
+        checks.hardware(owner, "hardware", self.hardware)
+        checks.system_file(owner, "system", self.system)
         checks.store(
             self,
             n_gpus=checks.integer(owner, "n_gpus", self.n_gpus),
@@ -136,15 +141,27 @@ def measured_step_ratio(steps: int = 200, seed: int = 0) -> float:
     return (reached if reached is not None else steps) / steps
 
 
-def base_system(gpu: str, link: str, hardware: str, n_chips: int) -> Any:
-    """The system of the projections: presets by name (``cosim.SystemSpec.from_presets``)."""
+def base_system(gpu: str, link: str, hardware: str, n_chips: int, system: str | None = None) -> Any:
+    """The system of the projections: a system file when given (``cosim.SystemSpec.load``), else
+    presets by name (``cosim.SystemSpec.from_presets``)."""
     from cosim.system import SystemSpec
 
+    if system is not None:
+        return SystemSpec.load(system)
     return SystemSpec.from_presets(gpu=gpu, link=link, hardware=hardware, n_chips=n_chips)
 
 
+def describe_system(system: Any) -> str:
+    """One line naming a system's GPU, link, analog hardware and chips, for the reports."""
+    hw = system.analog.hardware
+    bits = "ideal" if hw.bits_A is None else f"{hw.bits_A}-bit"
+    origin = f" (system file: {system.name})" if system.name else ""
+    return (f"{system.gpu.name}, link {system.link.name or 'custom'} ({system.link.bandwidth_bps / 1e9:g} Gb/s), "
+            f"{system.analog.n_chips} analog chip(s) with {bits} couplings and tau = {hw.tau_s * 1e6:g} us{origin}")
+
+
 def _system(cfg: ProjectionConfig, knob: str, value: float) -> Any:
-    system = base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips)
+    system = base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips, cfg.system)
     hw, link, chips = system.analog.hardware, system.link, system.analog.n_chips
     if knob == "tau_scale":
         hw = dataclasses.replace(hw, tau_s=hw.tau_s * value)
@@ -270,8 +287,8 @@ def report(
 ) -> None:
     lines = ["# Projected time to target: AlgoPerf vision and graph workloads", "",
              f"![sensitivity of the speedup to the hardware]({path.with_suffix('.png').name})", "", "## Assumptions",
-             f"- System: {cfg.gpu} (one of {cfg.n_gpus} data-parallel GPUs, batch split evenly), link {cfg.link}, "
-             f"hardware `{cfg.hardware}`, {cfg.n_chips} analog chips; thermodynamic K-FAC solves both factors on the "
+             f"- System: {describe_system(base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips, cfg.system))}; "
+             f"the GPU is one of {cfg.n_gpus} data-parallel GPUs (batch split evenly); thermodynamic K-FAC solves both factors on the "
              f"device every step (solve variant), digital K-FAC inverts every {cfg.inv_update_steps} steps; analog "
              f"target relative error {cfg.target_rel_error:g}; factor condition number 1e3 (cosim default).",
              f"- K-FAC step ratios: {', '.join(f'{r:g}' for r in ratios)} (published 0.5-0.75"

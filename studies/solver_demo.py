@@ -47,11 +47,15 @@ class DemoConfig:
             matrix_seed=checks.integer(owner, "matrix_seed", self.matrix_seed, minimum=0),
             workers=checks.workers(owner, self.workers),
         )
-        from thermo.hardware import PRESETS
+        from thermo.config_files import is_config_path
+        from thermo.hardware import PRESETS, preset
 
-        unknown = set(self.presets) - set(PRESETS)
+        unknown = [p for p in self.presets if not is_config_path(p) and p.lower() not in PRESETS]
         if unknown:
-            raise ValueError(f"unknown presets {sorted(unknown)}; choose from {sorted(PRESETS)}")
+            raise ValueError(f"unknown presets {sorted(unknown)}; choose from {sorted(PRESETS)} or give "
+                             ".toml/.yaml hardware files")
+        for p in self.presets:  # a hardware file is read now: a typo stops here, not in a worker
+            preset(p)
 
 
 def _problem(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -88,6 +89,22 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """WAL journal (readers never block the writer, writers queue). Switching to it needs a lock
+    that sqlite does not wait for through the busy timeout, so two processes creating one store at
+    once retry here until the timeout; once set, WAL persists in the file and this is a no-op."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SweepStore:
     """An open store (see the module's docstring). Use :meth:`open`; close it when done (or use
     it as a context manager). Every write is its own committed transaction."""
@@ -114,7 +131,7 @@ class SweepStore:
         try:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             if create:
-                db.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, writers queue
+                _enable_wal(db)
                 with store._write():
                     db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
                     db.execute("CREATE TABLE IF NOT EXISTS runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, "

@@ -37,6 +37,7 @@ import numpy as np
 from . import checks, sweep
 from .intervals import mean_ci
 from .plotting import scale_for
+from .projections import base_system, describe_system
 
 EXPERIMENTS: dict[str, str] = {
     "wallclock": "TNGD (eta 0.01, lambda 0.01, t = 50 tau, t_d = 0) beats Adam (eta 1e-3) in loss against "
@@ -84,8 +85,14 @@ class TNGDStudyConfig:
     runtime_batch: int = 32
     cg_iterations: int = 200
     runtime_repeats: int = 3
+    hardware: str = "ideal"
+    """The device TNGD trains on (a preset or a hardware file); its ``kT`` is replaced by ``kappa``
+    and the bits study sets its input DAC and ADC."""
     gpu: str = "A100"
     link: str = "paper-50gbps"
+    system: str | None = None
+    """A system file (``.toml``/``.yaml``) for the co-simulated wall-clock, replacing ``gpu``,
+    ``link`` and the published device."""
     workers: int | None = None
     scheduler: str | None = None
     out_dir: Path = field(default=Path("results/tngd"))
@@ -98,6 +105,8 @@ class TNGDStudyConfig:
         if self.task not in available_tasks():
             raise ValueError(f"unknown task {self.task!r}")
         owner = "TNGDStudyConfig"
+        checks.hardware(owner, "hardware", self.hardware)
+        checks.system_file(owner, "system", self.system)
         times = dict(analog_time_tau=self.analog_time_tau, delay_time_tau=self.delay_time_tau,
                      noise_time_tau=self.noise_time_tau)
         checks.store(
@@ -155,9 +164,9 @@ def _mlp_params(width: int, d_in: int = 64, d_out: int = 10) -> int:
 
 
 def _tngd_options(cfg: TNGDStudyConfig, value: float) -> dict[str, Any]:
-    from thermo import HardwareSpec
+    from thermo import preset
 
-    t, delay, kappa, hw = cfg.analog_time_tau, 0.0, cfg.kappa, HardwareSpec.ideal()
+    t, delay, kappa, hw = cfg.analog_time_tau, 0.0, cfg.kappa, preset(cfg.hardware)
     if cfg.experiment == "analog-time":
         t = value
     elif cfg.experiment == "delay":
@@ -165,7 +174,8 @@ def _tngd_options(cfg: TNGDStudyConfig, value: float) -> dict[str, Any]:
     elif cfg.experiment == "noise":
         t, kappa = cfg.noise_time_tau, value
     elif cfg.experiment == "bits" and value:
-        hw = HardwareSpec.ideal(bits_b=int(value), bits_adc=int(value), v_range_v=1.0)
+        rails = hw.v_range_v if math.isfinite(hw.v_range_v) else 1.0  # an ADC needs a range
+        hw = hw.replace(bits_b=int(value), bits_adc=int(value), v_range_v=rails)
     return {"damping": cfg.damping, "analog_time_tau": t, "delay_tau": delay, "kappa": kappa, "hardware": hw,
             "method": "exact"}
 
@@ -232,10 +242,8 @@ def _initial_evaluation(task: str, seed: int) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=8)
-def _system(gpu: str, link: str) -> Any:
-    from cosim.system import SystemSpec
-
-    return SystemSpec.from_presets(gpu=gpu, link=link, hardware="published", n_chips=1)
+def _system(cfg: TNGDStudyConfig) -> Any:
+    return base_system(cfg.gpu, cfg.link, "published", 1, cfg.system)
 
 
 def _shape(task: str, width: int | None = None, batch: int | None = None) -> Any:
@@ -258,7 +266,7 @@ def _step_time(cfg: TNGDStudyConfig, variant: str, analog_time_tau: float | None
         step = StepModel(method="tngd", analog_time_tau=analog_time_tau or cfg.analog_time_tau)
     else:
         return math.nan  # exact NGD is a reference, not a timed method here
-    return project_run(_shape(cfg.task), _system(cfg.gpu, cfg.link), step, 100).time_per_step_s
+    return project_run(_shape(cfg.task), _system(cfg), step, 100).time_per_step_s
 
 
 def _phases(cfg: TNGDStudyConfig) -> str:
@@ -266,7 +274,7 @@ def _phases(cfg: TNGDStudyConfig) -> str:
     from cosim.runs import project_run
     from cosim.workload import StepModel
 
-    run = project_run(_shape(cfg.task), _system(cfg.gpu, cfg.link), StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau),
+    run = project_run(_shape(cfg.task), _system(cfg), StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau),
                       100)
     phases = sorted(run.phase_s.items(), key=lambda kv: -kv[1])
     return ", ".join(f"{name} {seconds / run.n_steps * 1e6:.3g} us" for name, seconds in phases if seconds > 0)
@@ -333,7 +341,7 @@ def _analog_part(cfg: TNGDStudyConfig, width: int) -> float:
     """Upload, relaxation for ``t``, readout and read-back of one TNGD step (timing model)."""
     from cosim.workload import StepModel, step_pattern
 
-    graph = step_pattern(_shape("digits-mlp", width, cfg.runtime_batch), _system(cfg.gpu, cfg.link),
+    graph = step_pattern(_shape("digits-mlp", width, cfg.runtime_batch), _system(cfg),
                          StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau, overlap=False))[0]
     return sum(t.duration_s for t in graph.tasks if t.resource in ("link", "analog"))
 
@@ -600,9 +608,8 @@ def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[
                   "- Our digits CNN and data set stand in for the paper's MNIST CNN: compare shapes, not digits."]
         if cfg.experiment == "wallclock":
             lines.append(f"- Projected TNGD step by phase: {_phases(cfg)}.")
-            lines.append(f"- Wall-clock per step from the co-simulation of {cfg.task} on {cfg.gpu}, link {cfg.link}, the "
-                         "published device (tau = 1 us): Adam and TNGD (gradient, GGN factor on the GPU, upload, "
-                         "relaxation, read-back).")
+            lines.append(f"- Wall-clock per step from the co-simulation of {cfg.task} on {describe_system(_system(cfg))}: "
+                         "Adam and TNGD (gradient, GGN factor on the GPU, upload, relaxation, read-back).")
     lines += ["", "## Results", ""]
     if cfg.experiment == "runtime":
         lines += ["| method | N | digital (ms) | spread of the digital timing | analog (ms) | per iteration (ms) |",

@@ -106,6 +106,7 @@ def key_values(pairs: list[str], flag: str) -> dict[str, object]:
 
 
 HARDWARE_HELP = "a hardware preset (ideal, published, noisy) or a .toml/.yaml hardware file"
+SYSTEM_HELP = "a .toml/.yaml system file (GPU, link, analog hardware, chips) replacing the presets"
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, optimizer: bool = True) -> None:
@@ -121,11 +122,14 @@ def add_training_arguments(parser: argparse.ArgumentParser, optimizer: bool = Tr
     parser.add_argument("--eval-every", type=non_negative_int, default=50, help="evaluate train/test every N steps (0: at the end)")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="optimizer option, repeatable (e.g. damping=1e-2)")
     parser.add_argument("--solver-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option, repeatable (e.g. target_rel_error=1e-3)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="pin torch, BLAS and numba to N threads (default: their own; on a busy shared machine 1 "
+                        "is often fastest for the small built-in models)")
 
 
 def add_system_arguments(parser: argparse.ArgumentParser) -> None:
     """A described system: a file, or presets."""
-    parser.add_argument("--system", type=Path, default=None, help="system description (.toml or .yaml)")
+    parser.add_argument("--system", type=Path, default=None, help=SYSTEM_HELP)
     parser.add_argument("--gpu", default="A100", help="GPU preset when no --system (V100, A100, H100)")
     parser.add_argument("--link", default="paper-50gbps", help="link preset when no --system")
     parser.add_argument("--hardware", default="published", help=HARDWARE_HELP + " when no --system")

@@ -16,6 +16,7 @@ from typing import Any
 
 from .arguments import (
     HARDWARE_HELP,
+    SYSTEM_HELP,
     add_sweep_arguments,
     add_system_arguments,
     add_training_arguments,
@@ -170,6 +171,7 @@ def _add_study_parsers(studies: Any) -> None:
     asym.add_argument("--gpu", default="A100", help="GPU preset of the roofline projection (default A100)")
     asym.add_argument("--hardware", default="published", help=HARDWARE_HELP + " (default published)")
     asym.add_argument("--chips", type=positive_int, default=1, help="analog chips (default 1)")
+    asym.add_argument("--system", default=None, help=SYSTEM_HELP)
     asym.add_argument("--target-rel-error", type=positive_float, default=1e-2, help="accuracy of the analog results (default 1e-2)")
     add_sweep_arguments(asym, "results/asymptotic", workers=1,
                         workers_help="process-pool size (default 1: the measurements stay clean)")
@@ -201,6 +203,7 @@ def _add_study_parsers(studies: Any) -> None:
     pr.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
     pr.add_argument("--chips", type=positive_int, default=16, help="analog chips of the base system (default 16)")
     pr.add_argument("--hardware", default=None, help=HARDWARE_HELP + " of the base system (default published)")
+    pr.add_argument("--system", default=None, help=SYSTEM_HELP)
     pr.add_argument("--knobs", type=strings, default=None, help="sensitivity knobs: tau_scale,bits,link_scale,n_chips (default all)")
     pr.add_argument("--no-measure", action="store_true", help="skip measuring K-FAC's step ratio on the digits MLP")
     add_sweep_arguments(pr, "results/projections")
@@ -222,6 +225,7 @@ def _add_study_parsers(studies: Any) -> None:
     ds.add_argument("--tau-scales", type=positive_floats, default=None, help="time-constant multipliers, comma-separated")
     ds.add_argument("--workload", default=None, help="vit-imagenet or gnn-molpcba (default vit-imagenet)")
     ds.add_argument("--hardware", default=None, help=HARDWARE_HELP + " every design starts from (default published)")
+    ds.add_argument("--system", default=None, help=SYSTEM_HELP)
     add_sweep_arguments(ds, "results/designspace")
 
     from studies.tngd import EXPERIMENTS
@@ -237,6 +241,8 @@ def _add_study_parsers(studies: Any) -> None:
         tn.add_argument("--epochs", type=positive_int, default=None, help="training epochs per run (default 10)")
         tn.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant (default 3)")
         tn.add_argument("--task", default=None, help="model and data (default digits-cnn)")
+        tn.add_argument("--hardware", default=None, help=HARDWARE_HELP + " TNGD trains on (default ideal; its kT is kappa)")
+        tn.add_argument("--system", default=None, help=SYSTEM_HELP + " of the co-simulated wall-clock")
         add_sweep_arguments(tn, f"results/tngd-{experiment}")
 
     every = studies.add_parser(
@@ -272,6 +278,14 @@ def _output_dir(path: Path) -> Path:
     except OSError as exc:
         raise ValueError(f"cannot write to --out {path} ({exc.strerror or exc}); name a folder you can write to") from None
     return path
+
+
+def _pin(threads: int | None) -> None:
+    """``--threads``: pin this process's thread pools (studies pin their workers themselves)."""
+    if threads is not None:
+        from studies.sweep import pin_threads
+
+        pin_threads(threads)
 
 
 def _wrote(*paths: Path) -> str:
@@ -320,6 +334,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, eval_every=args.eval_every, on_nonfinite=args.on_nonfinite,
         divergence_factor=args.divergence_factor,
     )
+    _pin(args.threads)
     out = _output_dir(args.out)
     stem = config.run_name()
     checkpoint = None if args.no_checkpoint else (args.checkpoint or out / f"{stem}.ckpt")
@@ -369,6 +384,7 @@ def _cmd_cotrain(args: argparse.Namespace) -> int:
     from cosim.cotrain import cosimulate_training
     from digital.train import TrainConfig
 
+    _pin(args.threads)
     system = _system(args)
     config = TrainConfig(
         task=args.task, optimizer="kfac", lr=args.lr, optimizer_options=key_values(args.opt, "--opt"),
@@ -424,7 +440,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
     overrides: dict[str, object] = dict(
         gpu=args.gpu, hardware=args.hardware, n_chips=args.chips, target_rel_error=args.target_rel_error,
-        workers=args.workers, scheduler=args.scheduler, out_dir=args.out,
+        system=args.system, **_sweep_options(args),
     )
     if args.sizes is not None:
         overrides["sizes"] = args.sizes
@@ -466,7 +482,7 @@ def _study_noise(args: argparse.Namespace) -> int:
 def _study_projections(args: argparse.Namespace) -> int:
     from studies import projections
 
-    overrides = {**_sweep_options(args), **_given(args, "workloads", "knobs", "hardware"),
+    overrides = {**_sweep_options(args), **_given(args, "workloads", "knobs", "hardware", "system"),
                  "gpu": args.gpu, "n_chips": args.chips, "measure_ratio": not args.no_measure}
     cfg = projections.ProjectionConfig.full(**overrides) if args.full else projections.ProjectionConfig(**overrides)
     csv_path = projections.run(cfg, progress=not args.no_progress)
@@ -483,7 +499,7 @@ def _study_tngd(args: argparse.Namespace) -> int:
     from studies import tngd
 
     experiment = args.study.removeprefix("tngd-")
-    overrides = {**_sweep_options(args), **_given(args, "epochs", "seeds", "task")}
+    overrides = {**_sweep_options(args), **_given(args, "epochs", "seeds", "task", "hardware", "system")}
     cfg = (tngd.TNGDStudyConfig.full(experiment, **overrides) if args.full
            else tngd.TNGDStudyConfig(experiment=experiment, **overrides))
     csv_path = tngd.run(cfg, progress=not args.no_progress)
@@ -524,7 +540,7 @@ def _study_all(args: argparse.Namespace) -> int:
 def _study_designspace(args: argparse.Namespace) -> int:
     from studies import designspace
 
-    overrides = {**_sweep_options(args), **_given(args, "task", "steps", "seeds", "workload", "bits", "hardware")}
+    overrides = {**_sweep_options(args), **_given(args, "task", "steps", "seeds", "workload", "bits", "hardware", "system")}
     for flag, name in (("target_errors", "target_rel_error"), ("mismatch", "mismatch_sigma"), ("tau_scales", "tau_scale")):
         if getattr(args, flag) is not None:
             overrides[name] = getattr(args, flag)

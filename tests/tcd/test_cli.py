@@ -385,3 +385,23 @@ def test_warnings_are_one_line_named_after_the_command(capsys):
     finally:
         cli._COMMANDS["presets"] = original
     assert capsys.readouterr().err == "tcd presets: warning: timings of X are unreliable\n"
+
+
+def test_system_files_work_in_the_studies_that_project(tmp_path, capsys):
+    from cosim import SystemSpec
+
+    system = SystemSpec.from_presets(gpu="H100", link="pcie5-x16", hardware="published", n_chips=4).replace(
+        name="my lab")
+    path = system.save(tmp_path / "lab.toml")
+    assert main(["study", "projections", "--system", str(path), "--workloads", "gnn-molpcba", "--knobs", "bits",
+                 "--no-measure", "--workers", "1", "--out", str(tmp_path / "pr"), "--no-progress"]) == 0
+    report = (tmp_path / "pr" / "projections.md").read_text()
+    assert "H100" in report and "pcie5-x16" in report and "4 analog chip(s)" in report
+    assert main(["study", "asymptotic", "--sizes", "32,64", "--kappas", "10", "--system", str(path),
+                 "--out", str(tmp_path / "asym"), "--no-progress"]) == 0
+    rows = list(csv.DictReader((tmp_path / "asym" / "asymptotic.csv").open()))
+    assert {r["source"] for r in rows if r["kind"] == "digital-roofline"} == {"roofline H100"}
+    capsys.readouterr()
+    assert main(["study", "projections", "--system", str(tmp_path / "none.toml"), "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 2
+    assert "none.toml does not exist" in capsys.readouterr().err
