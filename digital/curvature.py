@@ -105,13 +105,9 @@ def loss_hessian_factor(outputs: Tensor, loss: str) -> Tensor:
     ``L = diag(sqrt p) - p sqrt(p)^T`` (``L L^T = diag p - 2 p p^T + p (sum p) p^T``, and
     ``sum p = 1``). ``mse`` (``0.5 ||z - y||^2``): ``H = L = I``.
     """
-    check_loss(loss)
-    if outputs.ndim != 2:
-        raise UnsupportedConfigurationError(f"outputs must be (b, d_z), got shape {tuple(outputs.shape)}")
-    b, d_z = outputs.shape
-    if loss == "mse":
-        return torch.eye(d_z, dtype=outputs.dtype, device=outputs.device).expand(b, d_z, d_z).clone()
-    p = torch.softmax(outputs.detach(), dim=-1)
+    p = _probabilities(outputs, loss)
+    if p is None:
+        return _identities(outputs)
     sqrt_p = p.sqrt()
     return torch.diag_embed(sqrt_p) - p[:, :, None] * sqrt_p[:, None, :]
 
@@ -120,14 +116,25 @@ def loss_hessian(outputs: Tensor, loss: str) -> Tensor:
     """The per-example loss Hessians ``H_i`` (``(b, d_z, d_z)``) in the outputs ``(b, d_z)``:
     ``diag(p) - p p^T`` (``p = softmax(z)``) for ``cross_entropy``, ``I`` for ``mse``; the
     diagonal blocks of the paper's ``H_L`` (``b d_z x b d_z``, block diagonal)."""
+    p = _probabilities(outputs, loss)
+    if p is None:
+        return _identities(outputs)
+    return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+
+
+def _probabilities(outputs: Tensor, loss: str) -> Tensor | None:
+    """``softmax(z)`` (``(b, d_z)``, detached) for ``cross_entropy``; None for ``mse``, whose Hessian
+    is the identity."""
     check_loss(loss)
     if outputs.ndim != 2:
         raise UnsupportedConfigurationError(f"outputs must be (b, d_z), got shape {tuple(outputs.shape)}")
+    return None if loss == "mse" else torch.softmax(outputs.detach(), dim=-1)
+
+
+def _identities(outputs: Tensor) -> Tensor:
+    """``b`` identity matrices ``(b, d_z, d_z)`` in the dtype and device of ``outputs``."""
     b, d_z = outputs.shape
-    if loss == "mse":
-        return torch.eye(d_z, dtype=outputs.dtype, device=outputs.device).expand(b, d_z, d_z).clone()
-    p = torch.softmax(outputs.detach(), dim=-1)
-    return torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    return torch.eye(d_z, dtype=outputs.dtype, device=outputs.device).expand(b, d_z, d_z).clone()
 
 
 def reduced_loss_hessian_factor(outputs: Tensor, loss: str) -> Tensor:

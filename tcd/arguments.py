@@ -11,26 +11,24 @@ import ast
 from pathlib import Path
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 (``0``, ``-3``, ``2.5`` and ``1e3`` are refused)."""
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``0``, ``-3``, ``2.5`` and ``1e3`` are refused)."""
+    return _whole_number(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (seeds, and intervals where 0 means never)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
+    return _whole_number(text, 0)
 
 
 def positive_float(text: str) -> float:
