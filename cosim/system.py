@@ -25,8 +25,8 @@ from typing import Any
 from thermo import PRESETS as HARDWARE_PRESETS
 from thermo import HardwareSpec
 from thermo import preset as hardware_preset
-from thermo.config_files import is_config_path, read_table
-from thermo.errors import HardwareSpecError
+from thermo.config_files import file_format, is_config_path, read_table
+from thermo.errors import ConfigFileError, HardwareSpecError
 
 
 class SystemSpecError(ValueError):
@@ -480,15 +480,11 @@ class SystemSpec:
 
 # --- serialization helpers ------------------------------------------------------------------------
 def _format_of(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix == ".toml":
-        return "toml"
-    if suffix in (".yaml", ".yml"):
-        return "yaml"
-    raise SystemSpecError(
-        f"cannot tell the format of {str(path)!r} from its suffix {suffix!r}: "
-        "use .toml, .yaml or .yml"
-    )
+    """:func:`thermo.config_files.file_format`, raising this module's :class:`SystemSpecError`."""
+    try:
+        return file_format(path)
+    except ConfigFileError as exc:
+        raise SystemSpecError(str(exc)) from None
 
 
 def _dataclass_to_dict(obj: object, skip: tuple[str, ...] = ()) -> dict[str, Any]:
