@@ -12,9 +12,11 @@ from .cotrain import CoSimReport, cosimulate_training
 from .roofline import (
     BYTES_PER_ELEMENT,
     CalibrationWarning,
+    MeasurementWarning,
     RooflineError,
     RooflineModel,
     RooflineTerms,
+    Timing,
     Work,
     calibrate,
     cholesky,
@@ -24,6 +26,9 @@ from .roofline import (
     elementwise,
     gemm,
     measure,
+    measure_stable,
+    relative_spread,
+    timing_of,
 )
 from .runs import RunProjection, compare, project_run, steps_to_target, write_csv
 from .schedule import (
@@ -93,11 +98,13 @@ __all__ = [
     "V100",
     "AnalogSpec",
     "CalibrationWarning",
+    "MeasurementWarning",
     "GPUSpec",
     "LinkSpec",
     "RooflineError",
     "RooflineModel",
     "RooflineTerms",
+    "Timing",
     "SystemSpec",
     "SystemSpecError",
     "Work",
@@ -111,4 +118,7 @@ __all__ = [
     "gpu_preset",
     "link_preset",
     "measure",
+    "measure_stable",
+    "relative_spread",
+    "timing_of",
 ]
