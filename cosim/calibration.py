@@ -43,6 +43,7 @@ from .roofline import (
     Work,
     calibrate,
     cpu_spec,
+    timing_of,
     wall_times,
 )
 from .system import GPUSpec, SystemSpec
@@ -198,6 +199,11 @@ def _kfac_options(loss: str, kfac_options: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
+CALIBRATION_SPREAD_TOLERANCE = 0.25
+"""Largest ``(p90 - p10) / median`` of the timed K-FAC steps before calibration warns
+(:class:`cosim.roofline.MeasurementWarning`) that its fit rests on unsteady timings."""
+
+
 def measure_kfac_phases(
     model: nn.Module,
     batch_inputs: Tensor | tuple[Tensor, ...],
@@ -216,7 +222,9 @@ def measure_kfac_phases(
     The optimizer steps a deep copy of ``model``: the caller's model is left untouched. Phases as
     in ``last_stats``: ``gradient_s`` the curvature pass plus the closure's forward and backward,
     ``factors_s`` the factor statistics, ``precondition_s`` the inversions and the
-    preconditioning products, ``update_s`` the parameter update.
+    preconditioning products, ``update_s`` the parameter update. A
+    :class:`~cosim.roofline.MeasurementWarning` says when the step times spread by more than
+    :data:`CALIBRATION_SPREAD_TOLERANCE` or the machine is busy.
     """
     from digital.kfac import KFAC
     from digital.losses import loss_function
@@ -253,6 +261,9 @@ def measure_kfac_phases(
                     samples[phase].append(float(optimizer.last_stats[phase]))
     finally:
         optimizer.remove_hooks()
+    # the step times' spread and the machine's load decide whether the fit can be trusted: say so
+    timing_of([sum(step) for step in zip(*samples.values())], "the K-FAC steps timed for calibration",
+              tolerance=CALIBRATION_SPREAD_TOLERANCE, stacklevel=3)
     return {phase: statistics.median(values) for phase, values in samples.items()}
 
 

@@ -625,9 +625,23 @@ def _cmd_project(args: argparse.Namespace) -> int:
         print(f"  {p.label}: " + ", ".join(f"{k[5:]}={p.assumptions[k]}" for k in step_keys))
     out = _output_dir(args.out)
     csv_path = write_csv(projections, out / "projection.csv")
+    sidecar = _write_sidecar(csv_path, {"model": shape.name, "batch_size": shape.batch_size, "steps": steps,
+                                        "inverse_every": args.inverse_every, "target_rel_error": args.target_rel_error,
+                                        "condition_number": args.condition_number, "system": system.to_dict()})
     png_path = plot_projection(projections, out / "projection.png")
-    print(_wrote(csv_path, png_path))
+    print(_wrote(csv_path, sidecar, png_path))
     return EXIT_OK
+
+
+def _write_sidecar(csv_path: Path, config: dict[str, Any]) -> Path:
+    """``<csv stem>.json`` beside a CSV: the configuration that produced it and its provenance."""
+    import json
+
+    from thermo.provenance import provenance
+
+    path = csv_path.with_suffix(".json")
+    path.write_text(json.dumps({"config": config, "provenance": provenance()}, indent=2, default=repr) + "\n")
+    return path
 
 
 _SI_PREFIXES = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"),

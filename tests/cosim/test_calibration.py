@@ -256,3 +256,23 @@ def test_calibration_rejects_bad_runs() -> None:
         calibrate_from_training_runs([(model, inputs, targets)], machine="cpu")  # type: ignore[arg-type]
     with pytest.raises(RooflineError, match="float32 or all float64"):
         calibrate_from_training(model.to(torch.float16), inputs, targets, machine=spec)
+
+
+def test_phase_timings_warn_when_the_machine_is_busy(monkeypatch):
+    import warnings
+
+    from cosim import roofline
+    from cosim.calibration import measure_kfac_phases
+    from cosim.roofline import MeasurementWarning
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+    monkeypatch.setattr(roofline, "_load_average", lambda: 99.0)  # far more runnable tasks than cores
+    with pytest.warns(MeasurementWarning, match="K-FAC steps timed for calibration.*load 99.0"):
+        measure_kfac_phases(model, x, y, steps=3, warmup=1)
+    monkeypatch.setattr(roofline, "_load_average", lambda: 0.0)
+    monkeypatch.setattr(roofline, "relative_spread", lambda times: 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MeasurementWarning)
+        measure_kfac_phases(model, x, y, steps=3, warmup=1)

@@ -345,6 +345,9 @@ def test_project_speedups_keep_significant_digits_and_compare_with_digital_kfac(
     speedups = [float(t[:-1]) for t in tkfac.split() if t.endswith("x")]
     assert len(speedups) == 2 and all(s > 0 for s in speedups)  # never printed as 0.00x
     assert "0.00x" not in out
+    record = json.loads((tmp_path / "projection.json").read_text())
+    assert record["config"]["steps"] == {"adam": 100, "kfac": 100, "tkfac": 100}
+    assert record["config"]["system"]["gpu"]["name"] == "A100" and record["provenance"]["version"] == package_version()
 
 
 def test_hardware_files_work_wherever_a_preset_is_taken(tmp_path, capsys):
