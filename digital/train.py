@@ -199,7 +199,7 @@ class TrainConfig:
         hardware = self.solver_options.get("hardware", self.optimizer_options.get("hardware"))
         if hardware is not None:
             method.append(_hardware_label(hardware))
-        lr = f"{self.lr:g}".replace("+", "")
+        lr = re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{self.lr:g}")  # 1e+06 -> 1e6, 1e-05 -> 1e-5
         parts = [self.task, "-".join(str(m) for m in method), f"lr{lr}", f"seed{self.seed}", self.config_hash()]
         return "_".join(re.sub(r"[^A-Za-z0-9.\-]+", "-", part) for part in parts)
 

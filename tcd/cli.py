@@ -356,7 +356,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingStopped as exc:
         result = getattr(exc, "result", None)
         written = f"; history of {len(result.history)} steps written to {_write_run(result, out, stem)[0]}" if result else ""
-        print(f"tcd train: stopped: {_one_line(exc)}{written}", file=sys.stderr)
+        print(f"tcd train: {_one_line(exc)}{written}", file=sys.stderr)  # "training stopped/diverged ..."
         return EXIT_STOPPED
     csv_path, png_path = _write_run(result, out, stem)
     if args.no_progress:  # with progress on, each evaluation was printed as it happened

@@ -124,13 +124,13 @@ def to_host(x: object, name: str) -> np.ndarray:
     return np.array(x, dtype=np.float64)
 
 
-def check_finite(x: np.ndarray, name: str) -> None:
+def check_finite(x: np.ndarray, name: str, fix: str = "remove them or add damping upstream") -> None:
+    """No NaN or infinity in ``x``; the error names the count, the first index and ``fix``."""
     bad = ~np.isfinite(x)
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise NonFiniteInputError(
-            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), first at index {where}: "
-            "remove them or add damping upstream"
+            f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf), first at index {where}: {fix}"
         )
 
 
@@ -206,7 +206,7 @@ def check_times(times: object, name: str = "times") -> np.ndarray:
     t = to_host(times, name)
     if t.ndim != 1 or t.size == 0:
         raise ShapeMismatchError(f"{name} must be a non-empty 1-D array of times, got shape {t.shape}")
-    check_finite(t, name)
+    check_finite(t, name, fix="give finite sample times (tau)")
     steps = np.diff(t)
     if steps.size and not steps.min() > 0:
         k = int(np.argmin(steps))

@@ -361,7 +361,7 @@ def test_run_names_are_readable_and_collision_free() -> None:
     names = {base.run_name()} | {dataclasses.replace(base, **{k: v}).run_name() for k, v in variants.items()}
     assert len(names) == len(variants) + 1
     # the solver appears only for optimizers that use one; the hardware whenever one is set
-    assert re.fullmatch(r"digits-mlp_sgd_lr1e06_seed0_[0-9a-f]{8}", TrainConfig(optimizer="sgd", lr=1e6).run_name())
+    assert re.fullmatch(r"digits-mlp_sgd_lr1e6_seed0_[0-9a-f]{8}", TrainConfig(optimizer="sgd", lr=1e6).run_name())
     assert re.fullmatch(r"digits-mlp_ngd-exact_lr0\.1_seed2_[0-9a-f]{8}", TrainConfig(optimizer="ngd", seed=2).run_name())
     tngd = TrainConfig(task="digits-cnn", optimizer="tngd", optimizer_options={"hardware": "ideal"})
     assert re.fullmatch(r"digits-cnn_tngd-ideal_lr0\.1_seed0_[0-9a-f]{8}", tngd.run_name())

@@ -80,7 +80,8 @@ def test_train_stops_a_diverging_run_with_its_history_and_status_1(tmp_path, cap
     args = ["train", "--optimizer", "sgd", "--lr", "1e6", "--steps", "200", "--out", str(tmp_path), "--no-progress"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "stopped:" in err and "learning rate" in err and "written to" in err
+    assert err.count("\n") == 1 and err.startswith("tcd train: training diverged at step")
+    assert "learning rate" in err and "written to" in err
     (csv_path,) = tmp_path.glob("*.csv")
     assert 0 < len(list(csv.DictReader(csv_path.open()))) < 200
     assert json.loads(csv_path.with_suffix(".json").read_text())["status"].startswith("diverged")
@@ -359,6 +360,8 @@ def test_hardware_files_work_wherever_a_preset_is_taken(tmp_path, capsys):
                  "--out", str(tmp_path / "project")]) == 0
     assert main(["study", "asymptotic", "--sizes", "32,64", "--kappas", "10", "--hardware", str(hw),
                  "--out", str(tmp_path / "asym"), "--no-progress"]) == 0
+    assert main(["study", "noise", "--tasks", "digits-mlp", "--steps", "3", "--seeds", "1", "--bits", "12",
+                 "--hardware", str(hw), "--workers", "1", "--out", str(tmp_path / "noise"), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["project", "--hardware", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
     assert "nope.yaml does not exist" in capsys.readouterr().err
