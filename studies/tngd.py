@@ -216,7 +216,9 @@ def evaluate(cfg: TNGDStudyConfig, point: dict[str, Any]) -> dict[str, Any]:
     try:
         result = train(config)
     except TrainingStopped as err:  # a diverged run is a result of the study
-        return {"train_loss": math.inf, "test_loss": math.inf, "train_accuracy": 0.0, "test_accuracy": 0.0,
+        # the loss of a diverged run is unbounded (inf keeps it out of every "within" check); its
+        # accuracy is unknown, not zero (NaN keeps it out of the means)
+        return {"train_loss": math.inf, "test_loss": math.inf, "train_accuracy": math.nan, "test_accuracy": math.nan,
                 "sim_s": time.perf_counter() - start, "step_s": _step_time(cfg, variant), "curve": "{}",
                 "status": f"failed: {type(err).__name__}"}
     evals = [_initial_evaluation(cfg.task, seed)] + [r for r in result.history if "train_loss" in r]
@@ -227,6 +229,15 @@ def evaluate(cfg: TNGDStudyConfig, point: dict[str, Any]) -> dict[str, Any]:
     return {"train_loss": final["train_loss"], "test_loss": final["test_loss"], "train_accuracy": final["train_accuracy"],
             "test_accuracy": final["test_accuracy"], "sim_s": time.perf_counter() - start,
             "step_s": _step_time(cfg, variant), "curve": json.dumps(curve), "status": "ok"}
+
+
+def _cell(entry: dict[str, Any], metric: str, spec: str, ci: bool = True) -> str:
+    """A summary's ``metric`` as ``mean ± half-width``, or which seeds diverged when a run of the
+    group failed (its loss is infinite and its accuracy unknown: no mean describes the group)."""
+    mean = entry[metric]
+    if not math.isfinite(mean):
+        return f"diverged ({entry['failed']} of {entry['n']} seeds)"
+    return f"{mean:{spec}} ± {_finite(entry[f'{metric}_ci']):.2g}" if ci else f"{mean:{spec}}"
 
 
 def _initial_evaluation(task: str, seed: int) -> dict[str, Any]:
@@ -619,9 +630,9 @@ def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[
                   for s in sorted(summary, key=lambda s: (s["variant"], s["n_params"]))]
     else:
         lines += ["| run | train loss | test loss | train accuracy | test accuracy | failed |", "|---|---|---|---|---|---|"]
-        lines += [f"| {_label(cfg, s['variant'], s['value'])} | {s['train_loss']:.4g} ± {_finite(s['train_loss_ci']):.2g} | "
-                  f"{s['test_loss']:.4g} ± {_finite(s['test_loss_ci']):.2g} | {s['train_accuracy']:.4f} | "
-                  f"{s['test_accuracy']:.4f} ± {_finite(s['test_accuracy_ci']):.2g} | {s['failed']} |" for s in summary]
+        lines += [f"| {_label(cfg, s['variant'], s['value'])} | {_cell(s, 'train_loss', '.4g')} | "
+                  f"{_cell(s, 'test_loss', '.4g')} | {_cell(s, 'train_accuracy', '.4f', ci=False)} | "
+                  f"{_cell(s, 'test_accuracy', '.4f')} | {s['failed']} |" for s in summary]
         sim = [float(r["sim_s"]) for r in rows if r["variant"] == "tngd"]
         if sim:
             lines += ["", f"Simulation cost: {np.mean(sim):.3g} s per TNGD run on this machine."]

@@ -122,3 +122,16 @@ def test_bad_counts_name_the_field_and_value(bad, field) -> None:
     with pytest.raises(ValueError, match=field):
         tngd.TNGDStudyConfig(experiment="delay", **bad)
     assert tngd.TNGDStudyConfig(experiment="bits", bits=(4.0, 8)).bits == (4, 8)
+
+
+def test_a_diverged_seed_is_reported_as_such_not_as_a_mean():
+    ok = {"variant": "tngd", "value": 4.0, "seed": 0, "train_loss": 0.2, "test_loss": 0.3, "train_accuracy": 0.99,
+          "test_accuracy": 0.97, "status": "ok"}
+    failed = {**ok, "seed": 1, "train_loss": math.inf, "test_loss": math.inf, "train_accuracy": math.nan,
+              "test_accuracy": math.nan, "status": "failed: TrainingDiverged"}
+    (entry,) = tngd.summarize([ok, failed])
+    assert entry["failed"] == 1
+    assert tngd._cell(entry, "train_loss", ".4g") == "diverged (1 of 2 seeds)"
+    assert tngd._cell(entry, "test_accuracy", ".4f") == "diverged (1 of 2 seeds)"  # not a mean with a zero in it
+    (clean,) = tngd.summarize([ok, {**ok, "seed": 1}])
+    assert tngd._cell(clean, "train_loss", ".4g").startswith("0.2 ± ")
