@@ -118,8 +118,9 @@ def test_ctrl_c_on_train_writes_the_history_and_says_how_to_resume(tmp_path):
 
 
 def test_ctrl_c_on_a_study_prints_what_was_saved_and_how_to_resume(tmp_path):
-    # 2 workers on 30 slow points; interrupt once some are saved in the store
-    proc = subprocess.Popen([sys.executable, "-m", "tcd", "demo", "--size", "48", "--presets", "ideal", "--windows",
+    # 2 workers on 30 points of the noisy preset (its stepwise runs take ~10 s in all here); interrupt once the
+    # store exists, well before the last point
+    proc = subprocess.Popen([sys.executable, "-m", "tcd", "demo", "--size", "48", "--presets", "noisy", "--windows",
                              "1,2,4,8,16,32,64,128,256,512", "--seeds", "3", "--workers", "2", "--out", str(tmp_path),
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
