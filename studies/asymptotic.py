@@ -149,7 +149,7 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
         t = timing.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error)
     else:
         t = timing.estimate_solve(hw, spectrum, target_rel_error=cfg.target_rel_error, n_rhs=n)
-    return {"time_s": 2 * t.total_s, "analog_time_s": 2 * t.analog_time_s, "source": f"timing model {cfg.hardware}",
+    return {"time_s": 2 * t.total_s, "analog_time_s": 2 * t.analog_time_s, "source": f"timing model {cfg.system or cfg.hardware}",
             **NOT_MEASURED}
 
 
@@ -280,7 +280,8 @@ def plot(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg
     ax.set_yscale("log")
     ax.set_xlabel("layer width n (units)")
     ax.set_ylabel("per-layer time (s)")
-    ax.set_title(f"K-FAC per-layer inversion: digital vs thermodynamic ({cfg.hardware}, {cfg.gpu})")
+    ax.set_title("K-FAC per-layer inversion: digital vs thermodynamic "
+                 f"({cfg.system if cfg.system else f'{cfg.hardware}, {cfg.gpu}'})")
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -291,6 +292,9 @@ def plot(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg
 def report(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg: AsymptoticConfig) -> None:
     measured = [r for r in rows if r["kind"] == "digital-measured"]
     flagged = [r for r in measured if unreliable(r, cfg.spread_tolerance)]
+    gpu = f"the system file {cfg.system}" if cfg.system else f"the {cfg.gpu} preset, datasheet peak"
+    device = (f"the device of the system file `{cfg.system}`" if cfg.system
+              else f"hardware `{cfg.hardware}`, {cfg.n_chips} chip(s)")
     lines = [
         "# Asymptotic per-layer speedup of thermodynamic K-FAC",
         "",
@@ -301,13 +305,13 @@ def report(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, c
         "## Assumptions",
         f"- digital: float32 Cholesky inversion, measured on this machine ({cfg.measure_threads} torch "
         f"thread{'s' if cfg.measure_threads > 1 else ''}) up to n = {cfg.measure_max_n}, "
-        f"and projected by the roofline of the {cfg.gpu} preset (d^3 flops per inversion, datasheet peak).",
+        f"and projected by the roofline of {gpu} (d^3 flops per inversion).",
         f"- measured times: median of {cfg.repeats} to {cfg.max_repeats} repeats, repeated until the spread "
         f"(p90 - p10) / median is at most {100 * cfg.spread_tolerance:.0f}% or {cfg.measure_budget_s:g} s are spent; "
         "a point whose spread stays above it, or that was timed while the load average exceeded the cores, is "
         "flagged and left out of the fit.",
-        f"- analog: hardware preset `{cfg.hardware}`, {cfg.n_chips} chip(s), target relative error "
-        f"{cfg.target_rel_error:g}, geometric chip spectrum with the given condition number (thermo timing model).",
+        f"- analog: {device}, target relative error {cfg.target_rel_error:g}, geometric chip spectrum with the "
+        "given condition number (thermo timing model).",
         "",
         "## Measured digital inversions",
         "",
