@@ -778,8 +778,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, SweepInterrupted):
             print(f"{name}: {_one_line(exc)}", file=sys.stderr)
+        elif args.command in ("study", "demo"):  # interrupted outside a sweep: its store is whole
+            print(f"{name}: interrupted; every finished point is kept in the study's store: rerun the same command to "
+                  "resume", file=sys.stderr)
         else:
-            print(f"{name}: interrupted; finished points and checkpoints are kept, rerun the same command to resume",
+            print(f"{name}: interrupted before it finished; nothing of it was written: rerun the command",
                   file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line

@@ -412,3 +412,18 @@ def test_system_files_work_in_the_studies_that_project(tmp_path, capsys):
     assert main(["study", "projections", "--system", str(tmp_path / "none.toml"), "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 2
     assert "none.toml does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command, expected", [("presets", "nothing of it was written"),
+                                               ("study", "every finished point is kept")])
+def test_ctrl_c_outside_a_run_says_what_it_means(monkeypatch, capsys, tmp_path, command, expected):
+    from tcd import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli._COMMANDS, command, interrupted)
+    argv = ["presets"] if command == "presets" else ["study", "noise", "--out", str(tmp_path)]
+    assert main(argv) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
