@@ -14,50 +14,28 @@ the tolerance, or taken while the machine is busy, raises a ``MeasurementWarning
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, Callable
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-                    "VECLIB_MAXIMUM_THREADS")
 
 TOLERANCE = 0.1
 """The spread ``(p90 - p10) / median`` a benchmark timing is repeated down to."""
 
 _TIMINGS: dict[str, Any] = {}
-_LIMITS: list[Any] = []  # threadpoolctl's limiter, kept alive for the script's lifetime
 
 
 def pin_threads(default: int = 1) -> int:
-    """Pin every thread pool to ``--threads`` (from ``sys.argv``; ``default`` without it) and
-    return that count: the environment variables first, then torch, numba and (through
-    threadpoolctl, where installed) OpenBLAS/MKL/OpenMP of the libraries already loaded."""
+    """Pin every thread pool to ``--threads`` (from ``sys.argv``; ``default`` without it) with
+    :func:`studies.sweep.pin_threads` (the one that sweep workers use: the environment variables
+    first, then the pools of the libraries already loaded) and return that count."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--threads", type=int, default=None)
     given = parser.parse_known_args(sys.argv[1:])[0].threads
     threads = default if given is None else given
     if threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {threads}")
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(threads)
-    try:
-        import torch
+    from studies.sweep import pin_threads as pin  # imports no numerical library itself
 
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        pass
-    try:
-        import numba
-
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from threadpoolctl import threadpool_limits
-
-        _LIMITS.append(threadpool_limits(limits=threads))
-    except ImportError:
-        pass
+    pin(threads)
     return threads
 
 

@@ -57,7 +57,8 @@ Row = dict[str, Any]
 SCHEDULER_TIMEOUT_S = 10.0
 """How long to try to reach a Dask scheduler (seconds); ``TCD_SCHEDULER_TIMEOUT_S`` overrides it."""
 
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                   "VECLIB_MAXIMUM_THREADS")
 """The variables numerical libraries read their thread count from when they load."""
 
 _PARENT_POLL_S = 0.5  # how often a worker checks that its parent still lives (fallback to prctl)
