@@ -21,7 +21,6 @@ that no other feasible design beats in both speedup and accuracy loss. Writes
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import itertools
@@ -223,11 +222,8 @@ def run(cfg: DesignSpaceConfig, progress: bool = True) -> Path:
                                   context=sweep.context_of(cfg, exclude=(*AXES, "task", "steps", "seeds", "workers",
                                                                          "scheduler", "out_dir")), **common)
     summary = summarize(training, projections)
-    csv_path = cfg.out_dir / "designspace.csv"
-    with csv_path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
+    csv_path = sweep.write_table(cfg.out_dir / "designspace.csv", summary,
+                                 sweep.context_of(cfg, exclude=("workers", "scheduler", "out_dir")))
     plot(summary, cfg.out_dir / "designspace.png", cfg)
     report(summary, cfg.out_dir / "designspace.md", cfg)
     return csv_path

@@ -267,6 +267,26 @@ def _write_sidecar(path: Path, wanted: Mapping[str, Any], provenance: Mapping[st
     _atomic_write(_context_path(path), lambda fh: fh.write(text))
 
 
+def write_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], context: Mapping[str, Any]) -> Path:
+    """A derived table (not a sweep: e.g. a per-design summary) written atomically as a CSV, with
+    ``context`` and the provenance beside it in the sweeps' ``<csv>.context.json`` format."""
+    from thermo.provenance import provenance
+
+    path = Path(path)
+    if not rows:
+        raise SweepError(f"no rows to write to {path}")
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(fh: io.TextIOBase) -> None:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    _atomic_write(path, write)
+    _write_sidecar(path, json.loads(json.dumps(dict(context), default=str, sort_keys=True)), provenance())
+    return path
+
+
 # ------------------------------------------------------------------------------ output folder
 def check_output_folder(folder: str | os.PathLike[str]) -> None:
     """Make ``folder`` (and its parents) and make sure it takes new files, or raise

@@ -420,3 +420,17 @@ def test_a_read_only_output_folder_is_refused(tmp_path) -> None:
             run_sweep(counted, POINTS, folder / "s.csv", workers=1, progress=False)
     finally:
         folder.chmod(0o700)
+
+
+def test_a_derived_table_keeps_its_settings_and_provenance_beside_it(tmp_path) -> None:
+    import json
+
+    from studies.sweep import write_table
+    from thermo.provenance import package_version
+
+    path = write_table(tmp_path / "t.csv", [{"a": 1, "b": 2.5}, {"a": 2, "c": "x"}], {"steps": 10})
+    assert path.read_text().splitlines() == ["a,b,c", "1,2.5,", "2,,x"]
+    sidecar = json.loads((tmp_path / "t.csv.context.json").read_text())
+    assert sidecar["context"] == {"steps": 10} and sidecar["provenance"]["version"] == package_version()
+    with pytest.raises(SweepError, match="no rows"):
+        write_table(tmp_path / "empty.csv", [], {})
