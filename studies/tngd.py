@@ -552,6 +552,10 @@ def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[st
         ax.set_yscale("log" if scale_for(ts) == "log" else "linear")
         ax.set_xlabel("parameters N, digits MLP with d_z = 10 (count)")
         ax.set_ylabel("time per iteration (s)")
+        noisy = [(s["n_params"], s["iteration_s"]) for s in summary if not float(s.get("spread", 0.0)) <= RUNTIME_SPREAD]
+        if noisy:  # the timings the report calls unreliable, marked where they are drawn
+            ax.scatter(*zip(*noisy), marker="x", s=80, color="crimson", zorder=3,
+                       label=f"unreliable timing (spread > {100 * RUNTIME_SPREAD:.0f}%)")
         ax.set_title("Runtime per iteration (TNGD: digital measured + analog from the timing model)", fontsize=8)
         ax.legend(fontsize=7)
     else:
