@@ -591,8 +591,11 @@ def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[st
         for ax, metric in zip(axes, metrics):
             ax.set_xlabel("projected wall-clock time (ms)" if wall else "iteration (steps)")
             ax.set_ylabel(METRIC_LABELS[metric])
-            if "loss" in metric and scale_for(drawn[metric]) == "log":
+            scale = scale_for(drawn[metric]) if "loss" in metric else "linear"
+            if scale == "log":
                 ax.set_yscale("log")
+            elif scale == "symlog":  # losses stored to 5 decimals reach 0: linear below the smallest positive one
+                ax.set_yscale("symlog", linthresh=min(v for v in drawn[metric] if v > 0))
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{cfg.stem} on {cfg.task} ({cfg.seeds} seeds: mean, band = min..max; every recorded point)",
                      fontsize=9)
