@@ -214,13 +214,24 @@ def _export(store: SweepStore, path: Path, first: Sequence[str], finished: Mappi
         return
     wanted = set(first)
     rows = [finished[k] for k in first if k in finished] + [r for k, r in finished.items() if k not in wanted]
+    _write_csv(path, columns, rows)
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """``rows`` under a header of ``columns``, written atomically (:func:`_atomic_write`)."""
 
     def write(fh: io.TextIOBase) -> None:
-        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
 
     _atomic_write(path, write)
+
+
+def _jsonable(context: Mapping[str, Any]) -> dict[str, Any]:
+    """``context`` as it reads back from JSON (non-JSON values as text), so that a kept context
+    and a wanted one compare equal when they hold the same settings."""
+    return json.loads(json.dumps(dict(context), default=str, sort_keys=True))
 
 
 # ------------------------------------------------------------------------------------ context
@@ -275,15 +286,8 @@ def write_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]],
     path = Path(path)
     if not rows:
         raise SweepError(f"no rows to write to {path}")
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-
-    def write(fh: io.TextIOBase) -> None:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-    _atomic_write(path, write)
-    _write_sidecar(path, json.loads(json.dumps(dict(context), default=str, sort_keys=True)), provenance())
+    _write_csv(path, list(dict.fromkeys(k for row in rows for k in row)), rows)
+    _write_sidecar(path, _jsonable(context), provenance())
     return path
 
 
@@ -369,7 +373,7 @@ def run_sweep(
     from thermo.provenance import package_version, provenance
 
     version = package_version()
-    wanted = None if context is None else json.loads(json.dumps(dict(context), default=str, sort_keys=True))
+    wanted = None if context is None else _jsonable(context)
     store = _open_checked(path, key, wanted)
     try:
         if wanted is not None:

@@ -267,16 +267,11 @@ def _system(args: argparse.Namespace) -> Any:
 
 
 def _output_dir(path: Path) -> Path:
-    """Create ``path`` (and its parents) and prove it writable, before any work is done."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is a file, not a folder; name a folder (it is created if missing)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".tcd-write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"cannot write to --out {path} ({exc.strerror or exc}); name a folder you can write to") from None
+    """Create ``path`` (and its parents) and prove it writable, before any work is done
+    (:func:`studies.sweep.check_output_folder`, the check every sweep runs)."""
+    from studies.sweep import check_output_folder
+
+    check_output_folder(path)
     return path
 
 
