@@ -338,15 +338,34 @@ def wall_times(fn: Callable[[], object], repeats: int, warmup: int = 1, pause_s:
     ``pause_s`` seconds of sleep before each timed call let the idle thread pools of numba,
     torch and OpenBLAS stop spinning, so that one contender does not pay for another's threads
     on a small machine."""
+    return _timed_calls(fn, warmup, pause_s, repeats, lambda times, elapsed_s: False)
+
+
+def _timed_calls(
+    fn: Callable[[], object],
+    warmup: int,
+    pause_s: float,
+    max_repeats: int,
+    enough: Callable[[list[float], float], bool],
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[float]:
+    """The one timing loop: ``warmup`` untimed calls, then timed calls of ``fn()`` (each after
+    ``pause_s`` of sleep) until ``max_repeats`` or until ``enough(times, seconds since the first
+    timed call began)`` says so."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    began = clock()
+    while len(times) < max_repeats:
         if pause_s:
-            time.sleep(pause_s)
-        start = time.perf_counter()
+            sleep(pause_s)
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        end = clock()
+        times.append(end - start)
+        if enough(times, end - began):
+            break
     return times
 
 
@@ -363,7 +382,7 @@ def relative_spread(times: Sequence[float]) -> float:
     return float((p90 - p10) / median)
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     """Cores this process may run on (its affinity mask where the OS has one)."""
     try:
         return len(os.sched_getaffinity(0))
@@ -471,20 +490,11 @@ def measure_stable(
         raise RooflineError(f"budget_s must be a time > 0 in seconds, got {budget_s!r}")
     if not (isinstance(pause_s, (int, float)) and pause_s >= 0):
         raise RooflineError(f"pause_s must be a time >= 0 in seconds, got {pause_s!r}")
-    n_cores = _usable_cores() if cores is None else _check_positive_int("cores", cores)
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    began = clock()
-    while len(times) < max_repeats:
-        if pause_s:
-            sleep(pause_s)
-        start = clock()
-        fn()
-        end = clock()
-        times.append(end - start)
-        if len(times) >= min_repeats and (relative_spread(times) <= tolerance or end - began >= budget_s):
-            break
+    n_cores = usable_cores() if cores is None else _check_positive_int("cores", cores)
+    def enough(times: list[float], elapsed_s: float) -> bool:
+        return len(times) >= min_repeats and (relative_spread(times) <= tolerance or elapsed_s >= budget_s)
+
+    times = _timed_calls(fn, warmup, pause_s, max_repeats, enough, clock, sleep)
     return timing_of(times, what, tolerance=tolerance, warn=warn, load=load(), cores=n_cores, stacklevel=3)
 
 
@@ -506,7 +516,7 @@ def timing_of(
         raise RooflineError(f"timing_of({what!r}) needs at least one time")
     timing = Timing(median_s=float(statistics.median(times)), spread=relative_spread(times), repeats=len(times),
                     tolerance=float(tolerance), load=_load_average() if load is ... else load,  # type: ignore[arg-type]
-                    cores=_usable_cores() if cores is None else cores, times_s=tuple(times))
+                    cores=usable_cores() if cores is None else cores, times_s=tuple(times))
     if warn and not timing.reliable:
         warnings.warn(unreliable_message(what, timing), MeasurementWarning, stacklevel=stacklevel)
     return timing

@@ -518,14 +518,6 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------- executors
-def _cpu_count() -> int:
-    """The cores this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def _execute(fn: Callable[[Point], Row], points: list[Point], workers: int | None, scheduler: str | None,
              timeout_s: float) -> Iterator[tuple[Point, Row]]:
     """Yield ``(point, fn(point))`` as points finish; raise :class:`_PointFailed` for the first
@@ -546,8 +538,12 @@ def _execute(fn: Callable[[Point], Row], points: list[Point], workers: int | Non
 
 
 def _execute_pool(fn: Callable[[Point], Row], points: list[Point], workers: int | None) -> Iterator[tuple[Point, Row]]:
-    n_workers = min(workers or _cpu_count(), len(points))
-    threads = max(1, _cpu_count() // n_workers)
+    # imported here, not at module level: pin_threads must be callable before numpy loads
+    from cosim.roofline import usable_cores
+
+    cores = usable_cores()
+    n_workers = min(workers or cores, len(points))
+    threads = max(1, cores // n_workers)
     mp_context = multiprocessing.get_context()
     # fork and spawn workers are children of this process; forkserver ones of the server, which
     # exits with this process: each worker watches whichever parent it has
