@@ -26,6 +26,7 @@ import copy
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import numbers
@@ -43,6 +44,7 @@ from typing import Any, Literal, final
 import torch
 from torch import Tensor, nn
 
+from thermo.config_files import is_config_path
 from thermo.hardware import PRESETS, HardwareSpec
 from thermo.provenance import provenance
 
@@ -82,8 +84,7 @@ def _is_number(value: Any) -> bool:
 def _hardware_label(hardware: Any) -> str:
     """A preset's name, a hardware file's stem, the preset a spec equals, or ``custom``."""
     if isinstance(hardware, (str, os.PathLike)):
-        path = Path(hardware)
-        return path.stem if path.suffix.lower() in (".toml", ".yaml", ".yml") else str(hardware)
+        return Path(hardware).stem if is_config_path(hardware) else str(hardware)
     if isinstance(hardware, HardwareSpec):
         return next((name for name, make in PRESETS.items() if make() == hardware), "custom")
     return type(hardware).__name__
@@ -245,12 +246,11 @@ class TrainResult:
         columns: list[str] = []
         for row in self.history:
             columns.extend(k for k in row if k not in columns)
-        tmp = path.with_name(path.name + ".tmp")  # a kill while writing leaves the previous file whole
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.history)
-        os.replace(tmp, path)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.history)
+        _replace(path, table.getvalue())
         sidecar = {
             "run_name": self.config.run_name(),
             "config": self.config.to_dict(),
@@ -261,10 +261,17 @@ class TrainResult:
             "csv": path.name,
             "provenance": provenance(),
         }
-        side = sidecar_path(path)
-        side.with_name(side.name + ".tmp").write_text(json.dumps(sidecar, indent=2, default=repr) + "\n")
-        os.replace(side.with_name(side.name + ".tmp"), side)
+        _replace(sidecar_path(path), json.dumps(sidecar, indent=2, default=repr) + "\n")
         return path
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file: a kill while writing leaves the previous
+    file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def _setup(config: TrainConfig) -> tuple[Task, nn.Module, torch.optim.Optimizer]:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from thermo.errors import NonFiniteInputError, NotSymmetricError, ShapeMismatchError, UnsupportedInputError
+from thermo.validation import COMPLEX_FIX
 
 from ..errors import UnsupportedOperationError
 
@@ -212,10 +213,7 @@ def _check_tensor(t: object, name: str) -> None:
     if t.layout != torch.strided:
         raise UnsupportedInputError(f"{name} is a sparse tensor (layout {t.layout}): pass {name}.to_dense()")
     if t.is_complex():
-        raise UnsupportedInputError(
-            f"{name} is complex ({t.dtype}): pass {name}.real if the imaginary part is rounding, or a real "
-            "symmetric embedding [[Re, -Im], [Im, Re]] of a Hermitian system otherwise"
-        )
+        raise UnsupportedInputError(f"{name} is complex ({t.dtype}): {COMPLEX_FIX}")
     if not t.is_floating_point():
         raise UnsupportedInputError(f"{name} has dtype {t.dtype}; the solvers need a floating tensor: pass {name}.double()")
 
