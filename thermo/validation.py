@@ -43,6 +43,21 @@ def _type_name(x: object) -> str:
 def refuse_unsupported(x: object, name: str) -> None:
     """Raise :class:`UnsupportedInputError` for an input type that a float conversion would
     mangle or refuse obscurely: sparse, matrix-free, complex, object, string or boolean."""
+    try:  # first: a tensor (the digital solvers' hot path) needs no other test
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            if x.layout != torch.strided:
+                raise UnsupportedInputError(
+                    f"{name} is a sparse torch tensor (layout {x.layout}): pass {name}.to_dense()"
+                )
+            if x.is_complex():
+                raise UnsupportedInputError(f"{name} is a complex tensor ({x.dtype}): {COMPLEX_FIX}")
+            if x.dtype == torch.bool:
+                raise UnsupportedInputError(f"{name} is a boolean tensor: pass {name}.double() if 0/1 is meant")
+            return
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
     try:
         import scipy.sparse
         import scipy.sparse.linalg
@@ -59,21 +74,6 @@ def refuse_unsupported(x: object, name: str) -> None:
                 "digital 'cg' solver or thermo.lowrank's krylov path (A = U U^T + damping I)"
             )
     except ImportError:  # pragma: no cover - scipy is a core dependency
-        pass
-    try:
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            if x.layout != torch.strided:
-                raise UnsupportedInputError(
-                    f"{name} is a sparse torch tensor (layout {x.layout}): pass {name}.to_dense()"
-                )
-            if x.is_complex():
-                raise UnsupportedInputError(f"{name} is a complex tensor ({x.dtype}): {COMPLEX_FIX}")
-            if x.dtype == torch.bool:
-                raise UnsupportedInputError(f"{name} is a boolean tensor: pass {name}.double() if 0/1 is meant")
-            return
-    except ImportError:  # pragma: no cover - torch is a core dependency
         pass
     if isinstance(x, (bool, np.bool_)):
         raise UnsupportedInputError(f"{name} is a boolean ({x!r}), not a number: pass a float")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from thermo.errors import NonFiniteInputError, NotSymmetricError, ShapeMismatchError, UnsupportedInputError
-from thermo.validation import COMPLEX_FIX
+from thermo.validation import refuse_unsupported
 
 from ..errors import UnsupportedOperationError
 
@@ -210,10 +210,7 @@ def _check_tensor(t: object, name: str) -> None:
     if not isinstance(t, Tensor):
         hint = ".toarray() then torch.as_tensor" if type(t).__module__.startswith("scipy") else "torch.as_tensor(...)"
         raise UnsupportedInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}: convert it with {hint}")
-    if t.layout != torch.strided:
-        raise UnsupportedInputError(f"{name} is a sparse tensor (layout {t.layout}): pass {name}.to_dense()")
-    if t.is_complex():
-        raise UnsupportedInputError(f"{name} is complex ({t.dtype}): {COMPLEX_FIX}")
+    refuse_unsupported(t, name)  # sparse, complex and boolean tensors: thermo's checks, on the device
     if not t.is_floating_point():
         raise UnsupportedInputError(f"{name} has dtype {t.dtype}; the solvers need a floating tensor: pass {name}.double()")
 
