@@ -83,6 +83,7 @@ from .errors import (
     NotPositiveDefiniteError,
 )
 from .hardware import HardwareSpec
+from .validation import check_count, check_finite, check_square, check_symmetric, to_host
 
 Bound = Literal["exact", "worst-case"]
 BlockSchedule = Literal["gauss-seidel", "jacobi"]
@@ -189,8 +190,6 @@ class SpectrumInfo:
         ``A_hat = A * coupling_range / max|A_ij|`` (as :func:`thermo.program.program_matrix`,
         without quantization or mismatch); without it ``a`` is taken to be ``A_hat`` already.
         """
-        from .validation import check_finite, check_square, check_symmetric, to_host
-
         arr = to_host(a, "a")  # refuses complex, sparse and operator inputs like the solver
         check_square(arr, "a")
         check_finite(arr, "a")
@@ -268,12 +267,6 @@ def _check_positive(value: float, name: str) -> float:
     if not math.isfinite(out) or out <= 0:
         raise InputError(f"{name} must be a finite number > 0, got {value!r}")
     return out
-
-
-def _check_count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -464,7 +457,7 @@ def mean_variance_factor(
     if np.any(~np.isfinite(lam_arr)) or np.any(lam_arr <= 0):
         raise NotPositiveDefiniteError("lam must be finite and > 0")
     if n_samples is not None:
-        n_samples = _check_count(n_samples, "n_samples")
+        n_samples = check_count(n_samples, "n_samples")
     if mass == 0 and n_samples is None:
         return 1.0 / np.tanh(0.5 * lam_arr * h)
     r, c = _modes(lam_arr, mass)
@@ -652,7 +645,7 @@ def inverse_error_constant(
             block_rows = d if d <= PAIR_DENSE_MAX else max(1, _PAIR_BLOCK_ELEMENTS // d)
         else:  # four complex root pairs per mode pair: always blocked (and symmetric, half the work)
             block_rows = min(d, max(1, _PAIR_BLOCK_ELEMENTS // (4 * d)))
-    block_rows = _check_count(block_rows, "block_rows")
+    block_rows = check_count(block_rows, "block_rows")
     total = 0.0
     for start in range(0, d, block_rows):
         # rows [start, stop) against columns >= start: G is symmetric, so the pairs right of the
@@ -693,7 +686,7 @@ def inverse_relative_error(
     spectrum: SpectrumLike, n_samples: int, *, sample_interval_tau: float, mass_tau2: float = 0.0
 ) -> float:
     """Predicted relative Frobenius error of the inverse from ``n_samples`` samples, ``sqrt(P/N)``."""
-    n = _check_count(n_samples, "n_samples")
+    n = check_count(n_samples, "n_samples")
     h = _check_h(sample_interval_tau, required=True)
     return math.sqrt(inverse_error_constant(spectrum, sample_interval_tau=h, mass_tau2=mass_tau2) / n)
 
@@ -758,7 +751,7 @@ def window_transient_rel_error(
     spec = _as_spectrum(spectrum)
     mass = _check_mass(mass_tau2)
     h = _check_h(sample_interval_tau, required=True)
-    n = _check_count(n_samples, "n_samples")
+    n = check_count(n_samples, "n_samples")
     if not (math.isfinite(burn_in_tau) and burn_in_tau >= 0):
         raise InputError(f"burn_in_tau must be a finite number >= 0, got {burn_in_tau!r}")
     r0 = float(initial_error_ratio)
@@ -814,7 +807,7 @@ def solve_noise_variances(
     spec = _as_spectrum(spectrum)
     kT = _check_kT(kT)
     h = _check_h(sample_interval_tau, required=True)
-    n = _check_count(n_samples, "n_samples")
+    n = check_count(n_samples, "n_samples")
     mass = _check_mass(mass_tau2)
     lam = spec.eigenvalues if spec.exact else _grid(spec)
     var = kT * np.asarray(_solve_mode_cost(lam, h, n, mass)) / n  # type: ignore[arg-type]
@@ -900,7 +893,7 @@ def inverse_error_bound(
     from scipy.stats import chi2, norm
 
     spec = _as_spectrum(spectrum)
-    n = _check_count(n_samples, "n_samples")
+    n = check_count(n_samples, "n_samples")
     h = _check_h(sample_interval_tau, required=True)
     mass = _check_mass(mass_tau2)
     if not (math.isfinite(burn_in_tau) and burn_in_tau >= 0):
@@ -1161,7 +1154,7 @@ def _tiled(
     d, nu = spec.d, hw.n_units
     sizes = [min(nu, d - start) for start in range(0, d, nu)]
     nb = len(sizes)
-    n_sweeps = default_sweeps(eps, sweep_contraction, schedule) if sweeps is None else _check_count(sweeps, "sweeps")
+    n_sweeps = default_sweeps(eps, sweep_contraction, schedule) if sweeps is None else check_count(sweeps, "sweeps")
     mass, h = _mass(hw), hw.sample_interval_tau
     block_samples = {
         n: solve_samples(
@@ -1280,7 +1273,7 @@ def estimate_solve(
     _check_hw(hw)
     spec = _as_spectrum(spectrum)
     eps = _check_eps(target_rel_error, "target_rel_error")
-    k = _check_count(n_rhs, "n_rhs")
+    k = check_count(n_rhs, "n_rhs")
     r0 = float(initial_error_ratio)
     if not math.isfinite(r0) or r0 < 0:
         raise InputError(f"initial_error_ratio must be a finite number >= 0, got {initial_error_ratio!r}")
