@@ -32,7 +32,7 @@ from typing import Any
 from . import checks, sweep
 from .intervals import mean_ci
 from .noise import train_variant
-from .plotting import scale_for
+from .plotting import set_scale
 from .projections import WORKLOADS, base_system, describe_system, project_methods
 
 AXES = ("bits", "target_rel_error", "mismatch_sigma", "tau_scale")
@@ -272,7 +272,7 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
         ax.axvline(0.0, color="k", lw=0.6, ls=":")
         ax.set_title(f"time constant x{scale:g}", fontsize=9)
         ax.set_xlabel(f"accuracy loss vs exact K-FAC, {cfg.task} (pp)", fontsize=8)
-    axes[0][0].set_yscale("log" if scale_for([1.0, *(s["speedup_vs_kfac"] for s in devices)]) == "log" else "linear")
+    set_scale(axes[0][0], "y", [1.0, *(s["speedup_vs_kfac"] for s in devices)])
     axes[0][0].set_ylabel(f"projected speedup over digital K-FAC, {cfg.workload} (x)", fontsize=8)
     from matplotlib.lines import Line2D
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import checks, sweep
 from .intervals import mean_ci
-from .plotting import scale_for
+from .plotting import set_scale
 
 KNOBS = ("bits", "kT", "mismatch_sigma", "window_tau")
 
@@ -250,13 +250,8 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> Any:
         if fell_back:
             ax.plot(*zip(*fell_back), ls="none", marker="X", ms=10, mfc="none", mec="crimson", mew=1.5, zorder=5,
                     label="runs fell back to the exact solver")
-        xscale = scale_for(xs)
-        if xscale == "symlog":  # a zero (no mismatch) is a point of the sweep
-            positive = [v for v in xs if v > 0]
-            ax.set_xscale("symlog", linthresh=min(positive))
-        else:
-            ax.set_xscale(xscale)
-        ax.set_yscale("log" if scale_for(ys) == "log" else "linear")
+        set_scale(ax, "x", xs, allow_symlog=True)  # a zero (no mismatch) is a point of the sweep
+        set_scale(ax, "y", ys)
         ax.set_xlabel(AXIS_LABELS[knob])
         ax.set_ylabel("final training loss (nats)")
         if ax.lines or ax.collections:

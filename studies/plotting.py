@@ -37,6 +37,21 @@ def scale_for(values: Iterable[float]) -> str:
     return "linear"
 
 
+def set_scale(ax: Any, axis: str, values: Iterable[float], allow_symlog: bool = False) -> str:
+    """Set the ``"x"`` or ``"y"`` scale of ``ax`` from the values drawn along it (:func:`scale_for`):
+    log across decades; with ``allow_symlog``, symlog (linear below the smallest positive value)
+    when a zero sits among values spanning decades; else linear. Returns the scale set."""
+    x = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    scale = scale_for(x)
+    setter = ax.set_xscale if axis == "x" else ax.set_yscale
+    if scale == "symlog" and allow_symlog:
+        setter("symlog", linthresh=min(v for v in x if v > 0))
+        return scale
+    scale = "log" if scale == "log" else "linear"
+    setter(scale)
+    return scale
+
+
 def has_unit(label: str) -> bool:
     """A label ends with its unit in parentheses or brackets: ``"time (s)"``, ``"loss [nats]"``."""
     return bool(_UNIT.search(label or ""))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checks, sweep
-from .plotting import scale_for
+from .plotting import set_scale
 
 
 def _vit_s16() -> dict[str, Any]:
@@ -270,8 +270,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Any:
                     xs += [p[0] for p in pts]
                     ys += [p[1] for p in pts]
             ax.axhline(1.0, color="k", lw=0.8)
-            ax.set_xscale("log" if scale_for(xs) == "log" else "linear")
-            ax.set_yscale("log" if scale_for(ys) == "log" else "linear")
+            set_scale(ax, "x", xs)
+            set_scale(ax, "y", ys)
             ax.set_title(f"{w}: {knob}", fontsize=8)
             ax.set_xlabel(KNOB_LABELS[knob], fontsize=7)
             ax.set_ylabel("thermo over digital K-FAC speedup (x)", fontsize=7)

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import checks, sweep
 from .intervals import mean_ci
-from .plotting import scale_for
+from .plotting import set_scale
 from .projections import base_system, describe_system
 
 EXPERIMENTS: dict[str, str] = {
@@ -548,8 +548,8 @@ def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[st
                 ax.plot(*zip(*pts), marker="o", label=v)
                 ns += [p[0] for p in pts]
                 ts += [p[1] for p in pts]
-        ax.set_xscale("log" if scale_for(ns) == "log" else "linear")
-        ax.set_yscale("log" if scale_for(ts) == "log" else "linear")
+        set_scale(ax, "x", ns)
+        set_scale(ax, "y", ts)
         ax.set_xlabel("parameters N, digits MLP with d_z = 10 (count)")
         ax.set_ylabel("time per iteration (s)")
         noisy = [(s["n_params"], s["iteration_s"]) for s in summary if not float(s.get("spread", 0.0)) <= RUNTIME_SPREAD]
@@ -591,11 +591,8 @@ def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[st
         for ax, metric in zip(axes, metrics):
             ax.set_xlabel("projected wall-clock time (ms)" if wall else "iteration (steps)")
             ax.set_ylabel(METRIC_LABELS[metric])
-            scale = scale_for(drawn[metric]) if "loss" in metric else "linear"
-            if scale == "log":
-                ax.set_yscale("log")
-            elif scale == "symlog":  # losses stored to 5 decimals reach 0: linear below the smallest positive one
-                ax.set_yscale("symlog", linthresh=min(v for v in drawn[metric] if v > 0))
+            if "loss" in metric:  # losses stored to 5 decimals can reach 0: symlog then
+                set_scale(ax, "y", drawn[metric], allow_symlog=True)
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{cfg.stem} on {cfg.task} ({cfg.seeds} seeds: mean, band = min..max; every recorded point)",
                      fontsize=9)
