@@ -313,7 +313,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from digital.errors import TrainingInterrupted, TrainingStopped
-    from digital.train import EVALUATION_HEADER, TrainConfig, format_evaluation, train
+    from digital.train import EVALUATION_HEADER, TrainConfig, format_evaluation, sidecar_path, train
 
     optimizer_options = key_values(args.opt, "--opt")
     solver_options = key_values(args.solver_opt, "--solver-opt")
@@ -364,14 +364,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     wall = sum(row["step_s"] for row in result.history[result.resumed_from :])
     print(f"final train loss {final['train_loss']:.4f}, test accuracy {final['test_accuracy']:.4f}; "
           f"host time {wall:.2f} s; analog device time {analog * 1e3:.3f} ms")
-    print(_wrote(csv_path, csv_path.with_suffix(".json"), png_path))
+    print(_wrote(csv_path, sidecar_path(csv_path), png_path))
     return EXIT_OK
 
 
 def _write_run(result: Any, out: Path, stem: str) -> tuple[Path, Path]:
     """The history CSV (with its configuration and provenance beside it) and the loss plot."""
     csv_path = result.to_csv(out / f"{stem}.csv")
-    title = f"{stem} ({result.status})" if getattr(result, "status", "completed") != "completed" else stem
+    title = stem if result.status == "completed" else f"{stem} ({result.status})"
     return csv_path, plot_history(result.history, out / f"{stem}.png", title=title)
 
 
