@@ -195,7 +195,7 @@ class NumpyBackend(ArrayBackend):
 
 class _NumpyRandom(RandomSource):
     def __init__(self, seed: int) -> None:
-        from .noise import CounterNormalRNG
+        from .rng import CounterNormalRNG
 
         self._normal = CounterNormalRNG(seed)
         self._uniform = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED]))

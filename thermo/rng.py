@@ -48,7 +48,7 @@ tails), up to the approximation errors ``e`` above: its CDF differs from ``Phi``
 ``2^-33 + max phi(z) e``, i.e. 1.2e-10 (float64) and 2e-7 (float32, the order of float32's own
 resolution).
 
-Performance (2-core AMD EPYC Zen 3 VM, AVX2+FMA, ``benchmarks/bench_noise.py``, medians whose
+Performance (2-core AMD EPYC Zen 3 VM, AVX2+FMA, ``benchmarks/bench_rng.py``, medians whose
 run-to-run spread on the shared VM is ~30%): 65,536 normals in 0.09-0.12 ms (float32) and
 0.13-0.18 ms (float64), 6-8x faster than numpy's ``Generator.standard_normal`` and 2.5x
 (float32) / 9x (float64) faster than ``torch.randn``. Per core: Philox 1.5 cycles per word, the

@@ -2,7 +2,7 @@
 preallocated buffer: CounterNormalRNG against numpy's Generator and torch.randn, same process.
 
 Median of many repeats after a warm-up (the first call of CounterNormalRNG compiles or loads the
-numba cache). Run: python benchmarks/bench_noise.py [--n 65536] [--repeats 2000]
+numba cache). Run: python benchmarks/bench_rng.py [--n 65536] [--repeats 2000]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _timing import print_spreads, time_it  # noqa: E402
-from thermo.noise import CounterNormalRNG  # noqa: E402
+from thermo.rng import CounterNormalRNG  # noqa: E402
 
 
 def median_us(fn, what: str, repeats: int, warmup: int = 50) -> float:

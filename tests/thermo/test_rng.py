@@ -1,4 +1,4 @@
-"""Tests of thermo.noise: the generator's bits, the accuracy of the Gaussian transform, the law of
+"""Tests of thermo.rng: the generator's bits, the accuracy of the Gaussian transform, the law of
 the output (moments, KS, tails, independence) and reproducibility (seeds, streams, splits, threads).
 
 Statistical tolerances: for n i.i.d. N(0, 1) samples the standard errors are 1/sqrt(n) for the
@@ -20,8 +20,8 @@ import pytest
 import scipy.stats
 from scipy.special import ndtr, ndtri
 
-from thermo import noise
-from thermo.noise import CounterNormalRNG, philox4x32
+from thermo import rng as counter_rng
+from thermo.rng import CounterNormalRNG, philox4x32
 
 N_STAT = 1 << 22  # ~4.2M samples for the moment checks
 TAIL_R = float(-ndtri(2.0**-16))  # |z| beyond which the refined tail sampler is used (4.17)
@@ -53,7 +53,7 @@ def test_kernel_words_match_reference():
     seed, stream, tile = 0x0123456789ABCDEF, 0x3456789ABCD, (1 << 33) + 5
     key = [np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32), np.uint32(stream & 0xFFFFFFFF), np.uint32(stream >> 32)]
     w = np.empty(1024, np.uint32)
-    noise._tile_words(w, tile, *key)
+    counter_rng._tile_words(w, tile, *key)
     for j in (0, 1, 77, 255):
         block = tile * 256 + j
         ref = philox4x32((block & 0xFFFFFFFF, block >> 32, stream & 0xFFFFFFFF, stream >> 32), (seed & 0xFFFFFFFF, seed >> 32))
@@ -64,7 +64,7 @@ def test_kernel_words_match_reference():
 # transform accuracy against scipy's ndtri
 def _test_words() -> np.ndarray:
     rng = np.random.default_rng(7)
-    k_edge = np.arange(noise._K_TAIL, noise._K_TAIL + 4096, dtype=np.uint64)
+    k_edge = np.arange(counter_rng._K_TAIL, counter_rng._K_TAIL + 4096, dtype=np.uint64)
     words = np.concatenate([
         rng.integers(0, 2**32, 1 << 18, dtype=np.uint64),
         np.arange(2**31 - 4096, 2**31 + 4096, dtype=np.uint64),  # centre
@@ -73,7 +73,7 @@ def _test_words() -> np.ndarray:
         (1 << np.arange(16, 31, dtype=np.uint64)) - 1, 1 << np.arange(16, 31, dtype=np.uint64),  # octave edges
     ]).astype(np.uint32)
     k = np.minimum(words, ~words) & 0x7FFFFFFF
-    return words[k >= noise._K_TAIL]  # body words only; the tail is tested separately
+    return words[k >= counter_rng._K_TAIL]  # body words only; the tail is tested separately
 
 
 def _reference(words: np.ndarray) -> np.ndarray:
@@ -85,15 +85,15 @@ def test_float64_transform_accuracy():
     ix = np.empty(words.size, np.uint32)
     uu = np.empty(words.size)
     z = np.empty(words.size)
-    assert noise._index64(ix, uu, words) >= noise._K_TAIL
-    noise._eval64(z, ix, uu, noise._TAB64)
+    assert counter_rng._index64(ix, uu, words) >= counter_rng._K_TAIL
+    counter_rng._eval64(z, ix, uu, counter_rng._TAB64)
     assert np.abs(z - _reference(words)).max() < 5e-14  # documented: 3e-14
 
 
 def test_float32_transform_accuracy():
     words = _test_words()
     z = np.empty(words.size, np.float32)
-    assert noise._transform32(z, words, noise._C32) >= noise._K_TAIL
+    assert counter_rng._transform32(z, words, counter_rng._C32) >= counter_rng._K_TAIL
     ref = _reference(words)
     err = np.abs(z.astype(np.float64) - ref)
     assert err.max() < 1e-6
@@ -103,7 +103,7 @@ def test_float32_transform_accuracy():
 
 def test_tail_quantile_matches_ndtri():
     p = np.logspace(-29.5, math.log10(2.0**-16), 400)
-    q = np.array([noise._tail_quantile(x) for x in p])
+    q = np.array([counter_rng._tail_quantile(x) for x in p])
     np.testing.assert_allclose(q, -ndtri(p), rtol=2e-15, atol=0)
 
 
@@ -120,7 +120,7 @@ def test_fill_matches_reference_including_tails():
         block = tile * 256 + o % 256
         word = philox4x32((block & 0xFFFFFFFF, block >> 32, stream, 0), (seed, 0))[o // 256]
         k = min(word, 2**32 - 1 - word) & 0x7FFFFFFF
-        if k >= noise._K_TAIL:
+        if k >= counter_rng._K_TAIL:
             assert abs(z[j] - ndtri((word + 0.5) * 2.0**-32)) < 5e-14
         else:
             v0, v1, _, _ = philox4x32((i & 0xFFFFFFFF, i >> 32, stream, 0x80000000), (seed, 0))
