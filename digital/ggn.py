@@ -21,7 +21,7 @@ Operations of :class:`GGNOperator`:
 * ``dense_ut()``: ``U^T`` ``(r, N)`` assembled layer by layer from the same inputs and
   sensitivities as the Gram (each layer's Jacobian block), with the autodiff fallback for the
   other parameters; :func:`output_jacobian` uses it with ``L = I`` to form ``J_f`` itself, which
-  the quantized TNGD device programs (:func:`thermo.hybrid.program_arrays`).
+  the quantized TNGD device programs (:func:`thermo.lowrank_device.program_arrays`).
 
 :func:`woodbury_solve` turns ``gram()`` into ``(G + lam I)^-1 g``.
 

@@ -4,7 +4,7 @@ Two device paths (``method``):
 
 * ``exact`` / ``krylov`` (the default where the hardware allows it): the device of the paper,
   ``dx = -(A x - g) dt + sqrt(2 kappa) dW`` with ``t`` in tau and ``A = U U^T + lambda I`` in its
-  own units, propagated exactly between uploads (:mod:`thermo.hybrid` on
+  own units, propagated exactly between uploads (:mod:`thermo.lowrank_device` on
   :mod:`thermo.lowrank`): one ``eigh`` of the ``r x r`` Gram (assembled layer by layer by
   :class:`digital.ggn.GGNOperator`, never forming ``J_f``), and products with ``U`` (a VJP) and
   ``U^T`` (a JVP). With a coupling DAC the arrays are programmed as below. ``krylov`` replaces
@@ -21,7 +21,7 @@ What the exact low-rank path models (the one declared list; everything else of a
 * thermal noise: ``kappa`` is the hardware's ``kT`` (or the ``kappa`` argument);
 * the coupling DAC (``bits_A``, ``rounding``, ``coupling_range``) on the paper's three resistor
   arrays ``J_f`` (``b d_z x N``), ``H_L`` (``b d_z x b d_z``) and ``J_f^T``, each auto-ranged to
-  its own largest entry as the dense chip's couplings are (:func:`thermo.hybrid.program_arrays`):
+  its own largest entry as the dense chip's couplings are (:func:`thermo.lowrank_device.program_arrays`):
   ``J_f`` is formed layer by layer (:func:`digital.ggn.output_jacobian`, ``b d_z N`` entries,
   checked against the memory budget), the realized ``A_q = J_q^T H_q J_q / b + lambda I`` is
   propagated exactly (:class:`thermo.lowrank.LowRankOU` with the core ``H_q``); ``lambda`` is
@@ -76,7 +76,7 @@ from torch import Tensor, nn
 
 from thermo import AnalogState, HardwareSpec, SolverConfig, preset
 from thermo.errors import NonFiniteInputError
-from thermo.hybrid import (
+from thermo.lowrank_device import (
     LowRankDevice,
     LowRankDeviceSpec,
     ProgrammedArrays,
@@ -168,7 +168,7 @@ class TNGD(CurvatureOptimizer):
     :class:`thermo.Diagnostics` under ``extra["thermo"]``), ``last_stats`` (``analog_time_tau``,
     ``analog_time_s``, ``matrix_time``, wall times...), ``analog_state`` (the
     :class:`thermo.AnalogState` the next step starts from), ``programmed`` (the exact path's
-    :class:`thermo.hybrid.ProgrammedArrays` when the hardware has a coupling DAC).
+    :class:`thermo.lowrank_device.ProgrammedArrays` when the hardware has a coupling DAC).
     """
 
     _extra_key = "tngd"

@@ -13,7 +13,7 @@ two products ``apply_u: (r, k) -> (N, k)`` and ``apply_ut: (N, k) -> (r, k)`` an
 Gram matrix ``K = U^T U`` (:class:`LowRankCurvature`). Optionally the curvature carries a
 symmetric ``r x r`` core ``S``: ``A = U S U^T + lam I`` (still rank ``r`` plus damping; ``S`` may
 be indefinite). That is the form of the quantized TNGD device, whose arrays hold ``J_f`` and
-``H_L`` separately (:func:`thermo.hybrid.program_arrays`).
+``H_L`` separately (:func:`thermo.lowrank_device.program_arrays`).
 
 Eigen path (:class:`LowRankOU`)
 -------------------------------

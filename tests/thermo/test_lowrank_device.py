@@ -7,7 +7,7 @@ import torch
 
 from thermo import preset
 from thermo.errors import HardwareSpecError, InputError
-from thermo.hybrid import LowRankDevice, LowRankDeviceSpec, convert
+from thermo.lowrank_device import LowRankDevice, LowRankDeviceSpec, convert
 from thermo.lowrank import LowRankCurvature, LowRankOU
 
 N, R, LAM = 12, 3, 0.2
@@ -168,7 +168,7 @@ def _explicit(x: torch.Tensor, bits: int, full_scale: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("coupling_range", [1.0, 3.0])
 def test_program_arrays_rounds_each_array_on_its_own_auto_ranged_grid(coupling_range: float) -> None:
-    from thermo.hybrid import program_arrays
+    from thermo.lowrank_device import program_arrays
 
     J, H = _arrays(0)
     bits = 5
@@ -192,7 +192,7 @@ def test_program_arrays_rounds_each_array_on_its_own_auto_ranged_grid(coupling_r
 
 
 def test_stochastic_rounding_is_seeded_unbiased_and_keeps_h_symmetric() -> None:
-    from thermo.hybrid import program_arrays
+    from thermo.lowrank_device import program_arrays
 
     J, H = _arrays(1)
     bits = 4
