@@ -1,8 +1,8 @@
 """Co-simulation of a training step on a host GPU, a link and an analog thermodynamic device.
 
 ``schedule`` is the SimPy discrete-event model of steps on shared resources (and the exact
-periodic projection of long runs); ``workload`` turns a model's layer shapes and a method into
-the task graph of a step with durations; ``system`` describes the machine (:class:`SystemSpec` = :class:`GPUSpec` + :class:`LinkSpec` +
+periodic projection of long runs); ``shapes`` records a model's layer shapes and ``step_graphs``
+turns them and a method into the task graph of a step with durations; ``system`` describes the machine (:class:`SystemSpec` = :class:`GPUSpec` + :class:`LinkSpec` +
 :class:`AnalogSpec`, with sourced presets and TOML/YAML files); ``roofline`` times GPU kernels
 from their FLOPs and memory traffic and calibrates the model against measurements. Results are
 projections: state the assumptions (each spec's ``source``) beside every number.
@@ -57,14 +57,8 @@ from .system import (
     gpu_preset,
     link_preset,
 )
-from .workload import (
-    LayerShape,
-    ModelShape,
-    StepCoster,
-    StepModel,
-    WorkloadError,
-    step_pattern,
-)
+from .shapes import LayerShape, ModelShape, WorkloadError
+from .step_graphs import StepCoster, StepModel, step_pattern
 
 __all__ = [
     "CoSimReport",

@@ -12,7 +12,7 @@ somewhere:
    factors and inverses every step) on a batch and reads the seconds of its phases from
    ``last_stats``.
 3. :func:`phase_work` states the modeled :class:`~cosim.roofline.Work` of the same phases from
-   :class:`cosim.workload.StepCoster` (the counts the projections use).
+   :class:`cosim.step_graphs.StepCoster` (the counts the projections use).
 4. :func:`calibrate_from_training_runs` fits ``compute_efficiency``, ``memory_efficiency`` and
    (by default) ``launch_overhead_s`` of the machine to the ``(Work, seconds)`` pairs with
    :func:`cosim.roofline.calibrate`, and reports measured against predicted seconds before and
@@ -47,7 +47,8 @@ from .roofline import (
     wall_times,
 )
 from .system import GPUSpec, SystemSpec
-from .workload import ModelShape, StepCoster, StepModel
+from .shapes import ModelShape
+from .step_graphs import StepCoster, StepModel
 
 PHASES: tuple[str, ...] = ("gradient_s", "factors_s", "precondition_s", "update_s")
 """Phases of a K-FAC step, named as in :attr:`digital.KFAC.last_stats` (values in seconds)."""

@@ -26,14 +26,8 @@ from .roofline import cholesky_inverse
 from .runs import RunProjection, project_run
 from .schedule import Schedule, StepGraph, Task, simulate
 from .system import SystemSpec
-from .workload import (
-    LayerShape,
-    ModelShape,
-    StepCoster,
-    StepModel,
-    _gradient_and_curvature,
-    _prefixed,
-)
+from .shapes import LayerShape, ModelShape
+from .step_graphs import StepCoster, StepModel, _gradient_and_curvature, _prefixed
 
 StepCalls = dict[str, list[SolverDiagnostics]]
 """One step's solver calls: layer name -> diagnostics in call order."""

@@ -16,7 +16,8 @@ from typing import Any
 
 from .schedule import project
 from .system import SystemSpec
-from .workload import ModelShape, StepModel, step_pattern
+from .shapes import ModelShape
+from .step_graphs import StepModel, step_pattern
 
 
 @dataclass(frozen=True)

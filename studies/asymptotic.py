@@ -9,7 +9,7 @@ Per layer and per refresh this study compares
   (``cosim.roofline``: ``d^3`` flops each);
 - ``thermo-inverse``: two inversions on the analog device (thermo timing model: programming,
   equilibration, the samples for the target accuracy, readout, transfers), for each condition
-  number of the factors (assumed geometric chip spectrum, ``cosim.workload.factor_spectrum``);
+  number of the factors (assumed geometric chip spectrum, ``cosim.step_graphs.factor_spectrum``);
 - ``thermo-solve``: the solve variant, ``G X = grad`` and ``A Y = X^T`` with ``n`` right-hand
   sides each.
 
@@ -137,7 +137,7 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
         gpu = SystemSpec.load(cfg.system).gpu if cfg.system is not None else gpu_preset(cfg.gpu)
         seconds = RooflineModel(gpu).time_s(cholesky_inverse(n, precision="float32"))
         return {"time_s": 2 * seconds, "analog_time_s": 0.0, "source": f"roofline {gpu.name}", **NOT_MEASURED}
-    from cosim.workload import factor_spectrum
+    from cosim.step_graphs import factor_spectrum
     from thermo import preset, timing
 
     if cfg.system is not None:

@@ -200,7 +200,8 @@ def project_methods(
     thermodynamic K-FAC (solves on the device), both K-FACs at ``step_ratio`` times the baseline's
     steps, for a workload of :data:`WORKLOADS` on ``system`` (a ``cosim.SystemSpec``)."""
     from cosim.runs import compare
-    from cosim.workload import LayerShape, ModelShape, StepModel
+    from cosim.shapes import LayerShape, ModelShape
+    from cosim.step_graphs import StepModel
 
     spec = WORKLOADS[workload]()
     per_gpu = spec["batch_size"] // n_gpus  # data parallel: each GPU takes its share of the batch

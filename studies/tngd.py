@@ -258,7 +258,7 @@ def _system(cfg: TNGDStudyConfig) -> Any:
 
 
 def _shape(task: str, width: int | None = None, batch: int | None = None) -> Any:
-    from cosim.workload import ModelShape
+    from cosim.shapes import ModelShape
     from digital.tasks import build_task
 
     built = build_task(task, **({} if width is None else {"hidden": (width,)}))
@@ -269,7 +269,7 @@ def _shape(task: str, width: int | None = None, batch: int | None = None) -> Any
 def _step_time(cfg: TNGDStudyConfig, variant: str, analog_time_tau: float | None = None) -> float:
     """Projected seconds per step of ``variant`` on the co-simulated system (A100, link, device)."""
     from cosim.runs import project_run
-    from cosim.workload import StepModel
+    from cosim.step_graphs import StepModel
 
     if variant == "adam":
         step = StepModel(method="adam")
@@ -283,7 +283,7 @@ def _step_time(cfg: TNGDStudyConfig, variant: str, analog_time_tau: float | None
 def _phases(cfg: TNGDStudyConfig) -> str:
     """The co-simulated TNGD step's time by phase, largest first (microseconds)."""
     from cosim.runs import project_run
-    from cosim.workload import StepModel
+    from cosim.step_graphs import StepModel
 
     run = project_run(_shape(cfg.task), _system(cfg), StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau),
                       100)
@@ -350,7 +350,7 @@ def _time_iteration(cfg: TNGDStudyConfig, variant: str, width: int) -> dict[str,
 
 def _analog_part(cfg: TNGDStudyConfig, width: int) -> float:
     """Upload, relaxation for ``t``, readout and read-back of one TNGD step (timing model)."""
-    from cosim.workload import StepModel, step_pattern
+    from cosim.step_graphs import StepModel, step_pattern
 
     graph = step_pattern(_shape("digits-mlp", width, cfg.runtime_batch), _system(cfg),
                          StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau, overlap=False))[0]

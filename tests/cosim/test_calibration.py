@@ -25,7 +25,8 @@ from cosim.calibration import (
 )
 from cosim.roofline import CalibrationWarning, RooflineError, RooflineModel, cpu_spec
 from cosim.system import GPUSpec, SystemSpec
-from cosim.workload import ModelShape, StepCoster, StepModel
+from cosim.shapes import ModelShape
+from cosim.step_graphs import StepCoster, StepModel
 from digital.models import MLP
 from digital.tasks import build_task
 

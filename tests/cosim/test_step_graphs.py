@@ -9,14 +9,8 @@ import torch
 
 from cosim.schedule import project, simulate
 from cosim.system import SystemSpec
-from cosim.workload import (
-    LayerShape,
-    ModelShape,
-    StepCoster,
-    StepModel,
-    WorkloadError,
-    step_pattern,
-)
+from cosim.shapes import LayerShape, ModelShape, WorkloadError
+from cosim.step_graphs import StepCoster, StepModel, step_pattern
 from digital.tasks import build_task
 
 
