@@ -30,7 +30,7 @@ from typing import Literal
 
 import numpy as np
 
-from thermo import timing
+from thermo import cost
 from thermo.hardware import HardwareSpec
 
 from .roofline import (
@@ -175,20 +175,20 @@ class StepCoster:
         # SGD-like: reads the parameter and the (preconditioned) direction, writes the parameter
         return elementwise(n, reads=2, writes=1, precision=self.step.precision)
 
-    def analog_inverse(self, d: int) -> timing.TimingBreakdown:
+    def analog_inverse(self, d: int) -> cost.TimingBreakdown:
         """Device time of one factor inversion (``d x d``) to the target accuracy."""
         eigenvalues = factor_spectrum(self.hw, d, self.step.factor_condition_number)
-        return timing.estimate_inverse(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
+        return cost.estimate_inverse(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
 
-    def analog_solve(self, d: int, n_rhs: int) -> timing.TimingBreakdown:
+    def analog_solve(self, d: int, n_rhs: int) -> cost.TimingBreakdown:
         """Device time of a factor solve (``d x d``) with ``n_rhs`` right-hand sides."""
         eigenvalues = factor_spectrum(self.hw, d, self.step.factor_condition_number)
-        return timing.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error, n_rhs=n_rhs)
+        return cost.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error, n_rhs=n_rhs)
 
-    def analog_relax(self, n: int) -> timing.TimingBreakdown:
+    def analog_relax(self, n: int) -> cost.TimingBreakdown:
         """TNGD: one upload, a relaxation of ``analog_time_tau`` and a read of ``n`` values."""
         eigenvalues = factor_spectrum(self.hw, n, self.step.factor_condition_number)
-        return timing.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
+        return cost.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
 
 
 def _prefixed(name: str, layer: LayerShape) -> str:
@@ -272,7 +272,7 @@ def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool, update_factors: b
     return StepGraph(tuple(tasks), "kfac-invert" if invert else "kfac")
 
 
-def _device_job(c: StepCoster, t: timing.TimingBreakdown, key: str, deps: tuple[str, ...]) -> list[Task]:
+def _device_job(c: StepCoster, t: cost.TimingBreakdown, key: str, deps: tuple[str, ...]) -> list[Task]:
     """Program over the link, run on a chip, read back over the link (thermo timing phases)."""
     return [
         Task(f"program_{key}", t.program_s + t.input_s, resource="link", deps=deps, phase="program"),

@@ -138,7 +138,7 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
         seconds = RooflineModel(gpu).time_s(cholesky_inverse(n, precision="float32"))
         return {"time_s": 2 * seconds, "analog_time_s": 0.0, "source": f"roofline {gpu.name}", **NOT_MEASURED}
     from cosim.step_graphs import factor_spectrum
-    from thermo import preset, timing
+    from thermo import cost, preset
 
     if cfg.system is not None:
         hw = SystemSpec.load(cfg.system).analog_hardware()
@@ -146,9 +146,9 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
         hw = dataclasses.replace(preset(cfg.hardware), n_chips=cfg.n_chips)
     spectrum = factor_spectrum(hw, n, float(point["kappa"]))
     if kind == "thermo-inverse":
-        t = timing.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error)
+        t = cost.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error)
     else:
-        t = timing.estimate_solve(hw, spectrum, target_rel_error=cfg.target_rel_error, n_rhs=n)
+        t = cost.estimate_solve(hw, spectrum, target_rel_error=cfg.target_rel_error, n_rhs=n)
     return {"time_s": 2 * t.total_s, "analog_time_s": 2 * t.analog_time_s, "source": f"timing model {cfg.system or cfg.hardware}",
             **NOT_MEASURED}
 

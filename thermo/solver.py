@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import timing
+from . import cost, planning
 from .backends import Array, ArrayBackend, get_backend
 from .errors import InputError, NotPositiveDefiniteError, ShapeMismatchError
 from .exact import EigenOU, ModeState, eigen_plan_bytes
@@ -143,7 +143,7 @@ class Diagnostics:
     bound_retries: int
     realized_condition_number: float | None
     n_tiles: int = 1
-    device_time: timing.TimingBreakdown | None = None
+    device_time: cost.TimingBreakdown | None = None
     notes: tuple[str, ...] = ()
     error_bound_per_rhs: np.ndarray | None = None
     """Solve: the 95% bound of each right-hand side, ``(k,)`` (``estimated_rel_error`` is its max)."""
@@ -432,7 +432,7 @@ class ThermodynamicSolver:
         cfg, hw, be = self.config, self.hw, self.backend
         d, c = b.shape
         programmed, method, ou, lam = self._realize(a, chip_index)
-        spectrum = timing.SpectrumInfo.from_eigenvalues(lam)
+        spectrum = planning.SpectrumInfo.from_eigenvalues(lam)
         # Plan in chip units: the solution norm is that of the scaled problem.
         run = _Run()
         headroom = np.ones(c)
@@ -460,12 +460,12 @@ class ThermodynamicSolver:
             init_ratio = float(init_ratios.max())
             burn_in = cfg.burn_in_tau
             if burn_in is None:
-                burn_in = timing.equilibration_time_tau(
+                burn_in = planning.equilibration_time_tau(
                     spectrum, cfg.target_rel_error, initial_error_ratio=init_ratio, mass_tau2=hw.mass_tau2
                 )
             window = cfg.window_tau
             if window is None:
-                window = timing.solve_window_tau(
+                window = planning.solve_window_tau(
                     spectrum, hw.kT, cfg.target_rel_error, sol_norm,
                     sample_interval_tau=hw.sample_interval_tau, mass_tau2=hw.mass_tau2,
                 )
@@ -517,7 +517,7 @@ class ThermodynamicSolver:
             None if var_hat is None else var_hat.sum(0), d,
         )
         est = None if bounds is None else float(bounds.max())
-        predicted = timing.solve_relative_error(
+        predicted = planning.solve_relative_error(
             spectrum, hw.kT, window=n * h, solution_norm=sol_norm, sample_interval_tau=h, mass_tau2=hw.mass_tau2
         )
         state = AnalogState(final_x * scale, None if final_v is None else final_v * scale)
@@ -539,7 +539,7 @@ class ThermodynamicSolver:
             adc_clip_fraction=accumulator.clip_fraction,
             bound_retries=run.retries,
             realized_condition_number=float(lam[-1] / lam[0]),
-            device_time=timing.estimate_solve(
+            device_time=cost.estimate_solve(
                 hw, spectrum, target_rel_error=cfg.target_rel_error, solution_norm=sol_norm, n_rhs=c,
                 initial_error_ratio=init_ratio,
             ),
@@ -550,7 +550,7 @@ class ThermodynamicSolver:
 
     def _solve_bounds(
         self,
-        spectrum: timing.SpectrumInfo,
+        spectrum: planning.SpectrumInfo,
         burn_in: float,
         h: float,
         n: int,
@@ -564,7 +564,7 @@ class ThermodynamicSolver:
         """The 95% bound of each right-hand side's relative error, ``(c,)`` (chip units).
 
         Noise: with linear symmetric static dynamics (``law`` ``"exact"``) the window average's
-        noise is Gaussian with known mode variances (:func:`timing.solve_error_bound`);
+        noise is Gaussian with known mode variances (:func:`planning.solve_error_bound`);
         overdamped Euler-Maruyama (``"euler_maruyama"``, step ``em_dt``) samples an AR(1) of
         stationary variance ``kT / (lam (1 - lam dt / 2))`` and lag correlation
         ``(1 - lam dt)^(h/dt) <= e^{-lam h}``, so the exact variances times ``1 / (1 - lam dt/2)``
@@ -580,16 +580,16 @@ class ThermodynamicSolver:
         from scipy.stats import t as student_t
 
         hw = self.hw
-        var = timing.solve_noise_variances(spectrum, hw.kT, n_samples=n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
+        var = planning.solve_noise_variances(spectrum, hw.kT, n_samples=n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
         if em_dt is not None:
             var = var / (1.0 - 0.5 * np.asarray(spectrum.eigenvalues) * em_dt)
-        noise = math.sqrt(timing.weighted_chi2_quantile(var)) / sol_norms
+        noise = math.sqrt(planning.weighted_chi2_quantile(var)) / sol_norms
         if law == "approximate" and batch_trace is not None:
             dof = max(1, min(self.config.n_batches, n) - 1)
-            factor = float(student_t.ppf(0.5 + timing.BOUND_PROBABILITY / 2, dof))
+            factor = float(student_t.ppf(0.5 + planning.BOUND_PROBABILITY / 2, dof))
             noise = np.maximum(noise, factor * np.sqrt(np.maximum(batch_trace, 0.0)) / sol_norms)
         transient = np.array([
-            timing.window_transient_rel_error(
+            planning.window_transient_rel_error(
                 spectrum, burn_in, sample_interval_tau=h, n_samples=n, initial_error_ratio=float(r0), mass_tau2=hw.mass_tau2
             )
             for r0 in init_ratios
@@ -659,14 +659,14 @@ class ThermodynamicSolver:
         cfg, hw, be = self.config, self.hw, self.backend
         d = a.shape[0]
         programmed, method, ou, lam = self._realize(a, chip_index)
-        spectrum = timing.SpectrumInfo.from_eigenvalues(lam)
+        spectrum = planning.SpectrumInfo.from_eigenvalues(lam)
         # The covariance relaxes at twice the slowest rate; start from zero volts.
         burn_in = cfg.burn_in_tau
         if burn_in is None:
-            burn_in = timing.inverse_equilibration_time_tau(spectrum, cfg.target_rel_error, mass_tau2=hw.mass_tau2)
+            burn_in = planning.inverse_equilibration_time_tau(spectrum, cfg.target_rel_error, mass_tau2=hw.mass_tau2)
         window = cfg.window_tau
         if window is None:
-            n_needed = timing.inverse_samples(
+            n_needed = planning.inverse_samples(
                 spectrum, cfg.target_rel_error, sample_interval_tau=hw.sample_interval_tau, mass_tau2=hw.mass_tau2
             )
             window = n_needed * hw.sample_interval_tau
@@ -702,10 +702,10 @@ class ThermodynamicSolver:
                 stacklevel=3,
             )
         analog = (n_burn + n) * h
-        predicted = timing.inverse_relative_error(spectrum, n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
+        predicted = planning.inverse_relative_error(spectrum, n, sample_interval_tau=h, mass_tau2=hw.mass_tau2)
         # exact for linear symmetric dynamics; with a non-symmetric or drifting matrix the
         # spectrum of the symmetric part stands in (documented as approximate)
-        bound = timing.inverse_error_bound(spectrum, n, sample_interval_tau=h, burn_in_tau=n_burn * h, mass_tau2=hw.mass_tau2)
+        bound = planning.inverse_error_bound(spectrum, n, sample_interval_tau=h, burn_in_tau=n_burn * h, mass_tau2=hw.mass_tau2)
         diag = Diagnostics(
             method=method,
             integrator=integrator,
@@ -724,7 +724,7 @@ class ThermodynamicSolver:
             adc_clip_fraction=accumulator.clip_fraction,
             bound_retries=0,
             realized_condition_number=float(lam[-1] / lam[0]),
-            device_time=timing.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error),
+            device_time=cost.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error),
         )
         return inv, diag
 

@@ -17,7 +17,7 @@ from thermo import (
     SolverConfig,
     ThermodynamicSolver,
     ThermoWarning,
-    timing,
+    planning,
 )
 from thermo.errors import InputError
 from thermo.matrices import random_spd
@@ -95,7 +95,7 @@ def test_diagnostics_predict_the_error_of_the_estimate():
     diag = res.diagnostics
     lam_hat = np.linalg.eigvalsh(a / diag.matrix_scale)
     x_hat_norm = np.linalg.norm(np.linalg.solve(a, b)) * diag.matrix_scale / diag.rhs_scale[0]
-    bound = timing.solve_error_bound(
+    bound = planning.solve_error_bound(
         lam_hat, hw.kT, n_samples=diag.n_samples, sample_interval_tau=hw.sample_interval_tau,
         solution_norm=x_hat_norm, burn_in_tau=diag.burn_in_tau,
     )
