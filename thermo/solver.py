@@ -30,6 +30,7 @@ from .program import ProgrammedInputs, ProgrammedMatrix, program_inputs, program
 from .quantize import Quantizer
 from .readout import SampleAccumulator
 from .stepwise import DriftProcess, StepwiseLangevin, spectral_abscissa_bound, stepwise_plan_bytes
+from .tiling import tiled_inverse, tiled_solve
 from .validation import check_count, check_finite, check_system, to_host
 
 
@@ -222,9 +223,11 @@ class ThermodynamicSolver:
         a += a.T
         a *= 0.5
         if self.hw.n_units is not None and a.shape[0] > self.hw.n_units:
-            from .tiling import tiled_solve
-
-            return tiled_solve(self, a, b2, x0h, vector, like=b)
+            x, stderr, diag = tiled_solve(self._tile_block, a, b2, x0h, **self._tile_plan())
+            state = AnalogState(x[:, 0] if vector else x.copy())
+            if vector:
+                x, stderr = x[:, 0], stderr[:, 0]
+            return SolveResult(_like(x, b), stderr, state, diag)
         x, stderr, state, diag = self._solve_block(a, b2, x0h, v0h)
         if vector:
             x, stderr = x[:, 0], (None if stderr is None else stderr[:, 0])
@@ -239,13 +242,22 @@ class ThermodynamicSolver:
         a += a.T
         a *= 0.5
         if self.hw.n_units is not None and a.shape[0] > self.hw.n_units:
-            from .tiling import tiled_inverse
-
-            return tiled_inverse(self, a, like=A)
+            inv, diag = tiled_inverse(self._tile_block, a, **self._tile_plan())
+            return InverseResult(_like(inv, A), diag)
         if self.hw.kT == 0:
             raise InputError("inversion reads the thermal covariance: HardwareSpec.kT must be > 0")
         inv, diag = self._inverse_block(a)
         return InverseResult(_like(inv, A), diag)
+
+    def _tile_block(self, a: np.ndarray, rhs: np.ndarray, x0: np.ndarray, chip_index: int) -> tuple[np.ndarray, np.ndarray | None, Diagnostics]:
+        """One block solve of a tiled run (:mod:`thermo.tiling`) on chip ``chip_index``."""
+        x, err, _, diag = self._solve_block(a, rhs, x0, None, chip_index=chip_index)
+        return x, err, diag
+
+    def _tile_plan(self) -> dict[str, object]:
+        assert self.hw.n_units is not None
+        return dict(n_units=self.hw.n_units, n_chips=self.hw.n_chips, tau_s=self.hw.tau_s,
+                    target_rel_error=self.config.target_rel_error)
 
     # ------------------------------------------------------------------------------------------
     def _warm_start(self, x0: object, shape: tuple[int, int]) -> tuple[np.ndarray | None, np.ndarray | None]:

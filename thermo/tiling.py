@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.linalg
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .solver import InverseResult, SolveResult, ThermodynamicSolver
 
 
 def block_slices(d: int, n_units: int) -> list[slice]:
@@ -34,26 +32,34 @@ def block_slices(d: int, n_units: int) -> list[slice]:
     return [slice(start, min(d, start + n_units)) for start in range(0, d, n_units)]
 
 
+BlockSolve = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, "np.ndarray | None", Any]]
+"""``(A_II, rhs, x0_I, chip_index) -> (x_I, stderr_I or None, diagnostics)``: one analog block solve
+on chip ``chip_index`` (the diagnostics carry ``analog_time_tau`` and ``notes``)."""
+
+
 def tiled_solve(
-    solver: "ThermodynamicSolver",
+    block_solve: BlockSolve,
     a: np.ndarray,
     b: np.ndarray,
     x0: np.ndarray | None,
-    vector: bool,
-    like: object,
+    *,
+    n_units: int,
+    n_chips: int,
+    tau_s: float,
+    target_rel_error: float,
     max_sweeps: int = 100,
-) -> "SolveResult":
-    from .solver import AnalogState, SolveResult, _like
-
-    hw, cfg = solver.hw, solver.config
-    assert hw.n_units is not None
-    blocks = block_slices(a.shape[0], hw.n_units)
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Block Gauss-Seidel for ``a x = b`` (``b`` ``(d, c)``) with ``block_solve`` on each diagonal
+    block of at most ``n_units`` rows, dealt to ``n_chips`` chips in turn. Returns the solution
+    ``(d, c)``, the per-entry standard errors of the last block solves and the diagnostics of
+    the last block solve updated with the whole run's analog time, tile count and a-posteriori
+    error bounds."""
+    blocks = block_slices(a.shape[0], n_units)
     x = np.zeros_like(b) if x0 is None else x0.copy()
     analog_tau = 0.0
     diag_last = None
     stderr = np.zeros_like(b)
     sweeps = 0
-    tolerance = cfg.target_rel_error
     for sweeps in range(1, max_sweeps + 1):
         change = 0.0
         for index, rows in enumerate(blocks):
@@ -63,53 +69,47 @@ def tiled_solve(
                 change += float(np.sum(x[rows] ** 2))
                 x[rows] = xi
                 continue
-            xi, err, _, diag_last = solver._solve_block(
-                a[rows, rows], rhs, x[rows], None, chip_index=index % hw.n_chips
-            )
+            xi, err, diag_last = block_solve(a[rows, rows], rhs, x[rows], index % n_chips)
             change += float(np.sum((xi - x[rows]) ** 2))
             x[rows] = xi
             if err is not None:
                 stderr[rows] = err
             analog_tau += diag_last.analog_time_tau
-        if math.sqrt(change) <= tolerance * max(float(np.linalg.norm(x)), 1e-300):
+        if math.sqrt(change) <= target_rel_error * max(float(np.linalg.norm(x)), 1e-300):
             break
     assert diag_last is not None
     r = a @ x - b
     residual = float(np.linalg.norm(r) / max(np.linalg.norm(b), 1e-300))
     bounds = error_bounds(a, r, x)
     notes = diag_last.notes + (
-        f"tiled into {len(blocks)} diagonal blocks of <= {hw.n_units} units; block Gauss-Seidel "
+        f"tiled into {len(blocks)} diagonal blocks of <= {n_units} units; block Gauss-Seidel "
         f"took {sweeps} sweeps; digital relative residual {residual:.2e}",
     )
     diag = dataclasses.replace(
         diag_last,
         analog_time_tau=analog_tau,
-        analog_time_s=analog_tau * hw.tau_s,
+        analog_time_s=analog_tau * tau_s,
         n_tiles=len(blocks) ** 2,
         estimated_rel_error=float(bounds.max()),
         error_bound_per_rhs=bounds,
         device_time=None,
         notes=notes,
     )
-    state = AnalogState(x[:, 0] if vector else x.copy())
-    out = x[:, 0] if vector else x
-    return SolveResult(_like(out, like), stderr[:, 0] if vector else stderr, state, diag)
+    return x, stderr, diag
 
 
-def tiled_inverse(solver: "ThermodynamicSolver", a: np.ndarray, like: object) -> "InverseResult":
-    from .solver import InverseResult, _like
-
+def tiled_inverse(block_solve: BlockSolve, a: np.ndarray, **plan: Any) -> tuple[np.ndarray, Any]:
+    """``a^-1`` as a tiled solve of the ``d`` identity columns (``plan``: :func:`tiled_solve`'s
+    keywords), symmetrized, with the Frobenius a-posteriori bound in its diagnostics."""
     d = a.shape[0]  # the memory plan (ThermodynamicSolver.inverse) has counted the d chains
-    result = tiled_solve(solver, a, np.eye(d), None, vector=False, like=None)
-    inv = np.asarray(result.x)
+    inv, _, diag = tiled_solve(block_solve, a, np.eye(d), None, **plan)
     inv = 0.5 * (inv + inv.T)
     r = a @ inv
     r[np.diag_indices_from(r)] -= 1.0
     e = float(np.linalg.norm(r)) / _lambda_min(a)  # |X - A^-1|_F <= |A X - I|_F / lambda_min
     margin = float(np.linalg.norm(inv)) - e
     bound = e / margin if margin > 0 else math.inf
-    diag = dataclasses.replace(result.diagnostics, estimated_rel_error=bound, error_bound_per_rhs=None)
-    return InverseResult(_like(inv, like), diag)
+    return inv, dataclasses.replace(diag, estimated_rel_error=bound, error_bound_per_rhs=None)
 
 
 def _lambda_min(a: np.ndarray) -> float:
