@@ -3,7 +3,8 @@
 The chip relaxes, under thermal noise, to the Gaussian law ``N(A^-1 b, kT A^-1)``: its
 time-averaged mean solves ``A x = b`` and its time-averaged covariance inverts ``A``. This package
 simulates it with the hardware's non-idealities (converters, rails, noise, mismatch, drift, chip
-size) and a timing model. It knows nothing about training (the ``digital`` package builds on it).
+size), a description of the whole device (:mod:`thermo.device`) and the one cost model that
+prices its operations (:mod:`thermo.cost`). It knows nothing about training (the ``digital`` package builds on it).
 
 Quick start::
 
@@ -15,10 +16,22 @@ Quick start::
     result.x, result.diagnostics.analog_time_s
 """
 
+from .device import (
+    DEVICES,
+    LINKS,
+    CouplingDelivery,
+    DeviceSpec,
+    LinkSpec,
+    as_device,
+    device_preset,
+    link_preset,
+)
 from .errors import (
+    DeviceSpecError,
     DivergenceError,
     HardwareSpecError,
     InputError,
+    LegacyFormatWarning,
     MemoryBudgetError,
     NonFiniteInputError,
     NotPositiveDefiniteError,
@@ -39,12 +52,19 @@ from .solver import (
 
 __all__ = [
     "AnalogState",
+    "CouplingDelivery",
+    "DEVICES",
+    "DeviceSpec",
+    "DeviceSpecError",
     "Diagnostics",
     "DivergenceError",
     "HardwareSpec",
     "HardwareSpecError",
     "InputError",
     "InverseResult",
+    "LINKS",
+    "LegacyFormatWarning",
+    "LinkSpec",
     "MemoryBudgetError",
     "NonFiniteInputError",
     "NotPositiveDefiniteError",
@@ -56,6 +76,9 @@ __all__ = [
     "ThermoError",
     "ThermoWarning",
     "ThermodynamicSolver",
+    "as_device",
+    "device_preset",
     "johnson_noise_variance",
+    "link_preset",
     "preset",
 ]

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import HardwareSpecError, InputError
+from .device import CouplingDelivery, DeviceSpec, as_device
 from .hardware import HardwareSpec
 from .planning import (
     HOST_FLOAT_BITS,
@@ -42,7 +43,8 @@ class TimingBreakdown:
     """
 
     program_s: float
-    """Couplings: link transfer (latency + bits/bandwidth), row-parallel DAC conversion."""
+    """Couplings: link transfer (latency + bits/bandwidth, by the coupling delivery) and DAC
+    conversion (by the DAC channels)."""
     input_s: float
     """Inputs ``b_hat``: link transfer, DAC conversion and settling, per run."""
     equilibrate_s: float
@@ -66,6 +68,12 @@ class TimingBreakdown:
     n_chips_used: int = 1
     n_dac_conversions: int = 0
     n_adc_conversions: int = 0
+    copies_per_chip: int = 1
+    """Copies of the matrix on each chip used (``DeviceSpec.replicas``)."""
+    sample_interval_tau: float = 0.0
+    """Readout sample interval (tau) the converters reached (:meth:`DeviceSpec.sample_interval_tau`)."""
+    resident: bool = False
+    """True when the couplings were already on the chips (no programming phase)."""
     notes: tuple[str, ...] = ()
 
     @property
@@ -118,53 +126,98 @@ def _bits(hw: HardwareSpec, notes: list[str]) -> _Bits:
     return _Bits(one(hw.bits_A, "bits_A"), one(hw.bits_b, "bits_b"), one(hw.bits_adc, "bits_adc"))
 
 
-def _link_s(hw: HardwareSpec, n_values: float, bits: int) -> float:
-    return hw.link_latency_s + n_values * bits / hw.link_bandwidth_bps if n_values > 0 else 0.0
+def transfer_s(device: DeviceSpec, n_values: float, bits: int) -> float:
+    """One transfer of ``n_values`` values of ``bits`` bits over the device's link (s):
+    ``latency_s + n_values bits / bandwidth_bps``; nothing to send costs nothing."""
+    link = device.link
+    return link.latency_s + n_values * bits / link.bandwidth_bps if n_values > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How ``columns`` chains of an ``n x n`` matrix sit on the chips: ``chips`` chips used,
+    ``copies`` copies of the matrix on each, so ``per_round = chips * copies`` chains at once."""
+
+    n: int
+    chips: int
+    copies: int
+
+    @property
+    def per_round(self) -> int:
+        return self.chips * self.copies
+
+    def busy(self, chains: int) -> tuple[int, int]:
+        """Chips busy and chains on the busiest chip in a round of ``chains`` chains."""
+        chips = min(self.chips, math.ceil(chains / self.copies))
+        return chips, math.ceil(chains / chips)
+
+
+def _layout(device: DeviceSpec, n: int, columns: int, chips: int | None = None) -> _Layout:
+    chips = device.n_chips if chips is None else chips
+    if columns <= chips:
+        return _Layout(n, columns, 1)
+    return _Layout(n, chips, min(device.copies(n), math.ceil(columns / chips)))
+
+
+def _program(device: DeviceSpec, bits: _Bits, layout: _Layout) -> _Tally:
+    """Couplings of an ``n x n`` matrix onto every chip of ``layout``: over the link by the
+    device's coupling delivery, then written by each chip's DACs (all its copies)."""
+    n, t = layout.n, _Tally()
+    per_chip = n * n
+    if device.coupling_delivery is CouplingDelivery.SHARED:
+        t.program = transfer_s(device, layout.chips * per_chip, bits.coupling)
+    else:  # broadcast: one transfer reaches every chip; per-chip: one link each, in parallel
+        t.program = transfer_s(device, per_chip, bits.coupling)
+    t.program += device.dac_rounds(layout.copies * per_chip, layout.copies * n) * device.chip.dac_conversion_s
+    t.dac = layout.chips * layout.copies * per_chip
+    return t
 
 
 def _job(
-    hw: HardwareSpec,
+    device: DeviceSpec,
     bits: _Bits,
+    layout: _Layout,
     *,
-    n: int,
     columns: int,
-    chips: int,
     burn_in_tau: float,
     n_samples: int,
+    sample_interval_s: float,
     values_per_column: int,
     has_inputs: bool,
+    resident: bool = False,
 ) -> _Tally:
-    """One programmed ``n x n`` block running ``columns`` independent chains on ``chips`` chips.
+    """One programmed ``n x n`` matrix running ``columns`` independent chains on ``layout``.
 
-    Couplings are sent to every chip used (one link, no broadcast) and converted row-parallel
-    (``n`` DAC slots); each round of up to ``chips`` chains re-sends only its inputs.
+    The couplings are programmed once (:func:`_program`; skipped when ``resident``); each round
+    of up to ``layout.per_round`` chains sends its own inputs, runs, and reads back.
     """
-    t = _Tally()
-    used = min(chips, columns)
-    t.program = _link_s(hw, used * n * n, bits.coupling) + n * hw.dac_conversion_s
-    t.dac = used * n * n
-    h_s = hw.sample_interval_tau * hw.tau_s
+    hw, n = device.chip, layout.n
+    t = _Tally() if resident else _program(device, bits, layout)
     burn_s = burn_in_tau * hw.tau_s
-    win_s = n_samples * h_s
-    full, rest = divmod(columns, chips)
-    for c, count in ((chips, full), (rest, 1 if rest else 0)):
+    win_s = n_samples * sample_interval_s
+    per_chip_link = device.coupling_delivery is CouplingDelivery.PER_CHIP
+    full, rest = divmod(columns, layout.per_round)
+    for c, count in ((layout.per_round, full), (rest, 1 if rest else 0)):
         if count == 0:
             continue
+        _, on_chip = layout.busy(c)
+        on_link = on_chip if per_chip_link else c  # chains whose values share one link
         r = _Tally(runs=1)
+        r.inputs = hw.program_settle_s
         if has_inputs:
-            r.inputs = _link_s(hw, c * n, bits.inputs) + hw.dac_conversion_s + hw.program_settle_s
+            r.inputs += transfer_s(device, on_link * n, bits.inputs)
+            r.inputs += device.dac_rounds(on_chip * n, on_chip * n) * hw.dac_conversion_s
             r.dac = c * n
-        else:
-            r.inputs = hw.program_settle_s
         r.equilibrate, r.window = burn_s, win_s
-        r.readout = hw.adc_conversion_s
+        r.readout = device.adc_rounds(on_chip * n) * hw.adc_conversion_s
         r.adc = c * n * n_samples
         if hw.readout == "accumulate":
-            r.transfer = _link_s(hw, c * values_per_column, bits.adc)
+            r.transfer = transfer_s(device, on_link * values_per_column, bits.adc)
         else:
-            stream_s = c * n * n_samples * bits.adc / hw.link_bandwidth_bps
-            last_s = c * n * bits.adc / hw.link_bandwidth_bps
-            r.transfer = hw.link_latency_s + max(stream_s - win_s, last_s)
+            bw = device.link.bandwidth_bps
+            stream_s = on_link * n * n_samples * bits.adc / bw
+            last_s = on_link * n * bits.adc / bw
+            r.transfer = device.link.latency_s + max(stream_s - win_s, last_s)
         r.energy = hw.power_per_unit_w * n * c * (burn_s + win_s)
         t.add(r, count)
     t.energy += hw.energy_per_conversion_j * (t.dac + t.adc)
@@ -175,13 +228,14 @@ def _mass(hw: HardwareSpec) -> float:
     return hw.mass_tau2 if hw.regime == "underdamped" else 0.0
 
 
-def _check_hw(hw: HardwareSpec) -> None:
-    if not isinstance(hw, HardwareSpec):
-        raise InputError(f"hw must be a HardwareSpec, got {type(hw).__name__}")
+def _device(hardware: HardwareSpec | DeviceSpec) -> DeviceSpec:
+    if not isinstance(hardware, (HardwareSpec, DeviceSpec)):
+        raise InputError(f"device must be a thermo.DeviceSpec or HardwareSpec, got {type(hardware).__name__}")
+    return as_device(hardware)
 
 
 def _breakdown(
-    hw: HardwareSpec,
+    device: DeviceSpec,
     tally: _Tally,
     *,
     n_samples: int,
@@ -192,8 +246,12 @@ def _breakdown(
     n_sweeps: int,
     chips_used: int,
     notes: list[str],
+    copies: int = 1,
+    sample_interval_tau: float | None = None,
+    resident: bool = False,
     analog_override_s: float | None = None,
 ) -> TimingBreakdown:
+    hw = device.chip
     total = tally.program + tally.inputs + tally.equilibrate + tally.window + tally.readout + tally.transfer
     analog_s = tally.equilibrate + tally.window if analog_override_s is None else analog_override_s
     return TimingBreakdown(
@@ -216,6 +274,9 @@ def _breakdown(
         n_chips_used=chips_used,
         n_dac_conversions=tally.dac,
         n_adc_conversions=tally.adc,
+        copies_per_chip=copies,
+        sample_interval_tau=hw.sample_interval_tau if sample_interval_tau is None else sample_interval_tau,
+        resident=resident,
         notes=tuple(dict.fromkeys(notes)),
     )
 
@@ -240,7 +301,7 @@ def default_sweeps(target_rel_error: float, sweep_contraction: float = 0.1, sche
 
 
 def _tiled(
-    hw: HardwareSpec,
+    device: DeviceSpec,
     spec: SpectrumInfo,
     bits: _Bits,
     *,
@@ -252,19 +313,28 @@ def _tiled(
     schedule: BlockSchedule,
     notes: list[str],
 ) -> TimingBreakdown:
+    hw = device.chip
     assert hw.n_units is not None
-    d, nu = spec.d, hw.n_units
+    d, nu, n_chips = spec.d, hw.n_units, device.n_chips
     sizes = [min(nu, d - start) for start in range(0, d, nu)]
     nb = len(sizes)
     n_sweeps = default_sweeps(eps, sweep_contraction, schedule) if sweeps is None else check_count(sweeps, "sweeps")
-    mass, h = _mass(hw), hw.sample_interval_tau
+    mass = _mass(hw)
+    # a block of n units fills the chip's readout: its sample interval is the n-unit one
+    h_of = {n: device.sample_interval_tau(n) for n in set(sizes)}
     block_samples = {
         n: solve_samples(
             SpectrumInfo.from_bounds(spec.lambda_min, spec.lambda_max, n), hw.kT, eps,
-            sample_interval_tau=h, mass_tau2=mass, input_range_v=hw.input_range_v,
+            sample_interval_tau=h_of[n], mass_tau2=mass, input_range_v=hw.input_range_v,
         )
         for n in set(sizes)
     }
+
+    def block_job(n: int, chips: int, burn: float) -> _Tally:
+        layout = _Layout(n, min(chips, columns), 1)  # a block fills the chip: no replicas
+        return _job(device, bits, layout, columns=columns, burn_in_tau=burn, n_samples=block_samples[n],
+                    sample_interval_s=h_of[n] * hw.tau_s, values_per_column=n, has_inputs=True)
+
     total = _Tally()
     first_burn = 0.0
     analog_s = 0.0
@@ -277,25 +347,18 @@ def _tiled(
         )
         if sweep == 0:
             first_burn = burn
-        jobs: list[_Tally] = []
         if schedule == "gauss-seidel":
             for n in sizes:
-                jobs.append(_job(hw, bits, n=n, columns=columns, chips=hw.n_chips, burn_in_tau=burn,
-                                 n_samples=block_samples[n], values_per_column=n, has_inputs=True))
-                chips_used = max(chips_used, min(hw.n_chips, columns))
-            for job in jobs:
+                job = block_job(n, n_chips, burn)
+                chips_used = max(chips_used, min(n_chips, columns))
                 total.add(job)
                 analog_s += job.equilibrate + job.window
         else:  # jacobi: blocks of a sweep are independent and share out the chips
-            per_block = max(1, hw.n_chips // nb)
-            concurrent = min(nb, hw.n_chips)
+            per_block = max(1, n_chips // nb)
+            concurrent = min(nb, n_chips)
             chips_used = max(chips_used, concurrent * min(per_block, columns))
             for wave_start in range(0, nb, concurrent):
-                wave = [
-                    _job(hw, bits, n=n, columns=columns, chips=per_block, burn_in_tau=burn,
-                         n_samples=block_samples[n], values_per_column=n, has_inputs=True)
-                    for n in sizes[wave_start : wave_start + concurrent]
-                ]
+                wave = [block_job(n, per_block, burn) for n in sizes[wave_start : wave_start + concurrent]]
                 merged = _Tally()
                 for job in wave:
                     merged.add(job)  # link phases and energy add (one shared link)
@@ -317,10 +380,13 @@ def _tiled(
                      "convergence needs 2 D - A positive definite, not guaranteed for every SPD matrix")
     if sweeps is None:
         notes.append("sweeps from default_sweeps(target_rel_error); pass sweeps= to override")
+    if device.resident_couplings:
+        notes.append("tiled: every block is reprogrammed on every visit (residency does not apply)")
+    n_max = max(block_samples.values())
     return _breakdown(
-        hw, total, n_samples=max(block_samples.values()), n_tiles=nb * nb, bound="worst-case",
-        burn_in_tau=first_burn, window_tau=max(block_samples.values()) * h, n_sweeps=n_sweeps,
-        chips_used=chips_used, notes=notes, analog_override_s=analog_s,
+        device, total, n_samples=n_max, n_tiles=nb * nb, bound="worst-case",
+        burn_in_tau=first_burn, window_tau=max(block_samples[n] * h_of[n] for n in h_of), n_sweeps=n_sweeps,
+        chips_used=chips_used, notes=notes, sample_interval_tau=max(h_of.values()), analog_override_s=analog_s,
     )
 
 
@@ -332,8 +398,28 @@ def _regime_note(hw: HardwareSpec, notes: list[str]) -> None:
         )
 
 
+def _knob_notes(device: DeviceSpec, layout: _Layout, h_tau: float, resident: bool, notes: list[str]) -> None:
+    hw = device.chip
+    if h_tau > hw.sample_interval_tau * (1 + 1e-12):
+        notes.append(
+            f"{device.adc_channels} ADC channel(s) per chip convert {layout.copies * layout.n} node voltages in "
+            f"{device.adc_rounds(layout.copies * layout.n)} rounds: samples every {h_tau:g} tau instead of "
+            f"{hw.sample_interval_tau:g} tau"
+        )
+    if layout.copies > 1:
+        notes.append(f"replicas: {layout.copies} copies of the {layout.n}-unit matrix per chip run chains side by side")
+    if resident:
+        notes.append("couplings resident on the chips from the previous call: no programming phase")
+
+
+def _resident(device: DeviceSpec, resident: bool) -> bool:
+    if not isinstance(resident, bool):
+        raise InputError(f"resident must be True or False, got {resident!r}")
+    return resident and device.resident_couplings
+
+
 def estimate_solve(
-    hw: HardwareSpec,
+    device: DeviceSpec | HardwareSpec,
     spectrum: SpectrumLike,
     *,
     target_rel_error: float,
@@ -343,27 +429,35 @@ def estimate_solve(
     sweeps: int | None = None,
     sweep_contraction: float = 0.1,
     block_schedule: BlockSchedule = "gauss-seidel",
+    resident: bool = False,
 ) -> TimingBreakdown:
     """Projected device time and energy of ``solve`` for ``A_hat`` (``spectrum``, ``d x d``) and
-    ``n_rhs`` right-hand sides, each to an rms relative error ``target_rel_error``.
+    ``n_rhs`` right-hand sides, each to an rms relative error ``target_rel_error``, on ``device``
+    (a bare :class:`HardwareSpec` is one chip on the default link, :func:`thermo.device.as_device`).
 
     Analog: burn-in :func:`equilibration_time_tau` (with ``initial_error_ratio``) then a window of
-    :func:`solve_samples` samples. ``solution_norm`` is ``|A_hat^-1 b_hat|`` (V); if None, the
-    rms-typical ``input_range_v sqrt(sum lam^-2)`` is assumed (noted).
+    :func:`solve_samples` samples at the readout interval the ADC channels reach
+    (:meth:`DeviceSpec.sample_interval_tau`). ``solution_norm`` is ``|A_hat^-1 b_hat|`` (V); if
+    None, the rms-typical ``input_range_v sqrt(sum lam^-2)`` is assumed (noted).
 
-    Overheads (``HardwareSpec`` fields), phases in sequence:
+    Overheads, phases in sequence (chip fields of :class:`HardwareSpec`, knobs of
+    :class:`DeviceSpec`):
 
     * program: couplings, ``d^2`` values of ``bits_A`` bits (32 if None) per chip used over the
-      link (``link_latency_s + bits / link_bandwidth_bps``), converted row-parallel
-      (``d`` DAC slots: ``d * dac_conversion_s``); once per call;
-    * inputs: per round, ``d`` values of ``bits_b`` bits per chain, one ``dac_conversion_s`` and
+      link (``latency_s + bits / bandwidth_bps``; ``broadcast`` and ``per-chip`` delivery send
+      one copy's worth), written by the DACs (``ceil(copies d^2 / channels)`` conversions of
+      ``dac_conversion_s``; one channel per unit: ``d`` conversions); once per call, none when
+      ``resident`` and the device keeps its couplings (``resident_couplings``);
+    * inputs: per round, ``d`` values of ``bits_b`` bits per chain over the link (a ``per-chip``
+      link carries only its chip's), ``ceil(units / channels)`` DAC conversions and
       ``program_settle_s``;
-    * right-hand sides run as chains on ``n_chips`` chips: ``ceil(n_rhs / n_chips)`` rounds in
-      sequence, each reusing the programmed couplings;
-    * readout: ADC conversions overlap the run, only the last adds ``adc_conversion_s``;
-      ``accumulate`` ships ``d`` values per chain at ``bits_adc`` bits (32 if None); ``stream``
-      ships every sample (``N d`` values per chain) during the window, so only what exceeds the
-      window (at least the last sample) is exposed;
+    * right-hand sides run as chains on ``n_chips`` chips, ``copies`` per chip with
+      ``replicas``: ``ceil(n_rhs / (n_chips copies))`` rounds in sequence, each reusing the
+      programmed couplings;
+    * readout: ADC conversions overlap the run, only the last sample's ``ceil(units /
+      adc_channels)`` conversions add; ``accumulate`` ships ``d`` values per chain at
+      ``bits_adc`` bits (32 if None); ``stream`` ships every sample (``N d`` values per chain)
+      during the window, so only what exceeds the window (at least the last sample) is exposed;
     * tiling: if ``d > n_units``, ``ceil(d/n_units)`` diagonal blocks (``n_tiles`` is its square)
       are solved by block sweeps (:func:`default_sweeps` unless ``sweeps`` is given), each block
       reprogrammed on every visit, with worst-case block spectra and the fallback block norm;
@@ -372,10 +466,12 @@ def estimate_solve(
     * energy: ``power_per_unit_w * active units * analog time + energy_per_conversion_j * (DAC +
       ADC conversions)``.
     """
-    _check_hw(hw)
+    dev = _device(device)
+    hw = dev.chip
     spec = _as_spectrum(spectrum)
     eps = _check_eps(target_rel_error, "target_rel_error")
     k = check_count(n_rhs, "n_rhs")
+    resident = _resident(dev, resident)
     r0 = float(initial_error_ratio)
     if not math.isfinite(r0) or r0 < 0:
         raise InputError(f"initial_error_ratio must be a finite number >= 0, got {initial_error_ratio!r}")
@@ -383,9 +479,11 @@ def estimate_solve(
     bits = _bits(hw, notes)
     _regime_note(hw, notes)
     if hw.n_units is not None and spec.d > hw.n_units:
-        return _tiled(hw, spec, bits, eps=eps, columns=k, initial_error_ratio=r0, sweeps=sweeps,
+        return _tiled(dev, spec, bits, eps=eps, columns=k, initial_error_ratio=r0, sweeps=sweeps,
                       sweep_contraction=sweep_contraction, schedule=block_schedule, notes=notes)
-    mass, h = _mass(hw), hw.sample_interval_tau
+    layout = _layout(dev, spec.d, k)
+    mass, h = _mass(hw), dev.sample_interval_tau(layout.copies * spec.d)
+    _knob_notes(dev, layout, h, resident, notes)
     if solution_norm is None:
         notes.append(
             "solution_norm not given: assumed the rms-typical |A_hat^-1 b_hat| = input_range_v * "
@@ -396,55 +494,133 @@ def estimate_solve(
     burn = equilibration_time_tau(spec, eps, initial_error_ratio=r0, mass_tau2=mass)
     if not spec.exact:
         notes.append("only eigenvalue bounds known: window for the worst spectrum within them")
-    tally = _job(hw, bits, n=spec.d, columns=k, chips=hw.n_chips, burn_in_tau=burn, n_samples=n,
-                 values_per_column=spec.d, has_inputs=True)
-    return _breakdown(hw, tally, n_samples=n, n_tiles=1, bound=spec.bound, burn_in_tau=burn,
-                      window_tau=n * h, n_sweeps=1, chips_used=min(hw.n_chips, k), notes=notes)
+    tally = _job(dev, bits, layout, columns=k, burn_in_tau=burn, n_samples=n, sample_interval_s=h * hw.tau_s,
+                 values_per_column=spec.d, has_inputs=True, resident=resident)
+    return _breakdown(dev, tally, n_samples=n, n_tiles=1, bound=spec.bound, burn_in_tau=burn,
+                      window_tau=n * h, n_sweeps=1, chips_used=layout.chips, notes=notes, copies=layout.copies,
+                      sample_interval_tau=h, resident=resident)
 
 
 def estimate_inverse(
-    hw: HardwareSpec,
+    device: DeviceSpec | HardwareSpec,
     spectrum: SpectrumLike,
     *,
     target_rel_error: float,
     sweeps: int | None = None,
     sweep_contraction: float = 0.1,
     block_schedule: BlockSchedule = "gauss-seidel",
+    resident: bool = False,
 ) -> TimingBreakdown:
     """Projected device time and energy of ``inverse`` to a relative Frobenius error
     ``target_rel_error``.
 
     From zero volts, burn-in :func:`inverse_equilibration_time_tau` then :func:`inverse_samples`
-    samples of the second moment. The samples are split over the ``n_chips`` chips as parallel
-    chains (each programmed, each with its own burn-in, ``ceil(N / n_chips)`` samples each; the
-    sums add). Inputs are held at zero (no transfer; settling only). ``accumulate`` ships
-    ``d (d + 1) / 2`` values per chip, ``stream`` every sample. A matrix larger than the chip is
-    inverted as the simulator does, a tiled solve of the ``d`` columns of the identity
-    (:func:`estimate_solve`'s tiling model). Other overheads as in :func:`estimate_solve`.
+    samples of the second moment. The samples are split over the chips (and over the copies on
+    each chip with ``replicas``) as parallel chains (each programmed, each with its own burn-in,
+    ``ceil(N / chains)`` samples each; the sums add). Inputs are held at zero (no transfer;
+    settling only). ``accumulate`` ships ``d (d + 1) / 2`` values per chain, ``stream`` every
+    sample. A matrix larger than the chip is inverted as the simulator does, a tiled solve of
+    the ``d`` columns of the identity (:func:`estimate_solve`'s tiling model). Other overheads
+    as in :func:`estimate_solve`.
     """
-    _check_hw(hw)
+    dev = _device(device)
+    hw = dev.chip
     spec = _as_spectrum(spectrum)
     eps = _check_eps(target_rel_error, "target_rel_error")
+    resident = _resident(dev, resident)
     notes: list[str] = []
     bits = _bits(hw, notes)
     _regime_note(hw, notes)
     if hw.n_units is not None and spec.d > hw.n_units:
         notes.append("inverse as a tiled solve of the d identity columns")
-        return _tiled(hw, spec, bits, eps=eps, columns=spec.d, initial_error_ratio=1.0, sweeps=sweeps,
+        return _tiled(dev, spec, bits, eps=eps, columns=spec.d, initial_error_ratio=1.0, sweeps=sweeps,
                       sweep_contraction=sweep_contraction, schedule=block_schedule, notes=notes)
     if hw.kT == 0:
         raise HardwareSpecError("inversion reads the thermal covariance: HardwareSpec.kT must be > 0")
-    mass, h = _mass(hw), hw.sample_interval_tau
+    d = spec.d
+    capacity = _layout(dev, d, dev.n_chips * dev.copies(d))
+    mass, h = _mass(hw), dev.sample_interval_tau(capacity.copies * d)
     n_total = inverse_samples(spec, eps, sample_interval_tau=h, mass_tau2=mass)
-    chips = min(hw.n_chips, n_total)
-    n_chain = math.ceil(n_total / chips)
+    chains = min(capacity.per_round, n_total)
+    layout = _layout(dev, d, chains)
+    n_chain = math.ceil(n_total / chains)
     burn = inverse_equilibration_time_tau(spec, eps, mass_tau2=mass)
+    _knob_notes(dev, layout, h, resident, notes)
     if not spec.exact:
         notes.append("only eigenvalue bounds known: window for the worst spectrum within them")
-    if chips > 1:
-        notes.append(f"{n_total} samples split over {chips} chips as parallel chains of {n_chain}")
-    d = spec.d
-    tally = _job(hw, bits, n=d, columns=chips, chips=chips, burn_in_tau=burn, n_samples=n_chain,
-                 values_per_column=d * (d + 1) // 2, has_inputs=False)
-    return _breakdown(hw, tally, n_samples=n_chain, n_tiles=1, bound=spec.bound, burn_in_tau=burn,
-                      window_tau=n_chain * h, n_sweeps=1, chips_used=chips, notes=notes)
+    if chains > 1:
+        notes.append(f"{n_total} samples split over {chains} parallel chains of {n_chain}")
+    tally = _job(dev, bits, layout, columns=chains, burn_in_tau=burn, n_samples=n_chain,
+                 sample_interval_s=h * hw.tau_s, values_per_column=d * (d + 1) // 2, has_inputs=False,
+                 resident=resident)
+    return _breakdown(dev, tally, n_samples=n_chain, n_tiles=1, bound=spec.bound, burn_in_tau=burn,
+                      window_tau=n_chain * h, n_sweeps=1, chips_used=layout.chips, notes=notes,
+                      copies=layout.copies, sample_interval_tau=h, resident=resident)
+
+
+def tngd_array_values(n_params: int, rank: int) -> int:
+    """Values the TNGD device's resistor arrays hold: ``J_f`` (``r x N``), ``H_L`` (``r x r``) and
+    ``J_f^T`` (``N x r``), ``r (r + 2N)`` with ``r = b d_z`` (Donatella et al. 2024, Appendix C)."""
+    return rank * (rank + 2 * n_params)
+
+
+def estimate_tngd_iteration(
+    device: DeviceSpec | HardwareSpec,
+    *,
+    n_params: int,
+    rank: int,
+    analog_time_tau: float,
+    n_readout: int = 1,
+) -> TimingBreakdown:
+    """Projected device time and energy of one thermodynamic-NGD iteration on ``device``'s first
+    chip, the procedure of Donatella et al. 2024 (Appendix C) priced like every other operation:
+
+    * program: the curvature's resistor arrays, :func:`tngd_array_values` ``= r (r + 2N)``
+      values of ``bits_A`` bits (32 if None) over the link, written by the DACs
+      (``ceil(values / channels)`` conversions; one channel per unit of the ``N + r``-unit
+      circuit by default); every iteration (the curvature changes every step);
+    * inputs: the gradient, ``N`` values of ``bits_b`` bits over the link, its DAC conversions
+      and ``program_settle_s``;
+    * analog: the dynamics run for ``analog_time_tau`` tau; the last ``n_readout`` samples, at
+      the interval the ADC channels reach for ``N`` nodes, end with the run;
+    * readout: the last sample's ADC conversions; back over the link ``N`` values of
+      ``bits_adc`` bits (``accumulate``) or every sample (``stream``, overlapping the readout);
+    * energy: ``power_per_unit_w (N + r)`` over the run plus every conversion.
+    """
+    dev = _device(device)
+    hw = dev.chip
+    n = check_count(n_params, "n_params")
+    r = check_count(rank, "rank")
+    reads = check_count(n_readout, "n_readout")
+    t_tau = float(analog_time_tau)
+    if not math.isfinite(t_tau) or t_tau < 0:
+        raise InputError(f"analog_time_tau must be a finite number >= 0, got {analog_time_tau!r}")
+    notes: list[str] = []
+    bits = _bits(hw, notes)
+    units = n + r
+    if hw.n_units is not None and units > hw.n_units:
+        notes.append(f"the N + r = {units}-unit circuit exceeds n_units = {hw.n_units}: priced as one chip "
+                     "(the low-rank device is not tiled)")
+    if dev.n_chips > 1:
+        notes.append("TNGD runs on one chip; the others stay idle")
+    values = tngd_array_values(n, r)
+    t = _Tally(runs=1)
+    t.program = transfer_s(dev, values, bits.coupling) + dev.dac_rounds(values, units) * hw.dac_conversion_s
+    t.inputs = transfer_s(dev, n, bits.inputs) + dev.dac_rounds(n, units) * hw.dac_conversion_s + hw.program_settle_s
+    t.dac = values + n
+    h_s = dev.sample_interval_s(n)
+    run_s = t_tau * hw.tau_s
+    t.window = min(run_s, (reads - 1) * h_s)
+    t.equilibrate = run_s - t.window
+    t.readout = dev.adc_rounds(n) * hw.adc_conversion_s
+    t.adc = n * reads
+    if hw.readout == "accumulate":
+        t.transfer = transfer_s(dev, n, bits.adc)
+    else:
+        bw = dev.link.bandwidth_bps
+        t.transfer = dev.link.latency_s + max(reads * n * bits.adc / bw - t.window, n * bits.adc / bw)
+    t.energy = hw.power_per_unit_w * units * run_s + hw.energy_per_conversion_j * (t.dac + t.adc)
+    notes.append(f"arrays J_f, H_L, J_f^T: r (r + 2N) = {values} values programmed per iteration (r = b d_z = {r}, N = {n})")
+    return _breakdown(dev, t, n_samples=reads, n_tiles=1, bound="exact", burn_in_tau=t.equilibrate / hw.tau_s,
+                      window_tau=t.window / hw.tau_s, n_sweeps=1, chips_used=1, notes=notes,
+                      sample_interval_tau=h_s / hw.tau_s)

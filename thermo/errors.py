@@ -61,3 +61,13 @@ class UnsupportedInputError(InputError, TypeError):
     """An argument of a type the solver cannot take as it is: complex, sparse, a
     ``LinearOperator``, an object, string or boolean array. The message names the type and the
     conversion that makes it usable. Also a ``TypeError``, since the type is what is wrong."""
+
+
+class DeviceSpecError(HardwareSpecError):
+    """A device description (chips, link, coupling delivery, converter channels) that is
+    impossible or inconsistent; the message names the field."""
+
+
+class LegacyFormatWarning(UserWarning):
+    """A description in an older layout that is still read (each old key mapped to its new
+    place); the message names the file or section and how to rewrite it."""

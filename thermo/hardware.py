@@ -16,6 +16,9 @@ stationary law ``N(A_hat^-1 b_hat, kT A_hat^-1)``.
 Every non-ideality is switchable: ``None`` bits means an ideal (continuous) converter,
 ``v_range_v = inf`` means no rails, zero sigmas mean no mismatch or drift, ``n_units=None`` means
 the chip holds any matrix without tiling.
+
+This is one chip. How many chips there are, the link to the host, how couplings reach the chips
+and the converter channels are the device's (:class:`thermo.device.DeviceSpec`).
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from .config_files import is_config_path, read_table
-from .errors import HardwareSpecError
+from .errors import HardwareSpecError, LegacyFormatWarning
+from .registry import Registry
 
 Regime = Literal["overdamped", "underdamped"]
 Rounding = Literal["nearest", "stochastic"]
@@ -48,7 +53,7 @@ def johnson_noise_variance(temperature_k: float, capacitance_f: float) -> float:
 
 @dataclass(frozen=True)
 class HardwareSpec:
-    """A thermodynamic computer: dynamics, converters, non-idealities, chip size and timing.
+    """One thermodynamic chip: dynamics, converters, non-idealities, size and timing of its parts.
 
     Units are in the field names: ``_s`` seconds, ``_hz`` hertz, ``_v`` volts, ``_bps`` bits per
     second, ``_w`` watts, ``_j`` joules; couplings are dimensionless (units of ``1/R``).
@@ -101,14 +106,8 @@ class HardwareSpec:
     # --- chip size ----------------------------------------------------------------------------------
     n_units: int | None = None
     """Units (nodes) per chip: a chip holds at most an ``n_units x n_units`` block."""
-    n_chips: int = 1
-    """Chips available in parallel (tiles and right-hand sides are spread over them)."""
 
-    # --- timing: links and converters ------------------------------------------------------------
-    link_bandwidth_bps: float = 50e9
-    """Host link bandwidth (bit/s)."""
-    link_latency_s: float = 1e-6
-    """Fixed latency of one transfer over the link (s)."""
+    # --- timing: converters and settling ---------------------------------------------------------
     program_settle_s: float = 1e-6
     """Time for freshly written couplings and inputs to settle before the run starts (s)."""
     dac_conversion_s: float = 1e-8
@@ -141,7 +140,6 @@ class HardwareSpec:
             "input_range_v",
             "sample_rate_hz",
             "drift_timescale_s",
-            "link_bandwidth_bps",
         )
         for name in positive_finite:
             value = getattr(self, name)
@@ -152,7 +150,6 @@ class HardwareSpec:
             "mass_s2",
             "mismatch_sigma",
             "drift_sigma",
-            "link_latency_s",
             "program_settle_s",
             "dac_conversion_s",
             "adc_conversion_s",
@@ -187,8 +184,6 @@ class HardwareSpec:
             isinstance(self.n_units, bool) or not isinstance(self.n_units, int) or self.n_units < 1
         ):
             self._fail("n_units", "must be None (unbounded) or an integer >= 1")
-        if isinstance(self.n_chips, bool) or not isinstance(self.n_chips, int) or self.n_chips < 1:
-            self._fail("n_chips", "must be an integer >= 1")
         if not isinstance(self.chip_seed, int) or self.chip_seed < 0:
             self._fail("chip_seed", "must be an integer >= 0")
         if self.adc_conversion_s > self.sample_interval_s:
@@ -257,11 +252,11 @@ class HardwareSpec:
     def published(cls, **overrides: object) -> "HardwareSpec":
         """A device close to the published thermodynamic-NGD hardware figures.
 
-        Donatella et al. 2024 (arXiv 2405.13817), timing model: 16-bit DAC and ADC, a 50 Gb/s
-        digital link, R = 1 kOhm and C = 1 nF so ``tau = RC = 1 us``; thermal noise
-        ``kappa_0`` of order 1e-6 (used here as ``kT = 1e-6 V^2``). Not in the sources and
-        therefore assumptions of this project, to be swept by studies: a +-1 V signal range, a
-        10 MHz readout (10 samples per tau), 1 us link latency and settling, 10 ns converters.
+        Donatella et al. 2024 (arXiv 2405.13817), timing model: 16-bit DAC and ADC, R = 1 kOhm
+        and C = 1 nF so ``tau = RC = 1 us``; thermal noise ``kappa_0`` of order 1e-6 (used here as
+        ``kT = 1e-6 V^2``); its 50 Gb/s link is the device's (:mod:`thermo.device`). Not in the
+        sources and therefore assumptions of this project, to be swept by studies: a +-1 V signal
+        range, a 10 MHz readout (10 samples per tau), 1 us settling, 10 ns converters.
         """
         base = dict(
             tau_s=1e3 * 1e-9,  # R * C = 1 kOhm * 1 nF
@@ -272,7 +267,6 @@ class HardwareSpec:
             input_range_v=1.0,
             v_range_v=1.0,
             sample_rate_hz=1e7,
-            link_bandwidth_bps=50e9,
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
@@ -281,7 +275,8 @@ class HardwareSpec:
     def noisy_low_precision(cls, **overrides: object) -> "HardwareSpec":
         """A pessimistic device for robustness studies: 8-bit converters with stochastic
         rounding, 100x the published noise, 2% static mismatch, 0.5% drift, a 4 MHz readout and
-        a 256-unit chip (larger problems are tiled). All figures are assumptions."""
+        a 256-unit chip (larger problems are tiled). All figures are assumptions. (Its former
+        10 Gb/s link is a device property now: :mod:`thermo.device`.)"""
         base = dict(
             tau_s=1e-6,
             kT=1e-4,
@@ -296,17 +291,18 @@ class HardwareSpec:
             drift_sigma=0.005,
             drift_timescale_s=1e-3,
             n_units=256,
-            link_bandwidth_bps=10e9,
         )
         base.update(overrides)
         return cls(**base)  # type: ignore[arg-type]
 
 
-PRESETS = {
-    "ideal": HardwareSpec.ideal,
-    "published": HardwareSpec.published,
-    "noisy": HardwareSpec.noisy_low_precision,
-}
+PRESETS: Registry[Callable[..., HardwareSpec]] = Registry("hardware preset", HardwareSpecError)
+PRESETS.add("ideal", HardwareSpec.ideal, "every non-ideality off (continuous converters, no rails, unbounded chip)")
+PRESETS.add("published", HardwareSpec.published, "the TNGD paper's chip: 16-bit converters, tau = RC = 1 us, kT = 1e-6 V^2")
+PRESETS.add("noisy", HardwareSpec.noisy_low_precision, "8-bit stochastic converters, 100x noise, 2% mismatch, 256 units (assumptions)")
+
+LEGACY_DEVICE_KEYS = ("n_chips", "link_bandwidth_bps", "link_latency_s")
+"""Old HardwareSpec fields that describe the device, not the chip (:mod:`thermo.device`)."""
 
 
 def preset(name: str, **overrides: object) -> HardwareSpec:
@@ -316,18 +312,25 @@ def preset(name: str, **overrides: object) -> HardwareSpec:
     if isinstance(name, (str, os.PathLike)) and is_config_path(name):
         spec = load_hardware(name)
         return spec.replace(**overrides) if overrides else spec
-    factory = next((f for key, f in PRESETS.items() if isinstance(name, str) and key == name.lower()), None)
-    if factory is None:
+    if name not in PRESETS:
         raise HardwareSpecError(
-            f"unknown hardware preset {name!r}; choose one of {sorted(PRESETS)}, or give a .toml/.yaml hardware file"
+            f"unknown hardware preset {name!r}; choose one of {', '.join(PRESETS)}, or give a .toml/.yaml hardware file"
         )
-    return factory(**overrides)
+    return PRESETS.get(name)(**overrides)
 
 
 def hardware_from_table(data: Mapping[str, Any], section: str = "hardware") -> HardwareSpec:
     """A :class:`HardwareSpec` from a table of its fields; a ``preset`` key starts from that preset
     and the other keys override it, without one the fields start from the defaults (those of
     :meth:`HardwareSpec.ideal`). Unknown keys raise :class:`HardwareSpecError` naming them."""
+    data = dict(data)
+    legacy = sorted(k for k in data if k in LEGACY_DEVICE_KEYS)
+    if legacy:
+        for key in legacy:
+            data.pop(key)
+        warnings.warn(f"[{section}]: {', '.join(legacy)} describe the device, not the chip, and were ignored "
+                      "here; give them in a device or system description (thermo.DeviceSpec: n_chips, link)",
+                      LegacyFormatWarning, stacklevel=2)
     fields = {f.name for f in dataclasses.fields(HardwareSpec)}
     unknown = sorted(k for k in data if k != "preset" and k not in fields)
     if unknown:
@@ -335,7 +338,7 @@ def hardware_from_table(data: Mapping[str, Any], section: str = "hardware") -> H
     values = {k: v for k, v in data.items() if k != "preset"}
     if "preset" in data:
         if not isinstance(data["preset"], str) or is_config_path(data["preset"]):
-            raise HardwareSpecError(f"[{section}] preset must name one of {sorted(PRESETS)}, got {data['preset']!r}")
+            raise HardwareSpecError(f"[{section}] preset must name one of {', '.join(PRESETS)}, got {data['preset']!r}")
         return preset(data["preset"], **values)
     return HardwareSpec(**values)
 

@@ -13,6 +13,7 @@ the estimators, retrying with a smaller input when the readout clips ("bound man
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from . import cost, planning
 from .backends import Array, ArrayBackend, get_backend
 from .errors import InputError, NotPositiveDefiniteError, ShapeMismatchError
 from .exact import EigenOU, ModeState, eigen_plan_bytes
+from .device import DeviceSpec, as_device
 from .hardware import HardwareSpec
 from .memory import check_memory
 from .program import ProgrammedInputs, ProgrammedMatrix, program_inputs, program_matrix
@@ -194,9 +196,13 @@ class ThermodynamicSolver:
     """
 
     def __init__(
-        self, hardware: HardwareSpec | None = None, config: SolverConfig | None = None, seed: int = 0
+        self, hardware: HardwareSpec | DeviceSpec | None = None, config: SolverConfig | None = None, seed: int = 0
     ) -> None:
-        self.hw = hardware if hardware is not None else HardwareSpec.ideal()
+        self.device = as_device(hardware if hardware is not None else HardwareSpec.ideal())
+        """The device: chips, link and knobs (a bare HardwareSpec is one chip on the default link)."""
+        self.hw = self.device.chip
+        """One chip's physics, which the simulation integrates."""
+        self._programmed: dict[int, str] = {}  # chip -> digest of the couplings it holds
         self.config = config if config is not None else SolverConfig()
         self.backend: ArrayBackend = get_backend(self.config.backend, self.config.device)
         self.rng = self.backend.random(seed)
@@ -254,9 +260,18 @@ class ThermodynamicSolver:
         x, err, _, diag = self._solve_block(a, rhs, x0, None, chip_index=chip_index)
         return x, err, diag
 
+    def _resident(self, a: np.ndarray, chip_index: int) -> bool:
+        """Whether chip ``chip_index`` already holds the couplings of ``a`` (priced without a
+        programming phase when the device keeps them, ``DeviceSpec.resident_couplings``);
+        records ``a`` as the chip's couplings."""
+        digest = hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).hexdigest()
+        resident = self._programmed.get(chip_index) == digest
+        self._programmed[chip_index] = digest
+        return resident
+
     def _tile_plan(self) -> dict[str, object]:
         assert self.hw.n_units is not None
-        return dict(n_units=self.hw.n_units, n_chips=self.hw.n_chips, tau_s=self.hw.tau_s,
+        return dict(n_units=self.hw.n_units, n_chips=self.device.n_chips, tau_s=self.hw.tau_s,
                     target_rel_error=self.config.target_rel_error)
 
     # ------------------------------------------------------------------------------------------
@@ -444,6 +459,7 @@ class ThermodynamicSolver:
         cfg, hw, be = self.config, self.hw, self.backend
         d, c = b.shape
         programmed, method, ou, lam = self._realize(a, chip_index)
+        resident = self._resident(a, chip_index)
         spectrum = planning.SpectrumInfo.from_eigenvalues(lam)
         # Plan in chip units: the solution norm is that of the scaled problem.
         run = _Run()
@@ -552,8 +568,8 @@ class ThermodynamicSolver:
             bound_retries=run.retries,
             realized_condition_number=float(lam[-1] / lam[0]),
             device_time=cost.estimate_solve(
-                hw, spectrum, target_rel_error=cfg.target_rel_error, solution_norm=sol_norm, n_rhs=c,
-                initial_error_ratio=init_ratio,
+                self.device, spectrum, target_rel_error=cfg.target_rel_error, solution_norm=sol_norm, n_rhs=c,
+                initial_error_ratio=init_ratio, resident=resident,
             ),
             notes=tuple(run.notes),
             error_bound_per_rhs=bounds,
@@ -671,6 +687,7 @@ class ThermodynamicSolver:
         cfg, hw, be = self.config, self.hw, self.backend
         d = a.shape[0]
         programmed, method, ou, lam = self._realize(a, chip_index)
+        resident = self._resident(a, chip_index)
         spectrum = planning.SpectrumInfo.from_eigenvalues(lam)
         # The covariance relaxes at twice the slowest rate; start from zero volts.
         burn_in = cfg.burn_in_tau
@@ -736,7 +753,8 @@ class ThermodynamicSolver:
             adc_clip_fraction=accumulator.clip_fraction,
             bound_retries=0,
             realized_condition_number=float(lam[-1] / lam[0]),
-            device_time=cost.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error),
+            device_time=cost.estimate_inverse(self.device, spectrum, target_rel_error=cfg.target_rel_error,
+                                              resident=resident),
         )
         return inv, diag
 
