@@ -10,7 +10,7 @@ import pytest
 
 from thermo import DEVICES, LINKS, DeviceSpec, HardwareSpec, as_device, device_preset
 from thermo.device import CouplingDelivery, LinkSpec, device_from_table, link_preset, load_device
-from thermo.errors import DeviceSpecError, LegacyFormatWarning
+from thermo.errors import DeviceSpecError, HardwareSpecError, LegacyFormatWarning
 
 
 def test_the_default_device_is_one_published_chip_on_the_papers_link():
@@ -99,7 +99,7 @@ def test_tables_round_trip_and_files_load(tmp_path):
     assert device_preset(str(tmp_path / "dev.toml")) == loaded
     with pytest.raises(DeviceSpecError, match=r"unknown key\(s\) \['chips'\]"):
         device_from_table({"chips": 2})
-    with pytest.raises(DeviceSpecError, match=r"unknown key\(s\) \['bits'\] in \[device.chip\]"):
+    with pytest.raises(HardwareSpecError, match=r"unknown key\(s\) \['bits'\] in \[device.chip\]"):
         device_from_table({"chip": {"bits": 2}})
 
 
