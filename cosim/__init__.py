@@ -2,8 +2,8 @@
 
 ``schedule`` is the SimPy discrete-event model of steps on shared resources (and the exact
 periodic projection of long runs); ``shapes`` records a model's layer shapes and ``step_graphs``
-turns them and a method into the task graph of a step with durations; ``system`` describes the machine (:class:`SystemSpec` = :class:`GPUSpec` + :class:`LinkSpec` +
-:class:`AnalogSpec`, with sourced presets and TOML/YAML files); ``roofline`` times GPU kernels
+turns them and a method into the task graph of a step with durations; ``system`` describes the machine (:class:`SystemSpec` = :class:`GPUSpec` + :class:`thermo.DeviceSpec`,
+with sourced presets and TOML/YAML files); ``roofline`` times GPU kernels
 from their FLOPs and memory traffic and calibrates the model against measurements. Results are
 projections: state the assumptions (each spec's ``source``) beside every number.
 """
@@ -46,16 +46,12 @@ from .system import (
     DEFAULT_LAUNCH_OVERHEAD_S,
     GPU_PRESETS,
     H100,
-    LINK_PRESETS,
     PRECISIONS,
     V100,
-    AnalogSpec,
     GPUSpec,
-    LinkSpec,
     SystemSpec,
     SystemSpecError,
     gpu_preset,
-    link_preset,
 )
 from .shapes import LayerShape, ModelShape, WorkloadError
 from .step_graphs import StepCoster, StepModel, step_pattern
@@ -87,14 +83,11 @@ __all__ = [
     "DEFAULT_LAUNCH_OVERHEAD_S",
     "GPU_PRESETS",
     "H100",
-    "LINK_PRESETS",
     "PRECISIONS",
     "V100",
-    "AnalogSpec",
     "CalibrationWarning",
     "MeasurementWarning",
     "GPUSpec",
-    "LinkSpec",
     "RooflineError",
     "RooflineModel",
     "RooflineTerms",
@@ -110,7 +103,6 @@ __all__ = [
     "elementwise",
     "gemm",
     "gpu_preset",
-    "link_preset",
     "measure",
     "measure_stable",
     "relative_spread",

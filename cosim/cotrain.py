@@ -27,7 +27,7 @@ from .runs import RunProjection, project_run
 from .schedule import Schedule, StepGraph, Task, simulate
 from .system import SystemSpec
 from .shapes import LayerShape, ModelShape
-from .step_graphs import StepCoster, StepModel, _gradient_and_curvature, _prefixed
+from .step_graphs import StepCoster, StepModel, _gradient_and_curvature, _prefixed, device_tasks
 
 StepCalls = dict[str, list[SolverDiagnostics]]
 """One step's solver calls: layer name -> diagnostics in call order."""
@@ -80,7 +80,7 @@ def cosimulate_training(config: TrainConfig, system: SystemSpec, progress: bool 
     if config.optimizer.lower() != "kfac":
         raise ValueError(f"co-simulated training covers K-FAC runs, got optimizer {config.optimizer!r}")
     options = dict(config.solver_options)
-    options["hardware"] = system.analog_hardware()
+    options["hardware"] = system.device
     thermo_config = dataclasses.replace(config, solver="thermo", solver_options=options)
     calls: list[StepCalls] = []
     factor_steps: list[bool] = []
@@ -97,7 +97,7 @@ def cosimulate_training(config: TrainConfig, system: SystemSpec, progress: bool 
                      factor_update_steps=kfac.factor_update_steps, fisher_type=kfac.fisher_type, precision=config.dtype)
     coster = StepCoster(shape, system, step)
     graphs = [_recorded_step(shape, coster, step_calls, kfac.mode, f) for step_calls, f in zip(calls, factor_steps)]
-    schedule = simulate(graphs, {"analog": system.analog.n_chips})
+    schedule = simulate(graphs, system.resources())
     exact_step = dataclasses.replace(step, inverse_on="gpu")
     exact_projection = project_run(shape, system, exact_step, config.steps, "digital K-FAC")
     analog = sum(d.analog_time_s for c in calls for ds in c.values() for d in ds)
@@ -152,10 +152,5 @@ def _call_tasks(c: StepCoster, layer: LayerShape, diag: SolverDiagnostics, key: 
         # a fallback to the exact backend ran on the GPU
         d = max(layer.dim_a, layer.dim_g)
         return [c.gpu_task(f"fallback_{key}", c.gpu_s(cholesky_inverse(d, precision=c.step.precision)), deps, "fallback")]
-    t = thermo_diag.device_time
-    return [
-        Task(f"program_{key}", t.program_s + t.input_s, resource="link", deps=deps, phase="program"),
-        Task(f"analog_{key}", diag.analog_time_s + t.readout_s, resource="analog", deps=(f"program_{key}",),
-             phase="analog", energy_j=t.energy_j),
-        Task(f"readback_{key}", t.transfer_s, resource="link", deps=(f"analog_{key}",), phase="readback"),
-    ]
+    # the call's own priced phases, with the simulated analog time in place of the planned one
+    return device_tasks(key, thermo_diag.device_time, deps, analog_s=diag.analog_time_s)

@@ -53,7 +53,7 @@ class RunProjection:
 def project_run(shape: ModelShape, system: SystemSpec, step: StepModel, n_steps: int, label: str = "") -> RunProjection:
     """Project ``n_steps`` steps of ``step`` for ``shape`` on ``system``."""
     pattern = step_pattern(shape, system, step)
-    proj = project(pattern, n_steps, {"analog": system.analog.n_chips})
+    proj = project(pattern, n_steps, system.resources())
     sample = proj.sample
     # critical path of the last full pattern repetition simulated (steady regime)
     p = len(pattern)

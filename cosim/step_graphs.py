@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from thermo import cost
+from thermo.device import DeviceSpec
 from thermo.hardware import HardwareSpec
 
 from .roofline import (
@@ -101,7 +102,7 @@ class StepModel:
 
     def assumptions(self, system: SystemSpec) -> dict[str, object]:
         """Every figure a projection rests on, flat, for printing beside the result."""
-        hw = system.analog.hardware
+        device, hw = system.device, system.device.chip
         out: dict[str, object] = {f"step.{k}": v for k, v in dataclasses.asdict(self).items()}
         out.update({
             "gpu": system.gpu.name,
@@ -109,12 +110,20 @@ class StepModel:
             "gpu.memory_bandwidth_bps": system.gpu.memory_bandwidth_bps,
             "gpu.compute_efficiency": system.gpu.compute_efficiency,
             "gpu.memory_efficiency": system.gpu.memory_efficiency,
-            "link.bandwidth_bps": system.link.bandwidth_bps,
-            "link.latency_s": system.link.latency_s,
-            "analog.n_chips": system.analog.n_chips,
-            "analog.tau_s": hw.tau_s,
-            "analog.bits_A": hw.bits_A,
-            "analog.bits_adc": hw.bits_adc,
+            "device": device.name or "custom",
+            "link.bandwidth_bps": device.link.bandwidth_bps,
+            "link.latency_s": device.link.latency_s,
+            "device.n_chips": device.n_chips,
+            "device.coupling_delivery": device.coupling_delivery.value,
+            "device.dac_channels": device.dac_channels or "one per unit",
+            "device.adc_channels": device.adc_channels or "one per unit",
+            "device.resident_couplings": device.resident_couplings,
+            "device.replicas": device.replicas,
+            "chip.n_units": hw.n_units or "unbounded",
+            "chip.tau_s": hw.tau_s,
+            "chip.bits_A": hw.bits_A,
+            "chip.bits_adc": hw.bits_adc,
+            "chip.readout": hw.readout,
         })
         return out
 
@@ -134,8 +143,8 @@ class StepCoster:
     def __init__(self, shape: ModelShape, system: SystemSpec, step: StepModel) -> None:
         self.shape, self.system, self.step = shape, system, step
         self.roofline = RooflineModel(system.gpu)
-        # the device's link, chip count and chip size follow the system description
-        self.hw: HardwareSpec = system.analog_hardware()
+        self.device: DeviceSpec = system.device
+        """Every device operation is priced from it by :mod:`thermo.cost`."""
 
     def gpu_s(self, work: Work) -> float:
         return self.roofline.time_s(work)
@@ -177,18 +186,35 @@ class StepCoster:
 
     def analog_inverse(self, d: int) -> cost.TimingBreakdown:
         """Device time of one factor inversion (``d x d``) to the target accuracy."""
-        eigenvalues = factor_spectrum(self.hw, d, self.step.factor_condition_number)
-        return cost.estimate_inverse(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
+        eigenvalues = factor_spectrum(self.device.chip, d, self.step.factor_condition_number)
+        return cost.estimate_inverse(self.device, eigenvalues, target_rel_error=self.step.target_rel_error)
 
-    def analog_solve(self, d: int, n_rhs: int) -> cost.TimingBreakdown:
-        """Device time of a factor solve (``d x d``) with ``n_rhs`` right-hand sides."""
-        eigenvalues = factor_spectrum(self.hw, d, self.step.factor_condition_number)
-        return cost.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error, n_rhs=n_rhs)
+    def analog_solve(self, d: int, n_rhs: int, resident: bool = False) -> cost.TimingBreakdown:
+        """Device time of a factor solve (``d x d``) with ``n_rhs`` right-hand sides;
+        ``resident``: the factor is unchanged since it was last programmed."""
+        eigenvalues = factor_spectrum(self.device.chip, d, self.step.factor_condition_number)
+        return cost.estimate_solve(self.device, eigenvalues, target_rel_error=self.step.target_rel_error, n_rhs=n_rhs,
+                                   resident=resident)
 
-    def analog_relax(self, n: int) -> cost.TimingBreakdown:
-        """TNGD: one upload, a relaxation of ``analog_time_tau`` and a read of ``n`` values."""
-        eigenvalues = factor_spectrum(self.hw, n, self.step.factor_condition_number)
-        return cost.estimate_solve(self.hw, eigenvalues, target_rel_error=self.step.target_rel_error)
+    def tngd_iteration(self, n_params: int, rank: int) -> cost.TimingBreakdown:
+        """TNGD: one iteration's upload (arrays and gradient), relaxation for ``analog_time_tau``
+        and read-back (:func:`thermo.cost.estimate_tngd_iteration`)."""
+        return cost.estimate_tngd_iteration(self.device, n_params=n_params, rank=rank,
+                                            analog_time_tau=self.step.analog_time_tau)
+
+
+def device_tasks(key: str, t: cost.TimingBreakdown, deps: tuple[str, ...], analog_s: float | None = None) -> list[Task]:
+    """The one way a device operation enters a step graph: program (couplings and inputs) over
+    the link, run on a chip, read back over the link, each phase as :mod:`thermo.cost` priced it
+    in ``t``. ``analog_s`` replaces the priced analog run by a simulated one (co-simulation); the
+    readout conversion is added to it as to the priced one."""
+    run_s = t.equilibrate_s + t.window_s if analog_s is None else analog_s
+    return [
+        Task(f"program_{key}", t.program_s + t.input_s, resource="link", deps=deps, phase="program"),
+        Task(f"analog_{key}", run_s + t.readout_s, resource="analog", deps=(f"program_{key}",),
+             phase="analog", energy_j=t.energy_j),
+        Task(f"readback_{key}", t.transfer_s, resource="link", deps=(f"analog_{key}",), phase="readback"),
+    ]
 
 
 def _prefixed(name: str, layer: LayerShape) -> str:
@@ -204,7 +230,7 @@ def step_pattern(shape: ModelShape, system: SystemSpec, step: StepModel) -> list
     if step.method == "tngd":
         return [_tngd_step(shape, coster)]
     if step.inverse_on == "analog" and step.analog_op == "solve":
-        return [_kfac_solve_step(shape, coster)]
+        return [_kfac_solve_step(shape, coster, update_factors=k == 0) for k in range(step.factor_update_steps)]
     return [
         _kfac_step(shape, coster, invert=k == 0, update_factors=k % step.factor_update_steps == 0)
         for k in range(step.inv_update_steps)
@@ -259,7 +285,7 @@ def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool, update_factors: b
             deps = (inv,)
         elif invert:
             for label, d in (("A", layer.dim_a), ("G", layer.dim_g)):
-                job = _device_job(c, c.analog_inverse(d), f"{label}[{layer.name}]", (factors,))
+                job = device_tasks(f"{label}[{layer.name}]", c.analog_inverse(d), (factors,))
                 tasks += job
                 deps = (*deps, job[-1].name)
         precondition_deps[layer.name] = deps
@@ -272,26 +298,20 @@ def _kfac_step(shape: ModelShape, c: StepCoster, invert: bool, update_factors: b
     return StepGraph(tuple(tasks), "kfac-invert" if invert else "kfac")
 
 
-def _device_job(c: StepCoster, t: cost.TimingBreakdown, key: str, deps: tuple[str, ...]) -> list[Task]:
-    """Program over the link, run on a chip, read back over the link (thermo timing phases)."""
-    return [
-        Task(f"program_{key}", t.program_s + t.input_s, resource="link", deps=deps, phase="program"),
-        Task(f"analog_{key}", t.equilibrate_s + t.window_s + t.readout_s, resource="analog", deps=(f"program_{key}",),
-             phase="analog", energy_j=t.energy_j),
-        Task(f"readback_{key}", t.transfer_s, resource="link", deps=(f"analog_{key}",), phase="readback"),
-    ]
-
-
-def _kfac_solve_step(shape: ModelShape, c: StepCoster) -> StepGraph:
+def _kfac_solve_step(shape: ModelShape, c: StepCoster, update_factors: bool = True) -> StepGraph:
     """Thermodynamic K-FAC, solve variant: per layer, ``G X = grad`` (``d_A`` right-hand sides)
-    then ``A Y = X^T`` (``d_G`` right-hand sides) on the device, every step."""
-    tasks, last = _gradient_and_curvature(shape, c)
+    then ``A Y = X^T`` (``d_G`` right-hand sides) on the device, every step. On a step that keeps
+    the factors, a device with resident couplings (``DeviceSpec.resident_couplings``, one chip
+    per factor) sends only the right-hand sides."""
+    tasks, last = _gradient_and_curvature(shape, c, update_factors)
+    # both factors of every layer stay on their own chips only if there are chips for all of them
+    resident = not update_factors and c.device.n_chips >= 2 * len(shape.layers)
     finals = []
     for layer in shape.layers:
         factors = _prefixed("factors", layer)
-        tasks.append(c.gpu_task(factors, c.gpu_s(c.factors(layer)), (last,), "factors"))
-        first = _device_job(c, c.analog_solve(layer.dim_g, layer.dim_a), f"G[{layer.name}]", (factors,))
-        second = _device_job(c, c.analog_solve(layer.dim_a, layer.dim_g), f"A[{layer.name}]", (first[-1].name,))
+        tasks.append(c.gpu_task(factors, c.gpu_s(c.factors(layer)) if update_factors else 0.0, (last,), "factors"))
+        first = device_tasks(f"G[{layer.name}]", c.analog_solve(layer.dim_g, layer.dim_a, resident), (factors,))
+        second = device_tasks(f"A[{layer.name}]", c.analog_solve(layer.dim_a, layer.dim_g, resident), (first[-1].name,))
         tasks += first + second
         finals.append(second[-1].name)
     tasks.append(c.gpu_task("update", c.gpu_s(c.update()), tuple(finals), "update"))
@@ -302,19 +322,10 @@ def _tngd_step(shape: ModelShape, c: StepCoster) -> StepGraph:
     n = shape.n_params
     r = shape.batch_size * shape.output_dim
     # the GGN factor: r backward passes (one per output of each example), as in the paper
-    tasks = _forward_backward(shape, c, ("prev:upload",) if c.step.overlap else ("prev:update",))
+    tasks = _forward_backward(shape, c, ("prev:program_tngd",) if c.step.overlap else ("prev:update",))
     last = tasks[-1].name
     jac_s = shape.output_dim * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
     tasks.append(c.gpu_task("jacobian", jac_s, (last,), "curvature"))
-    t = c.analog_relax(n)
-    relax_s = c.step.analog_time_tau * c.hw.tau_s
-    precision_bytes = BYTES_PER_ELEMENT[c.step.precision]
-    upload_s = c.system.link.transfer_time_s((r * n + n) * precision_bytes)
-    tasks += [
-        Task("upload", upload_s, resource="link", deps=("jacobian",), phase="program"),
-        Task("relax", relax_s + t.readout_s, resource="analog", deps=("upload",), phase="analog",
-             energy_j=c.hw.power_per_unit_w * n * relax_s),
-        Task("readback", c.system.link.transfer_time_s(n * precision_bytes), resource="link", deps=("relax",), phase="readback"),
-        c.gpu_task("update", c.gpu_s(c.update()), ("readback",), "update"),
-    ]
+    tasks += device_tasks("tngd", c.tngd_iteration(n, r), ("jacobian",))
+    tasks.append(c.gpu_task("update", c.gpu_s(c.update()), ("readback_tngd",), "update"))
     return StepGraph(tuple(tasks), "tngd")

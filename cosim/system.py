@@ -1,16 +1,20 @@
-"""The simulated system: a host GPU, the link to the analog device, and the analog device.
+"""The simulated system: a host GPU and the analog device (:class:`thermo.DeviceSpec`: its chips,
+its link and its architecture knobs, described once in ``thermo``).
 
 Each part is a frozen, self-validating dataclass with its units in the field names (``_s``
 seconds, ``_bps`` bits or bytes per second as stated on the field, ``_w`` watts); bad values raise
-:class:`SystemSpecError` naming the field. Figures of the presets come from vendor datasheets
-(cited in ``source`` and beside each number) or are marked as assumptions of this project.
+:class:`SystemSpecError` (GPU, system) or :class:`thermo.errors.DeviceSpecError` (device) naming
+the field. Figures of the presets come from vendor datasheets (cited in ``source`` and beside
+each number) or are marked as assumptions of this project.
 
 A :class:`SystemSpec` serializes to nested plain dicts and to TOML or YAML files::
 
     spec = SystemSpec.from_dict({"gpu": {"preset": "A100", "compute_efficiency": 0.6},
-                                 "link": "paper-50gbps",
-                                 "analog": {"hardware": "published", "n_chips": 4}})
+                                 "device": {"preset": "published", "n_chips": 4, "link": "pcie4-x16"}})
     spec.save("system.toml");  SystemSpec.load("system.toml") == spec
+
+Files of the older layout (a top-level ``link`` and an ``[analog]`` table with ``hardware``,
+``n_chips`` and ``units_per_chip``) still load, with one :class:`thermo.LegacyFormatWarning`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from thermo import PRESETS as HARDWARE_PRESETS
-from thermo import HardwareSpec
-from thermo import preset as hardware_preset
-from thermo.config_files import file_format, is_config_path, read_table
-from thermo.errors import ConfigFileError, HardwareSpecError
+import warnings
+
+from thermo.config_files import file_format, read_table
+from thermo.device import (
+    CouplingDelivery,
+    DeviceSpec,
+    apply_legacy_chip_keys,
+    chip_from,
+    device_from_table,
+    device_preset,
+    link_from,
+)
+from thermo.errors import ConfigFileError, LegacyFormatWarning
+from thermo.registry import Registry
 
 
 class SystemSpecError(ValueError):
@@ -218,147 +231,36 @@ H100 = GPUSpec(
     ),
 )
 
-GPU_PRESETS: dict[str, GPUSpec] = {"V100": V100, "A100": A100, "H100": H100}
-
-
-def _lookup(presets: Mapping[str, Any], name: object, kind: str) -> Any:
-    if isinstance(name, str):
-        for key, value in presets.items():
-            if key.lower() == name.lower():
-                return value
-    raise SystemSpecError(f"unknown {kind} preset {name!r}; choose one of {list(presets)}")
+GPU_PRESETS: Registry[GPUSpec] = Registry("GPU preset", SystemSpecError)
+GPU_PRESETS.add("V100", V100, "NVIDIA Tesla V100 SXM2 32GB (datasheet)")
+GPU_PRESETS.add("A100", A100, "NVIDIA A100 SXM4 80GB, dense figures (datasheet)")
+GPU_PRESETS.add("H100", H100, "NVIDIA H100 SXM5, dense figures (datasheet)")
 
 
 def gpu_preset(name: str, **overrides: object) -> GPUSpec:
     """A GPU preset by (case-insensitive) name: ``V100``, ``A100``, ``H100``, with overrides."""
-    spec: GPUSpec = _lookup(GPU_PRESETS, name, "GPU")
+    spec = GPU_PRESETS.get(name)
     return spec.replace(**overrides) if overrides else spec
-
-
-# ------------------------------------------------------------------------------------------------
-# Link
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LinkSpec:
-    """The host <-> analog-device link: a fixed latency plus a serial bandwidth.
-
-    ``bandwidth_bps`` is in BITS per second, like ``HardwareSpec.link_bandwidth_bps`` (and unlike
-    ``GPUSpec.memory_bandwidth_bps``, which is bytes per second).
-    """
-
-    bandwidth_bps: float
-    """Link bandwidth (bit/s), one direction."""
-    latency_s: float
-    """Fixed latency of one transfer (s)."""
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        _check_positive_finite("LinkSpec", "bandwidth_bps", self.bandwidth_bps)
-        _check_non_negative_finite("LinkSpec", "latency_s", self.latency_s)
-        _check_str("LinkSpec", "name", self.name)
-
-    def transfer_time_s(self, n_bytes: float) -> float:
-        """Time (s) to move ``n_bytes`` bytes: ``latency_s + 8 * n_bytes / bandwidth_bps``.
-
-        A zero-byte transfer still pays the latency: callers skip transfers that do not happen.
-        """
-        if not _is_number(n_bytes) or not math.isfinite(n_bytes) or n_bytes < 0:
-            raise SystemSpecError(f"n_bytes must be a finite number >= 0, got {n_bytes!r}")
-        return self.latency_s + 8.0 * n_bytes / self.bandwidth_bps
-
-    def replace(self, **changes: object) -> LinkSpec:
-        """A copy with ``changes`` applied and validated (``dataclasses.replace``)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
-
-LINK_PRESETS: dict[str, LinkSpec] = {
-    # PCIe 4.0 x16: 16 GT/s x 16 lanes x 128/130 encoding = 31.5 GB/s per direction = 252 Gbit/s
-    # (PCI-SIG base specification rates). The 1 us latency is an assumption.
-    "pcie4-x16": LinkSpec(bandwidth_bps=252e9, latency_s=1e-6, name="pcie4-x16"),
-    # PCIe 5.0 x16: 32 GT/s x 16 x 128/130 = 63 GB/s per direction = 504 Gbit/s; latency assumed.
-    "pcie5-x16": LinkSpec(bandwidth_bps=504e9, latency_s=1e-6, name="pcie5-x16"),
-    # Donatella et al. 2024 (arXiv 2405.13817), thermodynamic NGD timing model: 50 Gb/s digital
-    # link (as in HardwareSpec.published()); the 1 us latency is an assumption.
-    "paper-50gbps": LinkSpec(bandwidth_bps=50e9, latency_s=1e-6, name="paper-50gbps"),
-}
-
-
-def link_preset(name: str, **overrides: object) -> LinkSpec:
-    """A link preset by (case-insensitive) name, with field overrides."""
-    spec: LinkSpec = _lookup(LINK_PRESETS, name, "link")
-    return spec.replace(**overrides) if overrides else spec
-
-
-# ------------------------------------------------------------------------------------------------
-# Analog device
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AnalogSpec:
-    """The analog co-processor: a chip description and how many chips there are.
-
-    ``n_chips`` is authoritative for the chip count: a ``hardware`` that itself says
-    ``n_chips > 1`` must agree with it. ``units_per_chip=None`` takes ``hardware.n_units``
-    (itself ``None`` for a chip that holds any matrix without tiling).
-    """
-
-    hardware: HardwareSpec = field(default_factory=HardwareSpec.published)
-    n_chips: int = 1
-    units_per_chip: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.hardware, HardwareSpec):
-            raise SystemSpecError(
-                f"AnalogSpec.hardware must be a thermo.HardwareSpec, got {self.hardware!r}"
-            )
-        if isinstance(self.n_chips, bool) or not isinstance(self.n_chips, int) or self.n_chips < 1:
-            raise SystemSpecError(
-                f"AnalogSpec.n_chips must be an integer >= 1, got {self.n_chips!r}"
-            )
-        if self.hardware.n_chips != 1 and self.hardware.n_chips != self.n_chips:
-            raise SystemSpecError(
-                f"AnalogSpec.n_chips is {self.n_chips} but hardware.n_chips is "
-                f"{self.hardware.n_chips}: set the chip count once, on AnalogSpec.n_chips"
-            )
-        u = self.units_per_chip
-        if u is not None and (isinstance(u, bool) or not isinstance(u, int) or u < 1):
-            raise SystemSpecError(
-                f"AnalogSpec.units_per_chip must be None (take hardware.n_units) or an integer "
-                f">= 1, got {u!r}"
-            )
-
-    @property
-    def units(self) -> int | None:
-        """Units per chip in effect: ``units_per_chip``, else ``hardware.n_units`` (None =
-        unbounded)."""
-        return self.units_per_chip if self.units_per_chip is not None else self.hardware.n_units
-
-    def effective_hardware(self) -> HardwareSpec:
-        """``hardware`` with this spec's chip count and units per chip written into it."""
-        return self.hardware.replace(n_chips=self.n_chips, n_units=self.units)
-
-    def replace(self, **changes: object) -> AnalogSpec:
-        """A copy with ``changes`` applied and validated (``dataclasses.replace``)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------
 # System
 # ------------------------------------------------------------------------------------------------
-_SECTIONS = ("name", "notes", "gpu", "link", "analog")
+_SECTIONS = ("name", "notes", "gpu", "device")
+_LEGACY_SECTIONS = ("link", "analog")
 
 
 @dataclass(frozen=True)
 class SystemSpec:
-    """Host GPU + link + analog device: everything a co-simulation needs to time a step."""
+    """Host GPU + analog device: everything a co-simulation needs to time a step."""
 
     gpu: GPUSpec
-    link: LinkSpec
-    analog: AnalogSpec
+    device: DeviceSpec = field(default_factory=lambda: device_preset("published"))
     name: str = ""
     notes: str = ""
 
     def __post_init__(self) -> None:
-        for attr, cls in (("gpu", GPUSpec), ("link", LinkSpec), ("analog", AnalogSpec)):
+        for attr, cls in (("gpu", GPUSpec), ("device", DeviceSpec)):
             if not isinstance(getattr(self, attr), cls):
                 raise SystemSpecError(
                     f"SystemSpec.{attr} must be a {cls.__name__}, got {getattr(self, attr)!r}"
@@ -368,46 +270,55 @@ class SystemSpec:
 
     @classmethod
     def default(cls) -> SystemSpec:
-        """A100 host, the paper's 50 Gb/s link, one chip of the published hardware."""
+        """A100 host and the ``published`` device (one published chip on the paper's 50 Gb/s link)."""
         return cls(
             gpu=A100,
-            link=LINK_PRESETS["paper-50gbps"],
-            analog=AnalogSpec(),
+            device=device_preset("published"),
             name="default",
-            notes="A100 SXM4 80GB + 50 Gb/s link + HardwareSpec.published(); see each source",
+            notes="A100 SXM4 80GB + the published device (50 Gb/s link, HardwareSpec.published()); see each source",
         )
 
     @classmethod
     def from_presets(
         cls,
         gpu: str = "A100",
-        link: str = "paper-50gbps",
-        hardware: str = "published",
-        n_chips: int = 1,
+        link: str | None = None,
+        hardware: str | None = None,
+        n_chips: int | None = None,
         units_per_chip: int | None = None,
         name: str = "",
         notes: str = "",
+        *,
+        device: str = "published",
+        **knobs: object,
     ) -> SystemSpec:
-        """A system assembled from preset names (GPU, link, :data:`thermo.PRESETS` hardware or a
-        hardware file)."""
-        return cls(
-            gpu=gpu_preset(gpu),
-            link=link_preset(link),
-            analog=AnalogSpec(_hardware_by_name(hardware), n_chips, units_per_chip),
-            name=name,
-            notes=notes,
-        )
+        """A system from preset names: the ``device`` preset (or device file), with its ``link``
+        (a link preset), its chip (``hardware``: a hardware preset or file; ``units_per_chip``
+        its ``n_units``), ``n_chips`` and any other :class:`thermo.DeviceSpec` knob replaced
+        where given."""
+        dev = device_preset(device)
+        changes: dict[str, object] = dict(knobs)
+        if link is not None:
+            changes["link"] = link_from(link)
+        if hardware is not None:
+            chip, legacy = chip_from(hardware, "hardware")
+            changes["chip"] = chip
+        else:
+            legacy = {}
+        if n_chips is not None:
+            changes["n_chips"] = n_chips
+        dev = dev.replace(**changes) if changes else dev
+        if legacy:
+            dev = apply_legacy_chip_keys(dev, {k: v for k, v in legacy.items() if k not in changes}, f"hardware {hardware}")
+        if units_per_chip is not None:
+            dev = dev.with_chip(n_units=units_per_chip)
+        return cls(gpu=gpu_preset(gpu), device=dev, name=name, notes=notes)
 
-    def analog_hardware(self) -> HardwareSpec:
-        """The HardwareSpec the analog timing model should use for this system.
-
-        The system's link and chip count are authoritative: ``link_bandwidth_bps`` and
-        ``link_latency_s`` come from :attr:`link`, ``n_chips`` and ``n_units`` from
-        :attr:`analog`, whatever the embedded HardwareSpec says.
-        """
-        return self.analog.effective_hardware().replace(
-            link_bandwidth_bps=self.link.bandwidth_bps, link_latency_s=self.link.latency_s
-        )
+    def resources(self) -> dict[str, int]:
+        """Capacities of the co-simulation's resources: one GPU, the link (one per chip with
+        ``per-chip`` coupling delivery) and the chips (``analog``)."""
+        links = self.device.n_chips if self.device.coupling_delivery is CouplingDelivery.PER_CHIP else 1
+        return {"gpu": 1, "link": links, "analog": self.device.n_chips}
 
     def replace(self, **changes: object) -> SystemSpec:
         """A copy with ``changes`` applied and validated (``dataclasses.replace``)."""
@@ -421,32 +332,39 @@ class SystemSpec:
             "name": self.name,
             "notes": self.notes,
             "gpu": _gpu_to_dict(self.gpu),
-            "link": _dataclass_to_dict(self.link),
-            "analog": {
-                "hardware": _dataclass_to_dict(self.analog.hardware),
-                **_dataclass_to_dict(self.analog, skip=("hardware",)),
-            },
+            "device": self.device.to_dict(),
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SystemSpec:
+    def from_dict(cls, data: Mapping[str, Any], source: str = "system description") -> SystemSpec:
         """Inverse of :meth:`to_dict`, also accepting preset references.
 
-        ``gpu`` and ``link`` are a preset name or a table of fields; a table with a ``preset``
-        key starts from that preset and overrides the fields it names (``peak_flops`` entries
-        are merged into the preset's). ``analog`` is a table with ``hardware`` (a
-        :data:`thermo.PRESETS` name or a table of HardwareSpec fields, optionally with
-        ``preset``), ``n_chips`` and ``units_per_chip``; a bare string names the hardware
-        preset. A missing section takes :meth:`default`'s. Unknown keys raise
-        :class:`SystemSpecError` naming the key and its section.
+        ``gpu`` is a preset name or a table of fields; a table with a ``preset`` key starts from
+        that preset and overrides the fields it names (``peak_flops`` entries are merged into
+        the preset's). ``device`` is a device preset name or a table
+        (:func:`thermo.device.device_from_table`: ``preset``, ``chip``, ``link`` and the knobs).
+        A missing section takes :meth:`default`'s. Unknown keys raise :class:`SystemSpecError`
+        naming the key and its section. The older layout (top-level ``link``, ``[analog]`` with
+        ``hardware``, ``n_chips``, ``units_per_chip``) is read with a
+        :class:`thermo.LegacyFormatWarning` naming ``source``.
         """
         data = _as_table(data, "top level")
-        _reject_unknown(data, _SECTIONS, "top level")
+        _reject_unknown(data, _SECTIONS + _LEGACY_SECTIONS, "top level")
         base = cls.default()
+        legacy = [k for k in _LEGACY_SECTIONS if k in data]
+        if legacy and "device" in data:
+            raise SystemSpecError(
+                f"{source} mixes the old sections {legacy} with [device]: describe the device once, in [device]"
+            )
+        if legacy:
+            device = _device_from_legacy(data, source)
+        elif "device" in data:
+            device = device_preset(data["device"]) if isinstance(data["device"], str) else device_from_table(data["device"])
+        else:
+            device = base.device
         return cls(
             gpu=_gpu_from(data["gpu"]) if "gpu" in data else base.gpu,
-            link=_link_from(data["link"]) if "link" in data else base.link,
-            analog=_analog_from(data["analog"]) if "analog" in data else base.analog,
+            device=device,
             name=data.get("name", ""),
             notes=data.get("notes", ""),
         )
@@ -475,7 +393,7 @@ class SystemSpec:
         malformed file raises :class:`thermo.errors.ConfigFileError` naming it (and the line)."""
         path = Path(path)
         _format_of(path)
-        return cls.from_dict(_as_table(read_table(path), f"file {path}"))
+        return cls.from_dict(_as_table(read_table(path), f"file {path}"), source=f"system file {path}")
 
 
 # --- serialization helpers ------------------------------------------------------------------------
@@ -553,47 +471,38 @@ def _gpu_from(value: object) -> GPUSpec:
     return _build(GPUSpec, data, "gpu")
 
 
-def _link_from(value: object) -> LinkSpec:
-    if isinstance(value, str):
-        return link_preset(value)
-    data = _as_table(value, "link")
-    _reject_unknown(data, ("preset", *_field_names(LinkSpec)), "link")
-    if "preset" in data:
-        return link_preset(data.pop("preset")).replace(**data)
-    return _build(LinkSpec, data, "link")
+_ANALOG_KEYS = ("hardware", "n_chips", "units_per_chip")
 
 
-def _hardware_by_name(name: object) -> HardwareSpec:
-    """A :data:`thermo.PRESETS` name (any case) or a .toml/.yaml hardware file."""
-    if isinstance(name, str):
-        try:
-            return hardware_preset(name)
-        except HardwareSpecError as exc:
-            if is_config_path(name):
-                raise
-            raise SystemSpecError(str(exc)) from None
-    raise SystemSpecError(
-        f"unknown hardware preset {name!r}; choose one of {list(HARDWARE_PRESETS)}"
+def _device_from_legacy(data: Mapping[str, Any], source: str) -> DeviceSpec:
+    """The device of an old-layout description: top-level ``link``, ``[analog]`` with
+    ``hardware`` (whose own link and chip-count fields the system's overrode), ``n_chips`` and
+    ``units_per_chip``. Warns once, naming the source and the new layout."""
+    warnings.warn(
+        f"{source} uses the old layout (top-level link, [analog] with hardware / n_chips / units_per_chip); "
+        "it was read as [device] (link -> device.link, analog.hardware -> device.chip, analog.n_chips -> "
+        "device.n_chips, analog.units_per_chip -> device.chip.n_units). Rewrite it with SystemSpec.save.",
+        LegacyFormatWarning, stacklevel=4,
     )
-
-
-def _hardware_from(value: object) -> HardwareSpec:
-    if isinstance(value, str):
-        return _hardware_by_name(value)
-    data = _as_table(value, "analog.hardware")
-    _reject_unknown(data, ("preset", *_field_names(HardwareSpec)), "analog.hardware")
-    if "preset" in data:
-        return _hardware_by_name(data.pop("preset")).replace(**data)
-    # A table without a preset starts from HardwareSpec's field defaults, which is also what
-    # restores the None-valued fields that to_dict leaves out.
-    return HardwareSpec(**data)
-
-
-def _analog_from(value: object) -> AnalogSpec:
-    if isinstance(value, str):
-        return AnalogSpec(hardware=_hardware_by_name(value))
-    data = _as_table(value, "analog")
-    _reject_unknown(data, _field_names(AnalogSpec), "analog")
-    if "hardware" in data:
-        data["hardware"] = _hardware_from(data["hardware"])
-    return AnalogSpec(**data)
+    device = device_preset("published")
+    if "link" in data:
+        device = device.replace(link=link_from(data["link"]))
+    analog = data.get("analog", {})
+    if isinstance(analog, str):
+        analog = {"hardware": analog}
+    analog = _as_table(analog, "analog")
+    _reject_unknown(analog, _ANALOG_KEYS, "analog")
+    if "hardware" in analog:
+        chip, old_keys = chip_from(analog["hardware"], "analog.hardware")
+        n_old = old_keys.get("n_chips", 1)
+        n_chips = analog.get("n_chips", 1)
+        if n_old != 1 and n_old != n_chips:
+            raise SystemSpecError(
+                f"{source}: analog.n_chips is {n_chips} but analog.hardware.n_chips is {n_old}: set the chip count once"
+            )
+        device = device.replace(chip=chip)
+    if "n_chips" in analog:
+        device = device.replace(n_chips=analog["n_chips"])
+    if analog.get("units_per_chip") is not None:
+        device = device.with_chip(n_units=analog["units_per_chip"])
+    return device

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from thermo import AnalogState, HardwareSpec, SolverConfig, ThermodynamicSolver, preset
+from thermo import AnalogState, DeviceSpec, HardwareSpec, SolverConfig, ThermodynamicSolver, as_device, preset
 from thermo.errors import UnsupportedInputError
 
 from .base import LinearSolver, SolverDiagnostics
@@ -25,7 +25,9 @@ from .registry import register_solver
 
 @register_solver
 class ThermoSolver(LinearSolver):
-    """``hardware``: a preset name (``ideal``, ``published``, ``noisy``...) or a spec;
+    """``hardware``: a hardware preset name (``ideal``, ``published``, ``noisy``...), a chip
+    (:class:`thermo.HardwareSpec`, one chip on the default link) or a whole device
+    (:class:`thermo.DeviceSpec`: chips, link and knobs, which price each call's device time);
     ``config``: a :class:`thermo.SolverConfig`, or its fields as keyword options
     (``target_rel_error=1e-3``); ``seed`` makes the thermal noise reproducible."""
 
@@ -33,7 +35,7 @@ class ThermoSolver(LinearSolver):
 
     def __init__(
         self,
-        hardware: str | HardwareSpec = "ideal",
+        hardware: str | HardwareSpec | DeviceSpec = "ideal",
         config: SolverConfig | None = None,
         seed: int = 0,
         check_inputs: bool = True,
@@ -41,13 +43,14 @@ class ThermoSolver(LinearSolver):
         **config_options: Any,
     ) -> None:
         super().__init__(check_inputs=check_inputs, symmetry_rtol=symmetry_rtol)
-        hw = preset(hardware) if isinstance(hardware, str) else hardware
+        device = as_device(preset(hardware) if isinstance(hardware, str) else hardware)
         if config is None:
             config = SolverConfig(**config_options)
         elif config_options:
             raise TypeError("give either config or its fields as options, not both")
-        self.hardware = hw
-        self.simulator = ThermodynamicSolver(hw, config, seed=seed)
+        self.device = device
+        self.hardware = device.chip
+        self.simulator = ThermodynamicSolver(device, config, seed=seed)
 
     def state_dict(self) -> dict[str, Any]:
         """The simulator's random streams (thermal noise, stochastic rounding, drift)."""

@@ -84,7 +84,7 @@ def test_tngd_overlaps_the_next_gradient_with_the_relaxation() -> None:
 def test_assumptions_name_every_figure_used() -> None:
     shape, system, model = coster("kfac", inverse_on="analog")
     a = model.assumptions(system)
-    assert a["gpu"] == system.gpu.name and a["link.bandwidth_bps"] == system.link.bandwidth_bps
+    assert a["gpu"] == system.gpu.name and a["link.bandwidth_bps"] == system.device.link.bandwidth_bps
     assert a["step.factor_condition_number"] == model.factor_condition_number
 
 
@@ -114,7 +114,7 @@ def test_whole_run_projections_compare_methods_with_their_assumptions(tmp_path) 
     assert adam.time_per_step_s < digital.time_per_step_s
     assert adam.total_s == pytest.approx(1000 * adam.time_per_step_s, rel=0.01)
     assert "analog" in thermo.phase_s and "analog" not in digital.phase_s
-    assert thermo.assumptions["link.bandwidth_bps"] == system.link.bandwidth_bps
+    assert thermo.assumptions["link.bandwidth_bps"] == system.device.link.bandwidth_bps
     assert sum(thermo.critical_phases_s.values()) > 0
     assert digital.energy_j > 0  # board power over the GPU's busy time
     path = write_csv(runs, tmp_path / "runs.csv")
@@ -159,3 +159,36 @@ def test_factor_statistics_follow_their_interval() -> None:
     assert times[3] == pytest.approx(times[1], rel=1e-12)
     with pytest.raises(WorkloadError, match="dividing inv_update_steps"):
         StepModel(inv_update_steps=10, factor_update_steps=3)
+
+
+def test_every_device_task_is_priced_by_thermo_cost() -> None:
+    """TNGD's upload, relaxation and read-back are the cost model's phases of one iteration."""
+    from thermo import cost
+
+    shape = ModelShape((LayerShape("a", 16, 8), LayerShape("b", 8, 4)), batch_size=4, output_dim=4)
+    system = SystemSpec.from_presets(device="paper-2024-tngd")
+    graph = step_pattern(shape, system, StepModel(method="tngd", analog_time_tau=20.0))[0]
+    t = cost.estimate_tngd_iteration(system.device, n_params=shape.n_params, rank=4 * 4, analog_time_tau=20.0)
+    by_name = {task.name: task for task in graph.tasks}
+    assert by_name["program_tngd"].duration_s == pytest.approx(t.program_s + t.input_s, rel=1e-12)
+    assert by_name["analog_tngd"].duration_s == pytest.approx(20e-6 + t.readout_s, rel=1e-12)
+    assert by_name["readback_tngd"].duration_s == pytest.approx(t.transfer_s, rel=1e-12)
+    # the paper's arrays at 16 bits over 50 Gb/s, and the gradient
+    values = 16 * (16 + 2 * shape.n_params)
+    assert by_name["program_tngd"].duration_s == pytest.approx((values + shape.n_params) * 16 / 50e9, rel=1e-12)
+
+
+def test_resident_factors_are_programmed_once_per_factor_update() -> None:
+    shape = ModelShape((LayerShape("a", 16, 8),), batch_size=4, output_dim=8)
+    step = StepModel(method="kfac", inverse_on="analog", analog_op="solve", inv_update_steps=4, factor_update_steps=4)
+    keeps = SystemSpec.from_presets(n_chips=2, resident_couplings=True)
+    forgets = SystemSpec.from_presets(n_chips=2)
+    pattern = step_pattern(shape, keeps, step)
+    assert len(pattern) == 4
+    c = StepCoster(shape, keeps, step)
+    couplings = c.analog_solve(8, 17).program_s  # G (8 x 8), programmed on the factor step only
+    first, later = ({t.name: t.duration_s for t in g.tasks} for g in (pattern[0], pattern[1]))
+    assert first["program_G[a]"] - later["program_G[a]"] == pytest.approx(couplings, rel=1e-12)
+    assert later["program_G[a]"] == pytest.approx(c.analog_solve(8, 17, resident=True).input_s, rel=1e-12)
+    plain = [{t.name: t.duration_s for t in g.tasks} for g in step_pattern(shape, forgets, step)]
+    assert plain[1]["program_G[a]"] == pytest.approx(first["program_G[a]"], rel=1e-12)

@@ -3,6 +3,7 @@ import dataclasses
 import itertools
 import math
 import pickle
+import warnings
 
 import pytest
 
@@ -12,18 +13,16 @@ from cosim.system import (
     DEFAULT_LAUNCH_OVERHEAD_S,
     GPU_PRESETS,
     H100,
-    LINK_PRESETS,
     PRECISIONS,
     V100,
-    AnalogSpec,
     GPUSpec,
-    LinkSpec,
     SystemSpec,
     SystemSpecError,
     gpu_preset,
-    link_preset,
 )
-from thermo import HardwareSpec, HardwareSpecError
+from thermo import DEVICES, LINKS, DeviceSpec, HardwareSpec, HardwareSpecError, LegacyFormatWarning, device_preset
+from thermo.device import CouplingDelivery, LinkSpec, link_preset
+from thermo.errors import DeviceSpecError
 
 T = 1e12
 
@@ -130,83 +129,36 @@ def test_unknown_precision_lists_the_known_ones():
         _gpu(peak_flops={"float8": 1.0})
 
 
-# --- link -----------------------------------------------------------------------------------
-def test_transfer_time_is_latency_plus_bits_over_bandwidth():
-    link = LinkSpec(bandwidth_bps=50e9, latency_s=1e-6)
-    n_bytes = 1_000_000
-    assert link.transfer_time_s(n_bytes) == pytest.approx(1e-6 + 8 * n_bytes / 50e9, rel=1e-15)
-    assert link.transfer_time_s(0) == 1e-6
-    with pytest.raises(SystemSpecError, match="n_bytes"):
-        link.transfer_time_s(-1)
-
-
+# --- link (described in thermo.device) ----------------------------------------------------
 def test_link_presets_follow_the_lane_arithmetic():
     # 16 lanes at 16 (PCIe 4) or 32 (PCIe 5) GT/s with 128b/130b encoding, in bit/s.
     assert link_preset("PCIe4-x16").bandwidth_bps == pytest.approx(16 * 16e9 * 128 / 130, rel=2e-3)
     assert link_preset("pcie5-x16").bandwidth_bps == pytest.approx(16 * 32e9 * 128 / 130, rel=2e-3)
-    assert LINK_PRESETS["paper-50gbps"].bandwidth_bps == HardwareSpec.published().link_bandwidth_bps
-    for name, link in LINK_PRESETS.items():
-        assert link.name == name
-    with pytest.raises(SystemSpecError, match="unknown link preset"):
+    assert LINKS.get("paper-50gbps").bandwidth_bps == 50e9
+    for name in LINKS:
+        assert LINKS.get(name).name == name
+    with pytest.raises(DeviceSpecError, match="unknown link preset"):
         link_preset("nvlink")
 
 
-@pytest.mark.parametrize(
-    "field, value",
-    [("bandwidth_bps", 0.0), ("bandwidth_bps", math.inf), ("latency_s", -1.0), ("name", 3)],
-)
-def test_link_validation_names_the_field(field, value):
-    kwargs = dict(bandwidth_bps=1e9, latency_s=0.0)
-    kwargs[field] = value
-    with pytest.raises(SystemSpecError, match=f"LinkSpec.{field}"):
-        LinkSpec(**kwargs)
-
-
-# --- analog ---------------------------------------------------------------------------------
-def test_analog_units_fall_back_to_the_hardware():
-    assert AnalogSpec().hardware == HardwareSpec.published()
-    assert AnalogSpec().units is None
-    noisy = thermo.preset("noisy")
-    assert AnalogSpec(noisy).units == noisy.n_units
-    assert AnalogSpec(noisy, units_per_chip=64).units == 64
-    eff = AnalogSpec(noisy, n_chips=3, units_per_chip=64).effective_hardware()
-    assert (eff.n_chips, eff.n_units) == (3, 64)
-
-
-@pytest.mark.parametrize(
-    "kwargs, field",
-    [
-        (dict(hardware="published"), "hardware"),
-        (dict(n_chips=0), "n_chips"),
-        (dict(n_chips=True), "n_chips"),
-        (dict(units_per_chip=0), "units_per_chip"),
-        (dict(hardware=HardwareSpec(n_chips=2), n_chips=3), "n_chips"),
-    ],
-)
-def test_analog_validation_names_the_field(kwargs, field):
-    with pytest.raises(SystemSpecError, match=f"AnalogSpec.{field}"):
-        AnalogSpec(**kwargs)
-
-
 # --- system ---------------------------------------------------------------------------------
-def test_default_system_and_the_hardware_it_hands_to_the_timing_model():
+def test_default_system_is_an_a100_and_the_published_device():
     spec = SystemSpec.default()
-    assert spec.gpu is A100 and spec.link is LINK_PRESETS["paper-50gbps"]
-    assert spec.analog.hardware == HardwareSpec.published()
-    custom = SystemSpec(
-        gpu=V100,
-        link=LinkSpec(bandwidth_bps=1e9, latency_s=3e-6),
-        analog=AnalogSpec(thermo.preset("noisy"), n_chips=2, units_per_chip=32),
-    )
-    hw = custom.analog_hardware()
-    assert (hw.link_bandwidth_bps, hw.link_latency_s) == (1e9, 3e-6)
-    assert (hw.n_chips, hw.n_units) == (2, 32)
-    assert hw.bits_A == thermo.preset("noisy").bits_A
+    assert spec.gpu is A100 and spec.device == device_preset("published")
+    assert spec.device.chip == HardwareSpec.published() and spec.device.link == LINKS.get("paper-50gbps")
+    assert spec.resources() == {"gpu": 1, "link": 1, "analog": 1}
+    custom = SystemSpec.from_presets("V100", "pcie4-x16", "noisy", n_chips=2, units_per_chip=32,
+                                     coupling_delivery="per-chip")
+    assert custom.device.chip == thermo.preset("noisy", n_units=32) and custom.device.n_chips == 2
+    assert custom.device.link == LINKS.get("pcie4-x16")
+    assert custom.resources() == {"gpu": 1, "link": 2, "analog": 2}  # one link per chip
 
 
 def test_system_validation_names_the_field():
     with pytest.raises(SystemSpecError, match="SystemSpec.gpu"):
-        SystemSpec(gpu="A100", link=LINK_PRESETS["pcie4-x16"], analog=AnalogSpec())  # type: ignore[arg-type]
+        SystemSpec(gpu="A100")  # type: ignore[arg-type]
+    with pytest.raises(SystemSpecError, match="SystemSpec.device"):
+        SystemSpec(gpu=A100, device=HardwareSpec.published())  # type: ignore[arg-type]
 
 
 # --- serialization --------------------------------------------------------------------------
@@ -227,25 +179,31 @@ def _round_trips(spec, tmp_path):
 
 @pytest.mark.parametrize(
     "gpu, link, hardware",
-    list(itertools.product(sorted(GPU_PRESETS), sorted(LINK_PRESETS), sorted(thermo.PRESETS))),
+    list(itertools.product(GPU_PRESETS.names(), LINKS.names(), thermo.PRESETS.names())),
 )
 def test_every_preset_combination_round_trips_exactly(gpu, link, hardware, tmp_path):
     _round_trips(SystemSpec.from_presets(gpu, link, hardware, n_chips=2, name="x"), tmp_path)
 
 
+@pytest.mark.parametrize("device", DEVICES.names())
+def test_every_device_preset_round_trips_exactly(device, tmp_path):
+    _round_trips(SystemSpec.from_presets(device=device), tmp_path)
+
+
 def test_non_default_specs_round_trip_exactly(tmp_path):
-    noisy = thermo.preset("noisy", kT=1.234567890123e-5, chip_seed=7, readout="stream")
+    noisy = thermo.preset("noisy", kT=1.234567890123e-5, chip_seed=7, readout="stream", n_units=17)
     spec = SystemSpec(
         gpu=_gpu(compute_efficiency=0.123456789, power_w=None, source="measured"),
-        link=LinkSpec(bandwidth_bps=0.1 + 0.2, latency_s=0.0),
-        analog=AnalogSpec(noisy, n_chips=5, units_per_chip=17),
+        device=DeviceSpec(chip=noisy, n_chips=5, link=LinkSpec(bandwidth_bps=0.1 + 0.2, latency_s=0.0),
+                          coupling_delivery=CouplingDelivery.BROADCAST, adc_channels=3, resident_couplings=True,
+                          replicas=True),
         name="non-default",
         notes='quotes " and\nnewlines',
     )
     _round_trips(spec, tmp_path)
     # Ideal hardware: infinite rails and every None-valued converter field.
     ideal = SystemSpec.from_presets(hardware="ideal")
-    assert math.isinf(ideal.analog.hardware.v_range_v)
+    assert math.isinf(ideal.device.chip.v_range_v)
     _round_trips(ideal, tmp_path)
     assert "v_range_v = inf" in (tmp_path / "spec.toml").read_text()
     assert "v_range_v: .inf" in (tmp_path / "spec.yaml").read_text()
@@ -259,51 +217,50 @@ def test_presets_can_be_referenced_by_name_and_overridden():
                 "compute_efficiency": 0.6,
                 "peak_flops": {"float64": 19.5e12},
             },
-            "link": "paper-50gbps",
-            "analog": {"hardware": "published", "n_chips": 4},
+            "device": {"preset": "published", "n_chips": 4},
         }
     )
     assert spec.gpu == A100.replace(
         compute_efficiency=0.6, peak_flops={**A100.peak_flops, "float64": 19.5e12}
     )
-    assert spec.link == LINK_PRESETS["paper-50gbps"]
-    assert spec.analog == AnalogSpec(HardwareSpec.published(), n_chips=4)
+    assert spec.device == device_preset("published").replace(n_chips=4)
     partial = SystemSpec.from_dict(
-        {
-            "link": {"preset": "pcie4-x16", "latency_s": 2e-6},
-            "analog": {"hardware": {"preset": "noisy", "bits_A": 10}},
-        }
+        {"device": {"link": {"preset": "pcie4-x16", "latency_s": 2e-6}, "chip": {"preset": "noisy", "bits_A": 10}}}
     )
     assert partial.gpu == SystemSpec.default().gpu
-    assert partial.link == LINK_PRESETS["pcie4-x16"].replace(latency_s=2e-6)
-    assert partial.analog.hardware == thermo.preset("noisy", bits_A=10)
-    assert SystemSpec.from_dict({"analog": "ideal"}).analog.hardware == HardwareSpec.ideal()
+    assert partial.device.link == LINKS.get("pcie4-x16").replace(latency_s=2e-6)
+    assert partial.device.chip == thermo.preset("noisy", bits_A=10)
+    assert SystemSpec.from_dict({"device": {"chip": "ideal"}}).device.chip == HardwareSpec.ideal()
+    assert SystemSpec.from_dict({"device": "aggressive"}).device == device_preset("aggressive")
     assert SystemSpec.from_dict({}) == SystemSpec.default().replace(name="", notes="")
 
 
 @pytest.mark.parametrize(
-    "data, pattern",
+    "data, error, pattern",
     [
-        ({"gpus": "A100"}, r"'gpus'.*\[top level\]"),
-        ({"gpu": {"preset": "A100", "flops": 1}}, r"'flops'.*\[gpu\]"),
-        ({"link": {"bandwidth_bps": 1e9, "latency_s": 0, "mtu": 9000}}, r"'mtu'.*\[link\]"),
-        ({"analog": {"chips": 2}}, r"'chips'.*\[analog\]"),
-        ({"analog": {"hardware": {"tau": 1e-6}}}, r"'tau'.*\[analog.hardware\]"),
-        ({"gpu": {"name": "x", "memory_bandwidth_bps": 1e9}}, r"\[gpu\].*'peak_flops'"),
-        ({"gpu": "TPU"}, "unknown GPU preset 'TPU'"),
-        ({"analog": {"hardware": "perfect"}}, "unknown hardware preset 'perfect'"),
-        ({"gpu": ["A100"]}, r"\[gpu\] must be a table"),
-        ({"gpu": {"preset": "A100", "compute_efficiency": 2.0}}, "GPUSpec.compute_efficiency"),
+        ({"gpus": "A100"}, SystemSpecError, r"'gpus'.*\[top level\]"),
+        ({"gpu": {"preset": "A100", "flops": 1}}, SystemSpecError, r"'flops'.*\[gpu\]"),
+        ({"device": {"link": {"bandwidth_bps": 1e9, "latency_s": 0, "mtu": 9000}}}, DeviceSpecError,
+         r"'mtu'.*\[device.link\]"),
+        ({"device": {"chips": 2}}, DeviceSpecError, r"'chips'.*\[device\]"),
+        ({"device": {"chip": {"tau": 1e-6}}}, HardwareSpecError, r"'tau'.*\[device.chip\]"),
+        ({"gpu": {"name": "x", "memory_bandwidth_bps": 1e9}}, SystemSpecError, r"\[gpu\].*'peak_flops'"),
+        ({"gpu": "TPU"}, SystemSpecError, "unknown GPU preset 'TPU'"),
+        ({"device": {"chip": "perfect"}}, DeviceSpecError, "unknown hardware preset 'perfect'"),
+        ({"device": "warp"}, DeviceSpecError, "unknown device preset 'warp'"),
+        ({"gpu": ["A100"]}, SystemSpecError, r"\[gpu\] must be a table"),
+        ({"gpu": {"preset": "A100", "compute_efficiency": 2.0}}, SystemSpecError, "GPUSpec.compute_efficiency"),
+        ({"device": {"n_chips": 2}, "link": "pcie4-x16"}, SystemSpecError, r"mixes the old sections \['link'\]"),
     ],
 )
-def test_bad_dicts_name_the_key_and_section(data, pattern):
-    with pytest.raises(SystemSpecError, match=pattern):
+def test_bad_dicts_name_the_key_and_section(data, error, pattern):
+    with pytest.raises(error, match=pattern):
         SystemSpec.from_dict(data)
 
 
 def test_bad_hardware_values_raise_the_thermo_error_naming_the_field():
     with pytest.raises(HardwareSpecError, match="bits_A"):
-        SystemSpec.from_dict({"analog": {"hardware": {"preset": "published", "bits_A": 1}}})
+        SystemSpec.from_dict({"device": {"chip": {"preset": "published", "bits_A": 1}}})
 
 
 def test_file_suffix_must_be_toml_or_yaml(tmp_path):
@@ -317,16 +274,45 @@ def test_hand_written_files_load(tmp_path):
     # YAML 1.1 would read 900e9 (no dot) as a string: the loader reads it as a float.
     (tmp_path / "a.yaml").write_text(
         "gpu:\n  name: mine\n  peak_flops: {float32: 14e12}\n  memory_bandwidth_bps: 900e9\n"
-        "link: pcie4-x16\nanalog:\n  hardware: {preset: noisy, bits_adc: null, v_range_v: .inf}\n"
+        "device:\n  link: pcie4-x16\n  chip: {preset: noisy, bits_adc: null, v_range_v: .inf}\n"
     )
     spec = SystemSpec.load(tmp_path / "a.yaml")
     assert spec.gpu == GPUSpec("mine", {"float32": 14e12}, 900e9)
-    assert spec.analog.hardware == thermo.preset("noisy", bits_adc=None, v_range_v=math.inf)
-    (tmp_path / "b.toml").write_text(
-        'gpu = "H100"\nlink = "pcie5-x16"\n[analog]\nn_chips = 8\nunits_per_chip = 128\n'
-        '[analog.hardware]\npreset = "published"\n'
-    )
-    spec = SystemSpec.load(tmp_path / "b.toml")
-    assert spec == SystemSpec.from_presets(
-        "H100", "pcie5-x16", "published", n_chips=8, units_per_chip=128
-    )
+    assert spec.device.chip == thermo.preset("noisy", bits_adc=None, v_range_v=math.inf)
+    assert spec.device.link == LINKS.get("pcie4-x16")
+
+
+OLD_FILES = {
+    "b.toml": ('gpu = "H100"\nlink = "pcie5-x16"\n[analog]\nn_chips = 8\nunits_per_chip = 128\n'
+               '[analog.hardware]\npreset = "published"\n'),
+    "c.yaml": ("gpu: H100\nlink: {bandwidth_bps: 1.0e9, latency_s: 3.0e-6}\nanalog:\n  n_chips: 8\n"
+               "  units_per_chip: 128\n  hardware: {preset: published, link_bandwidth_bps: 7.0e9, n_chips: 8}\n"),
+    "d.toml": 'gpu = "H100"\nanalog = "noisy"\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_FILES))
+def test_old_layout_files_load_with_a_warning_and_give_the_same_system(name, tmp_path):
+    path = tmp_path / name
+    path.write_text(OLD_FILES[name])
+    with pytest.warns(LegacyFormatWarning, match=f"system file {path} uses the old layout"):
+        spec = SystemSpec.load(path)
+    expected = {
+        "b.toml": SystemSpec.from_presets("H100", "pcie5-x16", "published", n_chips=8, units_per_chip=128),
+        # the system's link was authoritative: the hardware's own link field was overridden
+        "c.yaml": SystemSpec(gpu=H100, device=device_preset("published").replace(
+            link=LinkSpec(bandwidth_bps=1e9, latency_s=3e-6), n_chips=8, chip=HardwareSpec.published(n_units=128))),
+        "d.toml": SystemSpec.from_presets("H100", hardware="noisy"),
+    }[name]
+    assert spec == expected
+    # saved again, it is in the new layout and loads without a warning
+    spec.save(tmp_path / "new.toml")
+    assert "[device" in (tmp_path / "new.toml").read_text() and "[analog" not in (tmp_path / "new.toml").read_text()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert SystemSpec.load(tmp_path / "new.toml") == spec
+
+
+def test_old_layout_with_two_chip_counts_is_refused():
+    with pytest.warns(LegacyFormatWarning), pytest.raises(SystemSpecError, match="set the chip count once"):
+        SystemSpec.from_dict({"analog": {"n_chips": 3, "hardware": {"preset": "published", "n_chips": 2}}})
