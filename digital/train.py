@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from thermo.config_files import is_config_path
+from thermo.device import DeviceSpec
 from thermo.hardware import PRESETS, HardwareSpec
 from thermo.provenance import provenance
 
@@ -86,7 +87,9 @@ def _hardware_label(hardware: Any) -> str:
     if isinstance(hardware, (str, os.PathLike)):
         return Path(hardware).stem if is_config_path(hardware) else str(hardware)
     if isinstance(hardware, HardwareSpec):
-        return next((name for name, make in PRESETS.items() if make() == hardware), "custom")
+        return next((e.name for e in PRESETS.entries() if e.value() == hardware), "custom")
+    if isinstance(hardware, DeviceSpec):
+        return hardware.name or "custom-device"
     return type(hardware).__name__
 
 
