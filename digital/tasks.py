@@ -3,6 +3,9 @@
 ``build_task("digits-cnn", seed=3)`` gives the same model weights for the same seed without
 touching the caller's global RNG. The data split depends on ``data_seed`` (default 0) only, so
 runs that vary the initialisation seed train and test on the same examples.
+
+:data:`TASKS` is the one list of tasks (names in any case; ``TASKS.help()`` for help texts); a new
+task is a factory plus one :func:`register_task` line.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from thermo.registry import Registry
 
 from .data import ArrayDataset, load_digits, make_graph_classification
 from .errors import UnsupportedConfigurationError
@@ -94,23 +99,8 @@ def _one_hot(ds: ArrayDataset, n_classes: int) -> ArrayDataset:
     return ArrayDataset(ds.inputs, F.one_hot(ds.targets, n_classes).to(torch.float32))
 
 
-TASK_SPECS: dict[str, TaskSpec] = {
-    spec.name: spec
-    for spec in (
-        TaskSpec("digits-mlp", "cross_entropy", 10, 64, "MLP 64-32-10 (tanh) on flattened 8x8 digits"),
-        TaskSpec("digits-cnn", "cross_entropy", 10, 64, "one Conv2d + two Linear layers on 8x8 digits"),
-        TaskSpec("digits-vit", "cross_entropy", 10, 64, "2-block ViT with 2x2 patches on 8x8 digits"),
-        TaskSpec("graphs-gnn", "cross_entropy", 3, 32, "2-layer GCN on generated SBM graph classes"),
-        TaskSpec(
-            "digits-linear-mse", "mse", 10, 64,
-            "deep linear MLP 64-16-16-10 on flattened digits, MSE to one-hot targets",
-        ),
-    )
-}
-
-
 def _task(name: str, model: nn.Module, train: ArrayDataset, test: ArrayDataset) -> Task:
-    spec = TASK_SPECS[name]
+    spec = task_spec(name)
     return Task(name, model, train, test, spec.loss, spec.n_outputs, spec.batch_size)
 
 
@@ -147,24 +137,28 @@ def _digits_linear_mse(data_seed: int, **overrides: Any) -> Task:
     return _task("digits-linear-mse", model, _one_hot(train, 10), _one_hot(test, 10))
 
 
-TASKS: dict[str, Factory] = {
-    "digits-mlp": _digits_mlp,
-    "digits-cnn": _digits_cnn,
-    "digits-vit": _digits_vit,
-    "graphs-gnn": _graphs_gnn,
-    "digits-linear-mse": _digits_linear_mse,
-}
+@dataclass(frozen=True)
+class RegisteredTask:
+    """A task's registry entry: what it is and how to build it."""
+
+    spec: TaskSpec
+    factory: Factory
+
+
+TASKS: Registry[RegisteredTask] = Registry("task", UnsupportedConfigurationError)
+"""Every task :func:`build_task` builds, in registration order; names are looked up in any case
+and an unknown one raises UnsupportedConfigurationError listing the names."""
 
 
 def register_task(name: str, factory: Factory, spec: TaskSpec) -> None:
-    """Add task ``name`` to the registry (:data:`TASKS` and :data:`TASK_SPECS`).
+    """Add task ``name`` to :data:`TASKS`.
 
     ``factory(data_seed: int, **model_overrides) -> Task`` builds the data split for
     ``data_seed`` and a fresh model; :func:`build_task` calls it under ``torch.manual_seed(seed)``
     and checks that the :class:`Task` it returns agrees with ``spec`` (name, loss, outputs, batch
-    size). Names are unique: a duplicate, or a ``spec`` named otherwise, raises
-    UnsupportedConfigurationError. Registration lives in this process only: worker processes of
-    a sweep see the task if they import the module that registers it.
+    size). Names are unique regardless of case: a duplicate, or a ``spec`` named otherwise,
+    raises UnsupportedConfigurationError. Registration lives in this process only: worker
+    processes of a sweep see the task if they import the module that registers it.
     """
     if not isinstance(spec, TaskSpec):
         raise TypeError(f"spec must be a TaskSpec, got {type(spec).__name__}")
@@ -172,31 +166,45 @@ def register_task(name: str, factory: Factory, spec: TaskSpec) -> None:
         raise TypeError(f"factory must be callable (data_seed, **model_overrides) -> Task, got {factory!r}")
     if spec.name != name:
         raise UnsupportedConfigurationError(f"task name {name!r} and TaskSpec.name {spec.name!r} differ")
-    if name in TASKS or name in TASK_SPECS:
-        raise UnsupportedConfigurationError(f"a task named {name!r} is already registered; known tasks: {', '.join(TASKS)}")
-    TASK_SPECS[name] = spec
-    TASKS[name] = factory
+    TASKS.add(name, RegisteredTask(spec, factory), spec.description)
+
+
+register_task("digits-mlp", _digits_mlp,
+              TaskSpec("digits-mlp", "cross_entropy", 10, 64, "MLP 64-32-10 (tanh) on flattened 8x8 digits"))
+register_task("digits-cnn", _digits_cnn,
+              TaskSpec("digits-cnn", "cross_entropy", 10, 64, "one Conv2d + two Linear layers on 8x8 digits"))
+register_task("digits-vit", _digits_vit,
+              TaskSpec("digits-vit", "cross_entropy", 10, 64, "2-block ViT with 2x2 patches on 8x8 digits"))
+register_task("graphs-gnn", _graphs_gnn,
+              TaskSpec("graphs-gnn", "cross_entropy", 3, 32, "2-layer GCN on generated SBM graph classes"))
+register_task("digits-linear-mse", _digits_linear_mse,
+              TaskSpec("digits-linear-mse", "mse", 10, 64,
+                       "deep linear MLP 64-16-16-10 on flattened digits, MSE to one-hot targets"))
 
 
 def available_tasks() -> tuple[str, ...]:
     """Names accepted by :func:`build_task`, in registration order."""
-    return tuple(TASKS)
+    return TASKS.names()
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The :class:`TaskSpec` of task ``name`` (any case)."""
+    return TASKS.get(name).spec
 
 
 def build_task(name: str, seed: int = 0, data_seed: int = 0, **model_overrides: Any) -> Task:
-    """Build task ``name`` with model weights drawn under ``torch.manual_seed(seed)``.
+    """Build task ``name`` (any case) with model weights drawn under ``torch.manual_seed(seed)``.
 
     The caller's global torch RNG state is saved and restored (``torch.random.fork_rng``).
     ``data_seed`` picks the train/test split (and the generated graphs); ``model_overrides``
     replace the model's constructor defaults (e.g. ``hidden=(64,)`` for ``digits-mlp``);
-    an option the model does not take raises UnsupportedConfigurationError.
+    an option the model does not take, or an unknown task, raises UnsupportedConfigurationError.
     """
-    if name not in TASKS:
-        raise UnsupportedConfigurationError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    entry = TASKS.get(name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        task = TASKS[name](data_seed, **model_overrides)
-    _check_against_spec(task, TASK_SPECS[name])
+        task = entry.factory(data_seed, **model_overrides)
+    _check_against_spec(task, entry.spec)
     return task
 
 
@@ -218,7 +226,7 @@ def _check_against_spec(task: object, spec: TaskSpec) -> None:
 __all__ = [
     "LOSSES",
     "TASKS",
-    "TASK_SPECS",
+    "RegisteredTask",
     "Task",
     "TaskSpec",
     "accuracy",
@@ -226,4 +234,5 @@ __all__ = [
     "build_task",
     "loss_function",
     "register_task",
+    "task_spec",
 ]

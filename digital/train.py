@@ -61,18 +61,13 @@ from .errors import (
 from .losses import accuracy, loss_function
 from .models import model_inputs_call
 from .optimizers import OPTIMIZERS, make_optimizer
-from .solvers import get_solver
-from .tasks import Task, available_tasks, build_task
+from .solvers import SOLVERS, get_solver
+from .tasks import TASKS, Task, build_task
 
 DIVERGENCE_SMOOTHING = 0.9
 """Decay of the exponential moving average of the batch loss that the divergence check watches
 (a time constant of about ten steps: long enough to average batch-to-batch noise, short enough
 that an exploding loss is caught within a few steps)."""
-
-_SOLVER_OPTIMIZERS = ("kfac", "ngd")
-"""The optimizers whose linear algebra goes through ``TrainConfig.solver`` (TNGD takes its
-hardware in its options; the first-order ones take no solver)."""
-
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -139,10 +134,12 @@ class TrainConfig:
                 raise UnsupportedConfigurationError(
                     f"{name} must be a dict of keyword options, got {type(getattr(self, name)).__name__}"
                 )
-        if self.task not in available_tasks():
-            raise UnsupportedConfigurationError(f"unknown task {self.task!r}; available: {', '.join(available_tasks())}")
-        if self.optimizer.lower() not in OPTIMIZERS:
-            raise UnsupportedConfigurationError(f"unknown optimizer {self.optimizer!r}; available: {', '.join(OPTIMIZERS)}")
+        # names in any case, stored as registered: "KFAC" and "kfac" are one configuration (and one
+        # run name); an unknown task or optimizer raises its registry's error listing the names
+        object.__setattr__(self, "task", TASKS.canonical(self.task))
+        object.__setattr__(self, "optimizer", OPTIMIZERS.canonical(self.optimizer))
+        if self.solver in SOLVERS:  # an unknown solver is reported when the run builds it
+            object.__setattr__(self, "solver", SOLVERS.canonical(self.solver))
         if not (_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise UnsupportedConfigurationError(f"lr must be a finite number > 0, got {self.lr!r}")
         object.__setattr__(self, "lr", float(self.lr))  # lr=1 and lr=1.0 are one configuration (and one run name)
@@ -195,10 +192,11 @@ class TrainConfig:
 
     def run_name(self) -> str:
         """A readable, collision-free file stem: task, optimizer, the solver for the optimizers
-        that use one (kfac, ngd), the hardware when one is set, lr, seed and
-        :meth:`config_hash`, e.g. ``digits-mlp_kfac-thermo-published_lr0.3_seed0_3fa2c1d9``."""
-        method = [self.optimizer.lower()]
-        if self.optimizer.lower() in _SOLVER_OPTIMIZERS:
+        that take one (kfac, ngd: ``OptimizerKind.takes_solver``), the hardware when one is set,
+        lr, seed and :meth:`config_hash`, e.g.
+        ``digits-mlp_kfac-thermo-published_lr0.3_seed0_3fa2c1d9``."""
+        method = [self.optimizer]
+        if OPTIMIZERS.get(self.optimizer).takes_solver:
             method.append(self.solver)
         hardware = self.solver_options.get("hardware", self.optimizer_options.get("hardware"))
         if hardware is not None:

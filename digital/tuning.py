@@ -1,7 +1,8 @@
 """Small documented hyperparameter grids, so that comparisons between optimizers are between
 tuned optimizers. A grid maps a :class:`~digital.train.TrainConfig` field (``lr``) or an
 optimizer option (``optimizer_options.damping``) to the values to try; every combination is
-trained and ranked by a metric of its final evaluation (default the full training loss)."""
+trained and ranked by a metric of its final evaluation (default the full training loss). The grids
+are keyed by registered optimizer names (:data:`~digital.optimizers.OPTIMIZERS`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 from typing import Any
 
 from .errors import TrainingStopped, UnsupportedConfigurationError
+from .optimizers import OPTIMIZERS
 from .train import TrainConfig, train
 
 DIGITS_MLP_GRIDS: dict[str, dict[str, list[Any]]] = {
@@ -65,13 +67,27 @@ def grid_search(
     return best[1], rows
 
 
+def digits_mlp_grid(optimizer: str) -> dict[str, list[Any]]:
+    """The documented digits-MLP grid of ``optimizer`` (any case, see
+    :data:`~digital.optimizers.OPTIMIZERS`); an optimizer without one raises
+    UnsupportedConfigurationError naming those that have one."""
+    name = OPTIMIZERS.canonical(optimizer)
+    if name not in DIGITS_MLP_GRIDS:
+        raise UnsupportedConfigurationError(
+            f"optimizer {name!r} has no digits-MLP grid; the grids cover {', '.join(DIGITS_MLP_GRIDS)}"
+        )
+    return DIGITS_MLP_GRIDS[name]
+
+
 def compare_on_digits_mlp(optimizers: tuple[str, ...] = ("adam", "kfac"), steps: int = 200) -> dict[str, list[dict[str, Any]]]:
-    """Tune each optimizer on its documented grid (same steps, batch, seed) and return the rows."""
+    """Tune each optimizer (any case) on its documented grid (same steps, batch, seed) and return
+    the rows, keyed by the optimizers' registered names."""
     out = {}
-    for name in optimizers:
+    for optimizer in optimizers:
+        name, grid = OPTIMIZERS.canonical(optimizer), digits_mlp_grid(optimizer)
         base = TrainConfig(task="digits-mlp", optimizer=name, steps=steps, eval_every=0,
                            optimizer_options=DIGITS_MLP_FIXED.get(name, {}))
-        out[name] = grid_search(base, DIGITS_MLP_GRIDS[name])[1]
+        out[name] = grid_search(base, grid)[1]
     return out
 
 

@@ -15,7 +15,6 @@ from digital.data import ArrayDataset, epoch_batches
 from digital.errors import UnsupportedConfigurationError
 from digital.models import MLP, SmallCNN, SmallGNN, SmallViT, model_inputs_call
 from digital.tasks import (
-    TASK_SPECS,
     TASKS,
     Task,
     TaskSpec,
@@ -24,9 +23,12 @@ from digital.tasks import (
     build_task,
     loss_function,
     register_task,
+    task_spec,
 )
 from digital.train import TrainConfig, train
 from thermo.errors import ShapeMismatchError
+
+from .registry_helpers import registries_restored
 
 EXPECTED = {
     "digits-mlp": MLP,
@@ -38,7 +40,8 @@ EXPECTED = {
 
 
 def test_registry_lists_every_task() -> None:
-    assert set(available_tasks()) == set(EXPECTED) == set(TASKS) == set(TASK_SPECS)
+    assert available_tasks() == tuple(EXPECTED) == TASKS.names() == tuple(TASKS)
+    assert all(task_spec(name) is TASKS.get(name).spec and task_spec(name).name == name for name in EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -54,7 +57,7 @@ def test_build_task_gives_a_trainable_task(name: str) -> None:
     loss.backward()
     assert all(p.grad is not None for p in task.model.parameters())
     assert 0.0 <= accuracy(out, targets) <= 1.0
-    assert len(task.test) > 0 and task.batch_size == TASK_SPECS[name].batch_size
+    assert len(task.test) > 0 and task.batch_size == task_spec(name).batch_size
 
 
 def test_linear_mse_task_is_a_deep_linear_network_with_one_hot_targets() -> None:
@@ -160,23 +163,16 @@ def _blobs(data_seed: int, **overrides: Any) -> Task:
     return Task(BLOBS.name, model, train_set, test_set, BLOBS.loss, BLOBS.n_outputs, BLOBS.batch_size)
 
 
-def _unregister(name: str) -> None:
-    TASKS.pop(name, None)
-    TASK_SPECS.pop(name, None)
-
-
 @pytest.fixture
 def blobs() -> Iterator[str]:
     """``test-blobs`` registered for one test, then removed so other tests see the built-ins only."""
-    register_task(BLOBS.name, _blobs, BLOBS)
-    try:
+    with registries_restored(TASKS):
+        register_task(BLOBS.name, _blobs, BLOBS)
         yield BLOBS.name
-    finally:
-        _unregister(BLOBS.name)
 
 
 def test_a_registered_task_is_built_and_trained_like_a_built_in(blobs: str) -> None:
-    assert available_tasks()[-1] == blobs and TASK_SPECS[blobs] is BLOBS and TASKS[blobs] is _blobs
+    assert available_tasks()[-1] == blobs and task_spec(blobs) is BLOBS and TASKS.get(blobs).factory is _blobs
     a, b = build_task(blobs, seed=1), build_task(blobs, seed=1)
     assert torch.equal(a.model.net[0].weight, b.model.net[0].weight)
     assert build_task(blobs, hidden=(4,)).model.net[0].out_features == 4
@@ -187,27 +183,27 @@ def test_a_registered_task_is_built_and_trained_like_a_built_in(blobs: str) -> N
 
 
 def test_register_task_refuses_duplicates_and_mismatched_names(blobs: str) -> None:
-    before = (dict(TASKS), dict(TASK_SPECS))
+    before = TASKS.entries()
     with pytest.raises(UnsupportedConfigurationError, match="already registered"):
         register_task(blobs, _blobs, BLOBS)
+    with pytest.raises(UnsupportedConfigurationError, match="already registered"):  # names ignore case
+        register_task(blobs.upper(), _blobs, TaskSpec(blobs.upper(), "cross_entropy", 3, batch_size=16))
     with pytest.raises(UnsupportedConfigurationError, match="already registered"):
         register_task("digits-mlp", _blobs, TaskSpec("digits-mlp", "cross_entropy", 10))
     with pytest.raises(UnsupportedConfigurationError, match="differ"):
         register_task("other-blobs", _blobs, BLOBS)
     with pytest.raises(TypeError, match="TaskSpec"):
         register_task("other-blobs", _blobs, "cross_entropy")  # type: ignore[arg-type]
-    assert (TASKS, TASK_SPECS) == before
+    assert TASKS.entries() == before
     assert "other-blobs" not in available_tasks()
 
 
 def test_build_task_checks_the_factory_against_its_spec() -> None:
     spec = TaskSpec("test-blobs-mse", "mse", 3, batch_size=16)
-    register_task(spec.name, _blobs, spec)  # the factory says cross_entropy
-    try:
+    with registries_restored(TASKS):
+        register_task(spec.name, _blobs, spec)  # the factory says cross_entropy
         with pytest.raises(UnsupportedConfigurationError, match="TaskSpec says"):
             build_task(spec.name)
         with pytest.raises(UnsupportedConfigurationError, match="TaskSpec says"):
             train(TrainConfig(task=spec.name, steps=1))
-    finally:
-        _unregister(spec.name)
     assert spec.name not in available_tasks()

@@ -25,3 +25,16 @@ def test_best_point_is_the_lowest_loss_and_divergence_ranks_last() -> None:
     assert [r["lr"] for r in rows] == [1e-3, 0.1, 1e3]
     assert math.isinf(rows[2]["train_loss"])  # lr = 1000 diverges: stopped, ranked last
     assert best.lr == 0.1 and rows[1]["train_loss"] < rows[0]["train_loss"]
+
+
+def test_the_grids_are_keyed_by_registered_optimizer_names() -> None:
+    from digital.optimizers import OPTIMIZERS
+    from digital.tuning import DIGITS_MLP_FIXED, DIGITS_MLP_GRIDS, digits_mlp_grid
+
+    for name in (*DIGITS_MLP_GRIDS, *DIGITS_MLP_FIXED):
+        assert OPTIMIZERS.canonical(name) == name
+    assert digits_mlp_grid("KFAC") is DIGITS_MLP_GRIDS["kfac"]
+    with pytest.raises(UnsupportedConfigurationError, match="'ngd' has no digits-MLP grid; the grids cover adam, sgd, kfac"):
+        digits_mlp_grid("ngd")
+    with pytest.raises(UnsupportedConfigurationError, match="unknown optimizer 'lbfgs'"):
+        digits_mlp_grid("lbfgs")

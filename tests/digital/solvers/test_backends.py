@@ -12,6 +12,7 @@ from digital.errors import (
     UnsupportedOperationError,
 )
 from digital.solvers import (
+    SOLVERS,
     LinearSolver,
     SolverDiagnostics,
     SolverWarning,
@@ -27,6 +28,8 @@ from thermo.errors import (
     ShapeMismatchError,
 )
 from thermo.matrices import random_spd
+
+from ..registry_helpers import registries_restored
 
 
 def spd(d: int, cond: float, seed: int) -> torch.Tensor:
@@ -171,7 +174,9 @@ def test_bad_inputs_get_errors_that_name_the_problem() -> None:
 
 def test_registry_by_name_class_and_instance() -> None:
     assert {"exact", "cg", "thermo"} <= set(available_solvers())
+    assert available_solvers() == SOLVERS.names()
     exact = get_solver("exact")
+    assert type(get_solver("EXACT")) is type(exact)
     assert get_solver(exact) is exact
     assert type(get_solver(type(exact))) is type(exact)
     with pytest.raises(UnknownSolverError, match="unknown solver 'gauss'.*exact"):
@@ -195,15 +200,24 @@ def test_a_new_backend_is_a_small_class() -> None:
         def _inverse(self, A, damping):  # type: ignore[no-untyped-def]
             return torch.diag(1 / (torch.diagonal(A) + damping)), SolverDiagnostics(self.name, 0.0)
 
-    register_solver(Jacobi)
-    A = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
-    out = get_solver("test-jacobi").solve(A, torch.ones(3, dtype=torch.float64))
-    assert torch.allclose(out.x, torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))
-    assert out.diagnostics.residual == pytest.approx(0.0, abs=1e-15)
-    with pytest.raises(UnsupportedConfigurationError, match="already registered"):
-        register_solver(type("Other", (Jacobi,), {}))
-    with pytest.raises(UnsupportedConfigurationError, match="lower case"):
-        register_solver(type("Shouting", (Jacobi,), {"name": "Test-Jacobi2"}))
+    with registries_restored(SOLVERS):
+        assert register_solver(Jacobi) is Jacobi
+        A = torch.diag(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+        out = get_solver("test-jacobi").solve(A, torch.ones(3, dtype=torch.float64))
+        assert torch.allclose(out.x, torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64))
+        assert out.diagnostics.residual == pytest.approx(0.0, abs=1e-15)
+        assert SOLVERS.entry("test-jacobi").summary == "Diagonal approximation: a toy backend to show the extension point"
+        with pytest.raises(UnsupportedConfigurationError, match="already registered"):
+            register_solver(type("Other", (Jacobi,), {}))
+        with pytest.raises(UnsupportedConfigurationError, match="'test-jacobi' is already registered"):
+            register_solver(type("Shouting", (Jacobi,), {"name": "Test-Jacobi"}))  # names ignore case
+        with pytest.raises(UnsupportedConfigurationError, match="must set a class attribute 'name'"):
+            register_solver(type("Nameless", (Jacobi,), {"name": ""}))
+        # mixed case is kept as registered and found in any case; a summary can be given
+        Mixed = register_solver(summary="Jacobi under another name")(type("Mixed", (Jacobi,), {"name": "Test-Mixed"}))
+        assert type(get_solver("TEST-MIXED")) is Mixed and SOLVERS.canonical("test-mixed") == "Test-Mixed"
+        assert SOLVERS.entry("test-mixed").summary == "Jacobi under another name"
+    assert "test-jacobi" not in available_solvers() and "test-mixed" not in SOLVERS
 
 
 def _skew_orthogonal_to_probes(d: int) -> tuple[torch.Tensor, torch.Tensor]:
