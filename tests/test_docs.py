@@ -50,19 +50,17 @@ def _blocks(lang: str) -> list[tuple[int, str]]:
 @pytest.fixture
 def restore_registries() -> Iterator[None]:
     """The examples register a solver backend and a task: remove whatever they add."""
-    from digital.solvers import registry
-    from digital.tasks import TASK_SPECS, TASKS
+    from digital.solvers import SOLVERS
+    from digital.tasks import TASKS
+    from tests.digital.registry_helpers import registries_restored
 
-    saved = (dict(registry._REGISTRY), dict(TASKS), dict(TASK_SPECS))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is fastest and steadiest
     try:
-        yield
+        with registries_restored(SOLVERS, TASKS):
+            yield
     finally:
         torch.set_num_threads(threads)
-        for current, before in zip((registry._REGISTRY, TASKS, TASK_SPECS), saved):
-            current.clear()
-            current.update(before)
 
 
 def test_the_guide_has_python_examples() -> None:

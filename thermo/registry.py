@@ -11,6 +11,7 @@ added to by registering in the module that defines it (``PRESETS.add("name", fac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -61,6 +62,17 @@ class Registry(Generic[T]):
             return self.add(name, value, summary)
 
         return decorate
+
+    @contextmanager
+    def restored(self) -> Iterator[None]:
+        """Within the block, register freely; on leaving, the registry holds what it held before
+        (for tests and examples that register a kind of their own)."""
+        saved = dict(self._entries)
+        try:
+            yield
+        finally:
+            self._entries.clear()
+            self._entries.update(saved)
 
     # --- lookup -------------------------------------------------------------------------------
     def entry(self, name: object) -> Entry[T]:

@@ -23,7 +23,7 @@ from .base import LinearSolver, SolverDiagnostics
 from .registry import register_solver
 
 
-@register_solver
+@register_solver(summary="the simulated thermodynamic device (thermo): any hardware preset, chip or DeviceSpec")
 class ThermoSolver(LinearSolver):
     """``hardware``: a hardware preset name (``ideal``, ``published``, ``noisy``...), a chip
     (:class:`thermo.HardwareSpec`, one chip on the default link) or a whole device

@@ -34,3 +34,12 @@ def test_unknown_and_duplicate_names_raise_the_kinds_error() -> None:
         reg.add("", 3)
     with pytest.raises(UnknownNameError):
         Registry("thing").get(None)
+
+
+def test_restored_undoes_what_the_block_registers() -> None:
+    reg: Registry[int] = Registry("widget", KindError)
+    reg.add("alpha", 1)
+    with reg.restored():
+        reg.add("beta", 2)
+        assert reg.names() == ("alpha", "beta")
+    assert reg.names() == ("alpha",)
