@@ -21,7 +21,6 @@ runtime ``O(n^2 kappa^2)`` of Donatella et al. 2025 (arXiv 2502.08603, abstract)
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import warnings
@@ -138,13 +137,13 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
         seconds = RooflineModel(gpu).time_s(cholesky_inverse(n, precision="float32"))
         return {"time_s": 2 * seconds, "analog_time_s": 0.0, "source": f"roofline {gpu.name}", **NOT_MEASURED}
     from cosim.step_graphs import factor_spectrum
-    from thermo import cost, preset
+    from thermo import DeviceSpec, cost, preset
 
     if cfg.system is not None:
-        hw = SystemSpec.load(cfg.system).analog_hardware()
+        hw = SystemSpec.load(cfg.system).device
     else:
-        hw = dataclasses.replace(preset(cfg.hardware), n_chips=cfg.n_chips)
-    spectrum = factor_spectrum(hw, n, float(point["kappa"]))
+        hw = DeviceSpec(chip=preset(cfg.hardware), n_chips=cfg.n_chips)
+    spectrum = factor_spectrum(hw.chip, n, float(point["kappa"]))
     if kind == "thermo-inverse":
         t = cost.estimate_inverse(hw, spectrum, target_rel_error=cfg.target_rel_error)
     else:

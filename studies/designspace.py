@@ -120,7 +120,7 @@ def projection_points(cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
 def _hardware(cfg: DesignSpaceConfig, bits: int, mismatch_sigma: float = 0.0) -> Any:
     from thermo import preset
 
-    base = _system(cfg).analog.hardware if cfg.system is not None else preset(cfg.hardware)
+    base = _system(cfg).device.chip if cfg.system is not None else preset(cfg.hardware)
     return base.with_converter_bits(bits).replace(mismatch_sigma=mismatch_sigma)
 
 
@@ -143,7 +143,7 @@ def project_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, A
     system = _system(cfg)
     hw = _hardware(cfg, int(point["bits"]))
     hw = hw.replace(tau_s=hw.tau_s * float(point["tau_scale"]))
-    system = dataclasses.replace(system, analog=dataclasses.replace(system.analog, hardware=hw))
+    system = dataclasses.replace(system, device=system.device.replace(chip=hw))
     projected = project_methods(cfg.workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus,
                                 inv_update_steps=cfg.inv_update_steps, target_rel_error=float(point["target_rel_error"]))
     keep = ("adam_s", "kfac_s", "tkfac_s", "speedup_vs_kfac", "speedup_vs_adam", "kfac_vs_adam", "tkfac_bottleneck")

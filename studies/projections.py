@@ -152,17 +152,27 @@ def base_system(gpu: str, link: str, hardware: str, n_chips: int, system: str | 
 
 
 def describe_system(system: Any) -> str:
-    """One line naming a system's GPU, link, analog hardware and chips, for the reports."""
-    hw = system.analog.hardware
+    """One line naming a system's GPU, link, analog hardware, chips and device knobs, for the reports."""
+    device = system.device
+    hw, link = device.chip, device.link
     bits = "ideal" if hw.bits_A is None else f"{hw.bits_A}-bit"
     origin = f" (system file: {system.name})" if system.name else ""
-    return (f"{system.gpu.name}, link {system.link.name or 'custom'} ({system.link.bandwidth_bps / 1e9:g} Gb/s), "
-            f"{system.analog.n_chips} analog chip(s) with {bits} couplings and tau = {hw.tau_s * 1e6:g} us{origin}")
+    knobs = [f"{device.coupling_delivery.value} couplings"]
+    if device.dac_channels is not None or device.adc_channels is not None:
+        knobs.append(f"{device.dac_channels or 'one per unit'} DAC / {device.adc_channels or 'one per unit'} ADC channel(s) per chip")
+    if device.resident_couplings:
+        knobs.append("resident factors")
+    if device.replicas:
+        knobs.append("replicas")
+    return (f"{system.gpu.name}, device {device.name or 'custom'}: link {link.name or 'custom'} "
+            f"({link.bandwidth_bps / 1e9:g} Gb/s), {device.n_chips} analog chip(s) with {bits} couplings and "
+            f"tau = {hw.tau_s * 1e6:g} us, {', '.join(knobs)}{origin}")
 
 
 def _system(cfg: ProjectionConfig, knob: str, value: float) -> Any:
     system = base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips, cfg.system)
-    hw, link, chips = system.analog.hardware, system.link, system.analog.n_chips
+    device = system.device
+    hw, link, chips = device.chip, device.link, device.n_chips
     if knob == "tau_scale":
         hw = dataclasses.replace(hw, tau_s=hw.tau_s * value)
     elif knob == "bits":
@@ -171,8 +181,7 @@ def _system(cfg: ProjectionConfig, knob: str, value: float) -> Any:
         link = dataclasses.replace(link, bandwidth_bps=link.bandwidth_bps * value)
     elif knob == "n_chips":
         chips = int(value)
-    analog = dataclasses.replace(system.analog, hardware=hw, n_chips=chips)
-    return dataclasses.replace(system, link=link, analog=analog)
+    return dataclasses.replace(system, device=device.replace(chip=hw, link=link, n_chips=chips))
 
 
 def points(cfg: ProjectionConfig, ratios: tuple[float, ...]) -> list[dict[str, Any]]:
