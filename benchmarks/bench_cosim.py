@@ -53,7 +53,7 @@ def main() -> None:
     shape = ModelShape(tuple(LayerShape(f"fc{i}", 512, 512) for i in range(args.layers)), batch_size=128, output_dim=512)
     system = SystemSpec.from_presets(n_chips=4)
     pattern = step_pattern(shape, system, StepModel(method="kfac", inverse_on="analog", inv_update_steps=10))
-    caps = {"analog": system.analog.n_chips}
+    caps = system.resources()
     tasks_per_pattern = sum(len(g.tasks) for g in pattern)
 
     simpy.Environment = CountingEnvironment  # type: ignore[misc]  # count events in the baseline
