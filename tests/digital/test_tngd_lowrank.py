@@ -123,7 +123,7 @@ def test_the_path_follows_the_hardware() -> None:
     model = mlp()
     assert TNGD(model, hardware="ideal").method == "exact"
     published = TNGD(model, hardware="published")  # its coupling DAC is modelled on the exact path
-    assert published.method == "exact" and published.device.spec.bits_coupling == 16
+    assert published.method == "exact" and published.device.hardware.bits_A == 16
     assert TNGD(model, hardware="published", method="krylov").method == "krylov"
     assert TNGD(model, hardware=HardwareSpec.published(mismatch_sigma=0.01)).method == "simulator"
     with pytest.raises(UnsupportedConfigurationError, match="clipping"):
@@ -131,7 +131,9 @@ def test_the_path_follows_the_hardware() -> None:
     with pytest.raises(UnsupportedConfigurationError, match="mismatch.*drift"):
         TNGD(model, hardware="noisy", method="krylov")
     exact = TNGD(model, hardware=HardwareSpec.published(bits_A=None), n_readout=3)
-    assert exact.method == "exact" and exact.device.spec.bits_in == 16 and exact.device.spec.n_readout == 3
+    assert exact.method == "exact" and exact.device.hardware.bits_b == 16 and exact.device.spec.n_readout == 3
+    noisier = TNGD(model, hardware="published", kappa=1e-3)  # kappa replaces the chip's kT on the device
+    assert noisier.device.hardware == HardwareSpec.published(kT=1e-3) and noisier.hardware == HardwareSpec.published()
     with pytest.raises(UnsupportedConfigurationError, match="delay_tau"):
         TNGD(model, method="simulator", delay_tau=1.0)
     with pytest.raises(UnsupportedConfigurationError, match="method"):
