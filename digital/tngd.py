@@ -80,7 +80,14 @@ import torch
 from torch import Tensor, nn
 
 from thermo import AnalogState, HardwareSpec, SolverConfig, exact, lowrank_device, preset, stepwise
-from thermo.capabilities import Nonideality, UnmodelledHardwareError, check_modelled, describe, first_covering, unmodelled
+from thermo.capabilities import (
+    Nonideality,
+    UnmodelledHardwareError,
+    check_modelled,
+    describe,
+    first_covering,
+    unmodelled,
+)
 from thermo.errors import NonFiniteInputError
 from thermo.lowrank_device import (
     LowRankDevice,
@@ -107,7 +114,10 @@ SIMULATOR_MODELS: frozenset[Nonideality] = exact.MODELS | stepwise.MODELS
 reads the state of one analog run, which a tiled (block-iterated) solve does not have."""
 
 #: TNGD's paths in the order ``auto`` prefers them, with what each models
-PATHS: tuple[tuple[str, frozenset[Nonideality]], ...] = (("exact", lowrank_device.MODELS), ("simulator", SIMULATOR_MODELS))
+PATHS: tuple[tuple[str, frozenset[Nonideality]], ...] = (
+    ("exact", lowrank_device.MODELS),
+    ("simulator", SIMULATOR_MODELS),
+)
 _PATH_MODELS = {"exact": lowrank_device.MODELS, "krylov": lowrank_device.MODELS, "simulator": SIMULATOR_MODELS}
 _PATH_ALTERNATIVE = {
     "exact": "use method='simulator' (the dense chip simulator)",
@@ -218,11 +228,12 @@ class TNGD(CurvatureOptimizer):
                         delay_tau=delay_tau)
         super().__init__(model, defaults, loss)
         self.hardware = preset(hardware) if isinstance(hardware, str) else hardware
+        what = f"TNGD's method={method!r}"
         if method == "auto":  # the first path that models the hardware (none: the simulator's refusal)
             method = first_covering(PATHS, self.hardware, self.num_params) or "simulator"
+            what = f"TNGD's method='auto' (here {method!r})"
         try:
-            check_modelled(self.hardware, _PATH_MODELS[method], f"TNGD's method={method!r}", _PATH_ALTERNATIVE[method],
-                           self.num_params)
+            check_modelled(self.hardware, _PATH_MODELS[method], what, _PATH_ALTERNATIVE[method], self.num_params)
         except UnmodelledHardwareError as err:
             raise UnsupportedConfigurationError(str(err)) from err
         if method == "simulator" and delay_tau:

@@ -24,9 +24,9 @@ Which fields are not non-idealities: ``tau_s``, ``kT``, ``coupling_range``, ``in
 the dynamics.
 
 Adding a non-ideality means: a :class:`HardwareSpec` field that switches it (off by default),
-one :class:`Nonideality` member, its line in :func:`required` (and in the label and turn-off
-tables below, which a test keeps complete), and the integrators that model it add it to their
-``MODELS``. Nothing else changes: the routing and the refusals pick it up from the lists.
+one :class:`Nonideality` member, its line in :func:`required` (and its entries in the
+``_LABELS`` and :data:`TURN_OFF` tables, which a test keeps complete), and the integrators that
+model it add it to their ``MODELS``. Nothing else changes: the routing and the refusals pick it up from the lists.
 """
 
 from __future__ import annotations
@@ -133,21 +133,21 @@ _LABELS: dict[Nonideality, Callable[[HardwareSpec, int | None], str]] = {
     Nonideality.TILING: lambda hw, n: f"finite chip size (n_units={hw.n_units} < N={n}: needs tiling)",
 }
 
-# the HardwareSpec fields that turn each feature off
-TURN_OFF: dict[Nonideality, str] = {
-    Nonideality.COUPLING_QUANTIZATION: "bits_A=None",
-    Nonideality.INPUT_QUANTIZATION: "bits_b=None",
-    Nonideality.ADC_QUANTIZATION: "bits_adc=None",
-    Nonideality.STOCHASTIC_ROUNDING: "rounding='nearest'",
-    Nonideality.READOUT_CLIPPING: "v_range_v=math.inf",
-    Nonideality.DYNAMICS_CLIPPING: "clip_in_dynamics=False",
-    Nonideality.SYMMETRIC_MISMATCH: "mismatch_sigma=0",
-    Nonideality.ASYMMETRIC_MISMATCH: "mismatch_sigma=0",
-    Nonideality.DRIFT: "drift_sigma=0",
-    Nonideality.UNDERDAMPED: "regime='overdamped'",
-    Nonideality.TILING: "n_units=None",
+TURN_OFF: dict[Nonideality, dict[str, object]] = {
+    Nonideality.COUPLING_QUANTIZATION: {"bits_A": None},
+    Nonideality.INPUT_QUANTIZATION: {"bits_b": None},
+    Nonideality.ADC_QUANTIZATION: {"bits_adc": None},
+    Nonideality.STOCHASTIC_ROUNDING: {"rounding": "nearest"},
+    Nonideality.READOUT_CLIPPING: {"v_range_v": math.inf},
+    Nonideality.DYNAMICS_CLIPPING: {"clip_in_dynamics": False},
+    Nonideality.SYMMETRIC_MISMATCH: {"mismatch_sigma": 0.0},
+    Nonideality.ASYMMETRIC_MISMATCH: {"mismatch_sigma": 0.0},
+    Nonideality.DRIFT: {"drift_sigma": 0.0},
+    Nonideality.UNDERDAMPED: {"regime": "overdamped"},
+    Nonideality.TILING: {"n_units": None},
 }
-"""For each member, the ``HardwareSpec.replace`` arguments that switch it off."""
+"""For each member, the ``HardwareSpec.replace`` arguments that switch it off (the rails: an ADC
+or clipping inside the dynamics needs them, so those go first)."""
 
 
 def describe(feature: Nonideality, hw: HardwareSpec, size: int | None = None) -> str:
@@ -167,7 +167,10 @@ def refusal(
     """The message of a refusal: ``what`` cannot model ``features`` of ``hw``; ``alternative``
     (e.g. "use the dense simulator") or turn them off."""
     features = list(features)
-    off = ", ".join(dict.fromkeys(TURN_OFF[f] for f in features))  # both mismatch kinds: one switch
+    changes: dict[str, object] = {}
+    for feature in features:  # both mismatch kinds share one switch
+        changes.update(TURN_OFF[feature])
+    off = ", ".join(f"{name}={'math.inf' if value == math.inf else repr(value)}" for name, value in changes.items())
     return (
         f"{what} cannot model {', '.join(describe(f, hw, size) for f in features)}; "
         f"{alternative}, or turn {'it' if len(features) == 1 else 'them'} off (hardware.replace({off}))"
