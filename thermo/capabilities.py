@@ -26,15 +26,15 @@ the dynamics.
 Adding a non-ideality means: a :class:`HardwareSpec` field that switches it (off by default),
 one :class:`Nonideality` member, its line in :func:`required` (and its entries in the
 ``_LABELS`` and :data:`TURN_OFF` tables, which a test keeps complete), and the integrators that
-model it add it to their ``MODELS``. Nothing else changes: the routing and the refusals pick it up from the lists.
+model it add it to their ``MODELS``. Nothing else changes: the routing and the refusals pick it
+up from the lists.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import Enum
-from typing import Callable
 
 from .errors import HardwareSpecError, InputError
 from .hardware import HardwareSpec
@@ -146,8 +146,8 @@ TURN_OFF: dict[Nonideality, dict[str, object]] = {
     Nonideality.UNDERDAMPED: {"regime": "overdamped"},
     Nonideality.TILING: {"n_units": None},
 }
-"""For each member, the ``HardwareSpec.replace`` arguments that switch it off (the rails: an ADC
-or clipping inside the dynamics needs them, so those go first)."""
+"""For each member, the ``HardwareSpec.replace`` arguments that switch it off (removing the rails
+also needs ``bits_adc=None`` and ``clip_in_dynamics=False``, which depend on them)."""
 
 
 def describe(feature: Nonideality, hw: HardwareSpec, size: int | None = None) -> str:
