@@ -22,7 +22,7 @@ import numpy as np
 
 from . import cost, exact, planning, stepwise
 from .backends import Array, ArrayBackend, get_backend
-from .capabilities import Nonideality, check_modelled, first_covering, unmodelled
+from .capabilities import Nonideality, UnmodelledHardwareError, first_covering, refusal, unmodelled
 from .errors import InputError, NotPositiveDefiniteError, ShapeMismatchError
 from .exact import EigenOU, ModeState, eigen_plan_bytes
 from .hardware import HardwareSpec
@@ -37,7 +37,10 @@ from .validation import check_count, check_finite, check_system, to_host
 
 # The solver's integrators in the order it prefers them (exact in law first); each covers the
 # non-idealities its module declares (thermo.capabilities).
-INTEGRATORS: tuple[tuple[str, frozenset[Nonideality]], ...] = (("exact", exact.MODELS), ("stepwise", stepwise.MODELS))
+INTEGRATORS: tuple[tuple[str, frozenset[Nonideality]], ...] = (
+    ("exact", exact.MODELS),
+    ("stepwise", stepwise.MODELS),
+)
 
 
 class ThermoWarning(UserWarning):
@@ -342,13 +345,13 @@ class ThermodynamicSolver:
         """The first allowed integrator whose ``MODELS`` covers what the hardware requires of
         this block (:func:`thermo.capabilities.required`; a block fits its chip, so tiling is not
         asked of it); a method asked for that does not cover it is refused, naming what is missing."""
-        size = programmed.realized.shape[0]
-        method = first_covering(self._candidates(), self.hw, size)
-        if method is None:
-            name, models = self._candidates()[-1]
+        size, candidates = programmed.realized.shape[0], self._candidates()
+        method = first_covering(candidates, self.hw, size)
+        if method is None:  # name what the last allowed (the most general) integrator lacks
+            name, models = candidates[-1]
             alternative = "use method='stepwise'" if name != "stepwise" else "no integrator of the solver models it"
-            check_modelled(self.hw, models, f"the solver's method={name!r}", alternative, size)
-        assert method is not None
+            missing = unmodelled(self.hw, models, size)
+            raise UnmodelledHardwareError(refusal(self.hw, missing, f"the solver's method={name!r}", alternative, size))
         return method
 
     def _spectrum(self, realized: np.ndarray, ou: EigenOU | None) -> np.ndarray:
