@@ -10,15 +10,19 @@ Two device paths (``method``):
   ``U^T`` (a JVP). With a coupling DAC the arrays are programmed as below. ``krylov`` replaces
   the ``eigh`` by Lanczos (large ``r``).
 * ``simulator``: the chip of :mod:`thermo` with everything it models, on a dense ``N x N``
-  ``A`` (described below). ``auto`` takes it only for what the exact path cannot model
-  (:func:`simulator_only_features`); its planned memory (``N x N`` arrays, the factor, the
-  chains) is checked first (:func:`dense_plan_bytes`, :func:`thermo.memory.check_memory`), so a
-  plan beyond the budget is refused at construction, naming the size and the alternative.
+  ``A`` (described below). ``auto`` takes it only for what the exact path cannot model; its
+  planned memory (``N x N`` arrays, the factor, the chains) is checked first
+  (:func:`dense_plan_bytes`, :func:`thermo.memory.check_memory`), so a plan beyond the budget is
+  refused at construction, naming the size and the alternative.
 
-What the exact low-rank path models (the one declared list; everything else of a
-:class:`~thermo.HardwareSpec` is either refused there or has no counterpart):
+Which path models what is read from the declared lists of :mod:`thermo.capabilities`:
+:data:`thermo.lowrank_device.MODELS` for ``exact``/``krylov``, :data:`SIMULATOR_MODELS` for
+``simulator``; ``auto`` takes the first that covers everything the hardware switches on
+(:func:`thermo.capabilities.required`, with ``N`` the parameter count) and a path asked for
+that does not is refused, naming what it lacks. The exact low-rank path models:
 
-* thermal noise: ``kappa`` is the hardware's ``kT`` (or the ``kappa`` argument);
+* thermal noise: the noise strength ``kappa`` of the dynamics is the hardware's ``kT`` (the
+  ``kappa`` argument replaces it: ``hardware.replace(kT=kappa)``);
 * the coupling DAC (``bits_A``, ``rounding``, ``coupling_range``) on the paper's three resistor
   arrays ``J_f`` (``b d_z x N``), ``H_L`` (``b d_z x b d_z``) and ``J_f^T``, each auto-ranged to
   its own largest entry as the dense chip's couplings are (:func:`thermo.lowrank_device.program_arrays`):
@@ -26,13 +30,14 @@ What the exact low-rank path models (the one declared list; everything else of a
   checked against the memory budget), the realized ``A_q = J_q^T H_q J_q / b + lambda I`` is
   propagated exactly (:class:`thermo.lowrank.LowRankOU` with the core ``H_q``); ``lambda`` is
   exact (its resistors hold one value, which an auto-ranged DAC represents exactly);
-* the input DAC ``bits_b`` and the readout ADC ``bits_adc`` (auto-ranged: the rails
-  ``v_range_v`` never clip there);
+* the input DAC ``bits_b`` and the readout ADC ``bits_adc``, rounding as ``rounding``
+  (auto-ranged: the rails ``v_range_v`` never clip there);
 * the readout: ``n_readout`` samples every ``hardware.sample_interval_tau`` ending at ``t``;
 * the delay ``t_d`` (``delay_tau``) on the previous upload, and the warm start.
 
-Only the simulator models (:func:`simulator_only_features`): static mismatch, drift, clipping
-inside the dynamics and underdamped (RLC) nodes. Neither path of TNGD tiles (``n_units``).
+Only the simulator models static mismatch, drift, clipping inside the dynamics and underdamped
+(RLC) nodes. Neither path of TNGD tiles: ``N > n_units`` is refused (TNGD reads the state of one
+analog run, which a block-iterated solve does not have).
 
 Each step the digital side computes the gradient ``g`` and the GGN factor ``U``; the analog
 device holds ``A = U U^T + lambda I`` and ``g`` and its node voltages follow the
@@ -74,7 +79,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from thermo import AnalogState, HardwareSpec, SolverConfig, preset
+from thermo import AnalogState, HardwareSpec, SolverConfig, exact, lowrank_device, preset, stepwise
+from thermo.capabilities import (
+    Nonideality,
+    UnmodelledHardwareError,
+    check_modelled,
+    describe,
+    first_covering,
+    unmodelled,
+)
 from thermo.errors import NonFiniteInputError
 from thermo.lowrank_device import (
     LowRankDevice,
@@ -96,24 +109,21 @@ INITIAL_STATES = ("gradient", "zero")
 METHODS = ("auto", "exact", "krylov", "simulator")
 _RESERVED = ("burn_in_tau", "window_tau")
 
+SIMULATOR_MODELS: frozenset[Nonideality] = exact.MODELS | stepwise.MODELS
+"""What the simulator path models: the chip simulator's integrators. Not the chip size: TNGD
+reads the state of one analog run, which a tiled (block-iterated) solve does not have."""
 
-def simulator_only_features(hw: HardwareSpec) -> list[str]:
-    """What of ``hw`` the exact low-rank path cannot model (empty: it models all of it; the
-    list of what it models is in the module docstring).
-
-    The exact path auto-ranges its converters to the values converted (the paper's loop states
-    no scaling into volts), so the rails ``v_range_v`` never clip there; clipping inside the
-    dynamics needs the simulator. The coupling DAC is modelled on the exact path."""
-    reasons = []
-    if hw.mismatch_sigma > 0:
-        reasons.append(f"mismatch (mismatch_sigma={hw.mismatch_sigma:g})")
-    if hw.drift_sigma > 0:
-        reasons.append(f"drift (drift_sigma={hw.drift_sigma:g})")
-    if hw.clip_in_dynamics:
-        reasons.append("clipping inside the dynamics")
-    if hw.regime != "overdamped":
-        reasons.append(f"{hw.regime} nodes")
-    return reasons
+#: TNGD's paths in the order ``auto`` prefers them, with what each models
+PATHS: tuple[tuple[str, frozenset[Nonideality]], ...] = (
+    ("exact", lowrank_device.MODELS),
+    ("simulator", SIMULATOR_MODELS),
+)
+_PATH_MODELS = {"exact": lowrank_device.MODELS, "krylov": lowrank_device.MODELS, "simulator": SIMULATOR_MODELS}
+_PATH_ALTERNATIVE = {
+    "exact": "use method='simulator' (the dense chip simulator)",
+    "krylov": "use method='simulator' (the dense chip simulator)",
+    "simulator": "TNGD reads the state of one analog run, which a tiled (block-iterated) solve does not have",
+}
 
 
 def dense_plan_bytes(n: int, rank: int, hw: HardwareSpec, itemsize: int = 4) -> int:
@@ -152,12 +162,13 @@ class TNGD(CurvatureOptimizer):
         initial_state: the first (or every, without ``warm_start``) step starts from
             ``gradient`` (``x0 = g``) or ``zero`` volts.
         method: ``auto`` (``exact`` unless the hardware has something only the simulator
-            models, see :func:`simulator_only_features`), ``exact``, ``krylov`` or ``simulator``.
+            models, see :data:`PATHS`), ``exact``, ``krylov`` or ``simulator``.
         delay_tau: ``t_d``, analog time the device runs on the previous upload between the read
             and the next upload (tau; exact/krylov paths).
         n_readout: samples averaged by the readout (every ``hardware.sample_interval_tau``,
             ending at ``t``; default from ``readout_window_tau``).
-        kappa: noise strength of the exact path (default: ``hardware.kT``).
+        kappa: noise strength of the exact path: its device runs on ``hardware.replace(kT=kappa)``
+            (default: the hardware's ``kT``).
         adam: TNGD-Adam: feed the read to Adam with ``beta1 = beta2 = 0``, i.e. step by
             ``lr * x / (|x| + adam_eps)`` elementwise.
         solver_config_options: other :class:`thermo.SolverConfig` fields of the simulator path
@@ -217,14 +228,14 @@ class TNGD(CurvatureOptimizer):
                         delay_tau=delay_tau)
         super().__init__(model, defaults, loss)
         self.hardware = preset(hardware) if isinstance(hardware, str) else hardware
-        unsupported = simulator_only_features(self.hardware)
-        if method == "auto":  # the exact path unless the hardware needs the simulator
-            method = "simulator" if unsupported else "exact"
-        elif method != "simulator" and unsupported:
-            raise UnsupportedConfigurationError(
-                f"method={method!r} propagates the linear device exactly and cannot model {', '.join(unsupported)}; "
-                "use method='simulator', or a hardware without them (hardware.replace(...))"
-            )
+        what = f"TNGD's method={method!r}"
+        if method == "auto":  # the first path that models the hardware (none: the simulator's refusal)
+            method = first_covering(PATHS, self.hardware, self.num_params) or "simulator"
+            what = f"TNGD's method='auto' (here {method!r})"
+        try:
+            check_modelled(self.hardware, _PATH_MODELS[method], what, _PATH_ALTERNATIVE[method], self.num_params)
+        except UnmodelledHardwareError as err:
+            raise UnsupportedConfigurationError(str(err)) from err
         if method == "simulator" and delay_tau:
             raise UnsupportedConfigurationError("delay_tau is modelled by the exact and krylov paths only")
         self.method = method
@@ -235,10 +246,8 @@ class TNGD(CurvatureOptimizer):
         if method != "simulator":
             h = self.hardware.sample_interval_tau
             n_samples = n_readout if n_readout is not None else max(1, round(readout_window_tau / h))
-            spec = LowRankDeviceSpec.from_hardware(
-                self.hardware, n_readout=n_samples, method="eigen" if method == "exact" else "krylov",
-                **({} if kappa is None else {"kappa": kappa}),
-            )
+            chip = self.hardware if kappa is None else self.hardware.replace(kT=kappa)
+            spec = LowRankDeviceSpec(chip, n_readout=n_samples, method="eigen" if method == "exact" else "krylov")
             self.device = LowRankDevice(spec)
         elif kappa is not None or n_readout is not None:
             raise UnsupportedConfigurationError("kappa and n_readout belong to the exact path; the simulator reads "
@@ -253,25 +262,17 @@ class TNGD(CurvatureOptimizer):
             self._schedule(analog_time_tau, readout_window_tau)  # refuse off-grid times now
         if method == "simulator":
             self._check_dense_plan(rank=0)  # the N x N part is known now: refuse before any step
-        n_units = self.hardware.n_units
-        if method == "simulator" and n_units is not None and self.num_params > n_units:
-            # The simulator block-iterates larger matrices (Gauss-Seidel sweeps of block solves):
-            # there is no single analog run whose state after time t could be read.
-            raise UnsupportedConfigurationError(
-                f"TNGD reads the state of one analog run, but N = {self.num_params} parameters exceed the "
-                f"chip's n_units = {n_units}; use hardware.replace(n_units=None) (one large chip)"
-            )
 
     def _check_dense_plan(self, rank: int) -> None:
         """Refuse a simulator plan beyond the memory budget (:func:`dense_plan_bytes`)."""
-        unsupported = simulator_only_features(self.hardware)
+        n = self.num_params
+        unsupported = [describe(f, self.hardware, n) for f in unmodelled(self.hardware, lowrank_device.MODELS, n)]
         if unsupported:
             alternative = (f"hardware without {', '.join(unsupported)} (hardware.replace(...)), which TNGD propagates "
                            "on the exact low-rank path")
         else:
             alternative = "method='auto' (this hardware runs on the exact low-rank path)"
         itemsize = self.param_groups[0]["params"][0].element_size()
-        n = self.num_params
         check_memory(dense_plan_bytes(n, rank, self.hardware, itemsize),
                      f"TNGD's chip simulator (dense N x N couplings, N = {n})", alternative)
 
@@ -381,8 +382,9 @@ class TNGD(CurvatureOptimizer):
         inputs = self._batch[0]
         device.generator = torch.Generator(device=g.device).manual_seed(self._step_seed())
         notes: tuple[str, ...] = ()
+        chip = device.hardware
         try:  # LowRankCurvature refuses a non-finite Gram; the device a state it cannot propagate
-            if device.spec.bits_coupling is None:  # ideal arrays: matrix-free, J_f never formed
+            if chip.bits_A is None:  # ideal arrays: matrix-free, J_f never formed
                 op = GGNOperator(self.model, inputs, loss=self.loss, params=trainable_params(self.model),
                                  check=self._step_count == 0, reduced_factor=True)
                 curvature = LowRankCurvature(apply_u=op.apply_u, apply_ut=op.apply_ut, gram=op.gram(),
@@ -390,7 +392,7 @@ class TNGD(CurvatureOptimizer):
             else:
                 arrays = self._program(inputs)
                 curvature = arrays.curvature(damping)
-                notes = ((f"coupling DAC {device.spec.bits_coupling} bits: J_f rel. error "
+                notes = ((f"coupling DAC {chip.bits_A} bits: J_f rel. error "
                           f"{arrays.jacobian_rel_error:.2e}, H_L {arrays.hessian_rel_error:.2e}"),)
             t2 = time.perf_counter()
             device.upload(curvature, g)
@@ -408,13 +410,13 @@ class TNGD(CurvatureOptimizer):
         self._batch = None
         rank = curvature.rank
         self.last_diagnostics = SolverDiagnostics(
-            f"tngd-{self.method}", t3 - t2, analog_time_s=analog_tau * device.spec.tau_s,
+            f"tngd-{self.method}", t3 - t2, analog_time_s=analog_tau * chip.tau_s,
             notes=(f"rank {rank}, numerical rank {getattr(device.process, 'numerical_rank', rank)}", *notes),
         )
         self.last_stats = {
             "step": self._step_count, "N": curvature.n, "rank": rank, "damping": damping,
             "loss": float(loss.detach()) if isinstance(loss, Tensor) else float("nan"),
-            "analog_time_tau": analog_tau, "analog_time_s": analog_tau * device.spec.tau_s, "matrix_time": t,
+            "analog_time_tau": analog_tau, "analog_time_s": analog_tau * chip.tau_s, "matrix_time": t,
             "gradient_s": t1 - t0, "curvature_s": t2 - t1, "device_s": t3 - t2, "update_s": time.perf_counter() - t3,
         }
         return loss
@@ -423,14 +425,14 @@ class TNGD(CurvatureOptimizer):
         """The batch's ``J_f`` (formed layer by layer) and ``H_L`` through the coupling DAC;
         kept as :attr:`programmed`."""
         assert self.device is not None
-        spec = self.device.spec
+        chip = self.device.hardware
         jac, outputs = output_jacobian(self.model, inputs, params=trainable_params(self.model),
                                        check=self._step_count == 0)
         # programming holds the scaled array, its levels and the realized copy beside J_f
         check_memory(3 * jac.numel() * jac.element_size(), f"programming the J_f array ({tuple(jac.shape)})",
                      "hardware with an ideal coupling DAC (hardware.replace(bits_A=None): J_f is never formed)")
         hessian = loss_hessian(outputs, self.loss).to(jac.dtype)
-        self.programmed = program_arrays(jac, hessian, spec.bits_coupling, spec.rounding, spec.coupling_range,
+        self.programmed = program_arrays(jac, hessian, chip.bits_A, chip.rounding, chip.coupling_range,
                                          seed=self._step_seed())
         return self.programmed
 

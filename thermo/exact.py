@@ -14,6 +14,14 @@ for any ``h``. Everything here is exact in law; no time discretization error is 
 Window averages of a regularly sampled readout are drawn from their closed-form law: the map is
 augmented with an accumulator of the position and raised to the ``N``-th power by repeated
 squaring (``O(d log N)``), so the time-averaged solution costs ``O(d^2)`` whatever the window.
+
+What a run through this integrator represents (:data:`MODELS`, read by the solver's routing,
+:mod:`thermo.capabilities`): any static symmetric realized matrix, so the coupling DAC (either
+rounding) and symmetric mismatch, which :mod:`thermo.program` applies before the
+eigendecomposition; the quantized input; ADC rounding and the rails on the readout, applied to
+the samples rotated back to ``x`` (:mod:`thermo.readout`); both regimes. Not: a non-symmetric
+matrix (asymmetric mismatch), couplings that change during the run (drift) or rails inside the
+dynamics (non-linear): no eigenbasis diagonalizes those.
 """
 
 from __future__ import annotations
@@ -25,10 +33,21 @@ import numba
 import numpy as np
 
 from .backends import Array, ArrayBackend, RandomSource
+from .capabilities import Nonideality
 from .errors import InputError, NotPositiveDefiniteError
 from .memory import check_memory
 from .validation import check_count, check_kT, check_rhs, check_system, check_times, to_host
 
+MODELS: frozenset[Nonideality] = frozenset({
+    Nonideality.COUPLING_QUANTIZATION,
+    Nonideality.INPUT_QUANTIZATION,
+    Nonideality.ADC_QUANTIZATION,
+    Nonideality.STOCHASTIC_ROUNDING,
+    Nonideality.READOUT_CLIPPING,
+    Nonideality.SYMMETRIC_MISMATCH,
+    Nonideality.UNDERDAMPED,
+})
+"""The non-idealities a run through the eigenbasis integrator represents exactly (module docstring)."""
 
 # ------------------------------------------------------------------------------------------------
 # per-mode transition laws (host, float64: the coefficients need the precision, they are O(d))

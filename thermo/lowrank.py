@@ -55,6 +55,13 @@ non-idealities that break linearity (clipping, drift), which neither exact path 
 
 All tensors are ``torch`` tensors; vectors are ``(N,)`` or ``(N, k)`` (``k`` independent columns,
 e.g. chains), and a ``(N,)`` input broadcasts against ``(N, k)`` ones.
+
+What the eigen and Krylov paths represent (:data:`MODELS`, :mod:`thermo.capabilities`): linear
+overdamped dynamics with a static symmetric ``A = U S U^T + lam I``, so quantized arrays through
+the core ``S`` (the coupling DAC of :func:`thermo.lowrank_device.program_arrays`, either
+rounding), nothing that breaks linearity, symmetry, the low-rank structure (an elementwise
+mismatch of ``A``) or the first-order dynamics (underdamped nodes). The converters around the
+run are the device's (:data:`thermo.lowrank_device.MODELS`).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .capabilities import Nonideality
 from .errors import (
     InputError,
     NonFiniteInputError,
@@ -76,6 +84,9 @@ from .errors import (
 from .exact import compose, power
 
 Tensor = torch.Tensor
+
+MODELS: frozenset[Nonideality] = frozenset({Nonideality.COUPLING_QUANTIZATION})
+"""The non-idealities the eigen and Krylov propagations represent exactly (module docstring)."""
 #: A table of per-eigenvalue coefficients: float64 eigenvalues ``(m,)`` -> float64 ``(m, p)``.
 CoefficientTable = Callable[[np.ndarray], np.ndarray]
 #: ``terms[o]`` lists the ``(input index, table column)`` pairs summed into output ``o``.

@@ -3,28 +3,34 @@
 Between two uploads the device holds a constant ``A = U U^T + lam I`` (``U`` ``(N, r)``, given by
 its products, see :mod:`thermo.lowrank`) and a constant input ``g``; its node voltages follow
 
-    dx = -(A x - g) dt + sqrt(2 kappa) dW        (t in units of tau),
+    dx = -(A x - g) dt + sqrt(2 kT) dW        (t in units of tau),
 
 so every transition is Gaussian with a closed form (:class:`thermo.lowrank.LowRankOU`), or its
-Lanczos approximation when the rank is too large for an eigendecomposition. The device here
-adds what the hardware does around that law (:class:`LowRankDeviceSpec`):
+Lanczos approximation when the rank is too large for an eigendecomposition. The chip is a
+:class:`~thermo.hardware.HardwareSpec` (every physical quantity is read from it: ``kT`` is the
+paper's ``kappa_0``); the device here adds what the hardware does around that law
+(:class:`LowRankDeviceSpec` holds the chip and the method's settings):
 
 - the coupling DAC programs the curvature's arrays (:func:`program_arrays`): the paper's device
   holds ``J_f`` (``b d_z x N``), ``H_L`` (``b d_z x b d_z``) and ``J_f^T`` in resistor arrays, each
-  quantized to ``bits_coupling`` with its full scale auto-ranged to its own largest entry (as
+  quantized to ``bits_A`` with its full scale auto-ranged to its own largest entry (as
   :func:`thermo.program.program_matrix` ranges the dense chip's couplings); the realized
   ``A_q = J_q^T H_q J_q / b + lam I`` is low rank with a core (:class:`~thermo.lowrank.LowRankCurvature`);
-- the input DAC converts ``g`` (``bits_in`` over ``+-input_range``; ``None`` range: the
+- the input DAC converts ``g`` (``bits_b`` over ``+-input_range``; ``None`` range: the
   converter is ranged to the largest ``|g_i|`` of each upload);
 - the state is read by ``n_readout`` samples every ``sample_interval_tau`` ending at the end of
-  the run, averaged, and converted by the ADC (``bits_out`` over ``+-output_range``, the same
-  auto-ranging rule);
+  the run, averaged, and converted by the ADC (``bits_adc`` over ``+-output_range``, the same
+  auto-ranging rule); the three converters round as ``rounding`` says;
 - between reading and the next upload the device keeps running on the previous upload for a
   delay ``t_d`` (:meth:`LowRankDevice.idle`): the digital side is computing the next gradient;
 - the state is kept across uploads (warm start) unless :meth:`LowRankDevice.reset` is called.
 
-Times are in tau; ``LowRankDeviceSpec.tau_s`` converts them to seconds. This module knows
-nothing about training: it takes a curvature operator and a vector.
+What it models is the one list :data:`MODELS` (:mod:`thermo.capabilities`); hardware that needs
+more (mismatch, drift, clipping inside the dynamics, underdamped nodes, a problem larger than
+``n_units``) is refused with :class:`~thermo.capabilities.UnmodelledHardwareError` naming it.
+
+Times are in tau; ``hardware.tau_s`` converts them to seconds. This module knows nothing about
+training: it takes a curvature operator and a vector.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from typing import Literal
 
 import torch
 
-from .backends import TorchBackend, get_backend
+from . import lowrank
+from .backends import RandomSource, TorchBackend
+from .capabilities import Nonideality, check_modelled
 from .errors import (
     HardwareSpecError,
     InputError,
@@ -50,88 +58,88 @@ from .quantize import Quantizer
 Tensor = torch.Tensor
 Method = Literal["auto", "eigen", "krylov"]
 
+MODELS: frozenset[Nonideality] = lowrank.MODELS | {
+    Nonideality.INPUT_QUANTIZATION,
+    Nonideality.ADC_QUANTIZATION,
+    Nonideality.STOCHASTIC_ROUNDING,
+    Nonideality.READOUT_CLIPPING,
+}
+"""What the low-rank device represents: the propagation's (:data:`thermo.lowrank.MODELS`, the
+coupling DAC on the arrays), the input DAC, the ADC, stochastic rounding in all three, and rails
+on the readout: the ADC saturates at its range, which sits at ``output_range`` in the units of
+``x`` (auto-ranged by default, the host scaling each reading into the rails as the dense solver's
+input scaling keeps its readout inside them)."""
+
+_WHAT = "the exact low-rank device (thermo.lowrank_device)"
+_ALTERNATIVE = "use the dense chip simulator (thermo.ThermodynamicSolver; TNGD's method='simulator')"
+
 
 @dataclass(frozen=True)
 class LowRankDeviceSpec:
-    """What the hybrid loop's device is: its time constant, noise, converters and readout.
+    """The hybrid loop's device: the chip it runs on and the method's settings.
 
-    ``kappa`` is the noise strength of the dynamics in the units of ``x`` (the stationary
-    covariance is ``kappa A^-1``; the paper's ``kappa_0``). ``method``: ``eigen`` (exact, one
-    ``eigh`` of the ``r x r`` Gram per upload), ``krylov`` (``krylov_steps`` Lanczos steps of
-    GGN-vector products per application) or ``auto`` (eigen up to ``max_eigen_rank``).
-    ``bits_coupling`` (``None``: ideal) and ``rounding`` are the coupling DAC that programs the
-    arrays (:func:`program_arrays`), ``coupling_range`` its full scale in DAC units.
+    ``hardware`` is the chip; every physical quantity is read from it: ``tau_s``, ``kT`` (the
+    noise strength of the dynamics in the units of ``x``: the stationary covariance is
+    ``kT A^-1``, the paper's ``kappa_0``), the coupling DAC (``bits_A``, ``rounding``,
+    ``coupling_range``) that programs the arrays (:func:`program_arrays`), the input DAC's
+    ``bits_b``, the ADC's ``bits_adc`` (all three rounding as ``rounding``) and the readout's
+    ``sample_interval_tau``. It must not need what the device does not model (:data:`MODELS`).
+
+    The rest are choices of the method, not properties of the chip:
+
+    - ``method``: ``eigen`` (exact, one ``eigh`` of the ``r x r`` Gram per upload), ``krylov``
+      (``krylov_steps`` Lanczos steps of GGN-vector products per application) or ``auto``
+      (eigen up to ``max_eigen_rank``);
+    - ``n_readout``: how many samples the host averages per read (the chip's sample rate sets
+      their spacing);
+    - ``input_range``, ``output_range`` (units of ``x``; ``None``: each conversion is ranged to
+      its largest ``|value|``): how the host scales ``g`` onto the input DAC and the read onto
+      the ADC. The chip's ranges are volts (``input_range_v``, ``v_range_v``) and the paper's
+      loop states no volts-per-unit-of-``x`` scale, so where the rails sit in ``x``'s units is
+      the host's scaling policy: auto-ranging is the dense solver's rule of scaling ``b`` to fill
+      the input DAC; a fixed range models a host that never rescales, and the ADC saturates there.
     """
 
-    tau_s: float = 1e-6
-    kappa: float = 0.0
-    bits_in: int | None = None
-    input_range: float | None = None
-    bits_out: int | None = None
-    output_range: float | None = None
-    n_readout: int = 1
-    sample_interval_tau: float = 0.1
+    hardware: HardwareSpec
     method: Method = "auto"
     max_eigen_rank: int = 4096
     krylov_steps: int = 40
-    bits_coupling: int | None = None
-    rounding: str = "nearest"
-    coupling_range: float = 1.0
+    n_readout: int = 1
+    input_range: float | None = None
+    output_range: float | None = None
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.tau_s) and self.tau_s > 0):
-            raise HardwareSpecError(f"tau_s must be a positive number of seconds, got {self.tau_s!r}")
-        if not (math.isfinite(self.kappa) and self.kappa >= 0):
-            raise HardwareSpecError(f"kappa must be finite and >= 0, got {self.kappa!r}")
-        for name in ("bits_in", "bits_out", "bits_coupling"):
-            bits = getattr(self, name)
-            if bits is not None and not (isinstance(bits, int) and 2 <= bits <= 32):
-                raise HardwareSpecError(f"{name} must be None or an integer in [2, 32], got {bits!r}")
+        if not isinstance(self.hardware, HardwareSpec):
+            raise HardwareSpecError(f"hardware must be a HardwareSpec, got {type(self.hardware).__name__}")
         for name in ("input_range", "output_range"):
             value = getattr(self, name)
             if value is not None and not (value > 0):
                 raise HardwareSpecError(f"{name} must be None (auto-ranged) or > 0, got {value!r}")
         if not (isinstance(self.n_readout, int) and self.n_readout >= 1):
             raise HardwareSpecError(f"n_readout must be an integer >= 1, got {self.n_readout!r}")
-        if not (math.isfinite(self.sample_interval_tau) and self.sample_interval_tau > 0):
-            raise HardwareSpecError(f"sample_interval_tau must be > 0, got {self.sample_interval_tau!r}")
         if self.method not in ("auto", "eigen", "krylov"):
             raise HardwareSpecError(f"method must be auto, eigen or krylov, got {self.method!r}")
         if self.max_eigen_rank < 1 or self.krylov_steps < 1:
             raise HardwareSpecError("max_eigen_rank and krylov_steps must be >= 1")
-        if self.rounding not in ("nearest", "stochastic"):
-            raise HardwareSpecError(f"rounding must be 'nearest' or 'stochastic', got {self.rounding!r}")
-        if not (math.isfinite(self.coupling_range) and self.coupling_range > 0):
-            raise HardwareSpecError(f"coupling_range must be finite and > 0, got {self.coupling_range!r}")
-
-    @classmethod
-    def from_hardware(cls, hw: HardwareSpec, **overrides: object) -> LowRankDeviceSpec:
-        """The hybrid device of a :class:`HardwareSpec`: its ``tau_s``, ``kT`` as ``kappa``, the
-        coupling DAC (``bits_A``, ``rounding``, ``coupling_range``), the input DAC's ``bits_b``,
-        the ADC's ``bits_adc`` and the readout sample interval.
-
-        The converters are auto-ranged (``input_range = output_range = None``): the loop of the
-        paper works in the units of ``x`` and states no scaling of ``g`` into volts, so the
-        hardware's voltage ranges have no counterpart here; give ranges (units of ``x``) to model
-        fixed rails."""
-        fields = dict(tau_s=hw.tau_s, kappa=hw.kT, bits_in=hw.bits_b, bits_out=hw.bits_adc,
-                      sample_interval_tau=hw.sample_interval_tau, bits_coupling=hw.bits_A, rounding=hw.rounding,
-                      coupling_range=hw.coupling_range)
-        return cls(**{**fields, **overrides})
+        # the chip size needs the problem's: checked at each upload
+        check_modelled(self.hardware, MODELS, _WHAT, _ALTERNATIVE)
 
     def replace(self, **changes: object) -> LowRankDeviceSpec:
         return dataclasses.replace(self, **changes)
 
 
-def convert(x: Tensor, bits: int | None, full_scale: float | None) -> Tensor:
-    """A converter: ``x`` rounded to ``bits`` over ``+-full_scale`` (``None``: ranged to
-    ``max|x|``), saturating at the rails; ``bits=None`` with a range only clips."""
+def convert(
+    x: Tensor, bits: int | None, full_scale: float | None, rounding: str = "nearest", rng: RandomSource | None = None
+) -> Tensor:
+    """A converter: ``x`` rounded (``nearest``, or ``stochastic`` drawing from ``rng``) to
+    ``bits`` over ``+-full_scale`` (``None``: ranged to ``max|x|``), saturating at the rails;
+    ``bits=None`` with a range only clips."""
     if bits is None and full_scale is None:
         return x
     scale = float(x.abs().max()) if full_scale is None else full_scale
     if scale == 0:
         return x
-    out, _ = Quantizer(bits, scale).apply(x, get_backend("torch"))
+    out, _ = Quantizer(bits, scale, rounding).apply(x, TorchBackend(x.device), rng)
     return out
 
 
@@ -252,27 +260,45 @@ class LowRankDevice:
         self.process: LowRankOU | KrylovOU | None = None
         self.analog_time_tau = 0.0
 
+    @property
+    def hardware(self) -> HardwareSpec:
+        """The chip (``spec.hardware``)."""
+        return self.spec.hardware
+
     def upload(self, curvature: LowRankCurvature, g: Tensor) -> None:
-        """Program ``A = U U^T + lam I`` and the input ``g`` ``(N,)`` (through the input DAC)."""
+        """Program ``A = U U^T + lam I`` and the input ``g`` ``(N,)`` (through the input DAC).
+        A problem larger than the chip (``N > hardware.n_units``) is refused: this device does
+        not tile."""
         if g.ndim != 1 or g.shape[0] != curvature.n:
             raise InputError(f"g must have shape ({curvature.n},), got {tuple(g.shape)}")
         if not bool(torch.isfinite(g).all()):
             raise InputError("g contains NaN or infinity")
-        spec = self.spec
+        spec, hw = self.spec, self.hardware
+        check_modelled(hw, MODELS, _WHAT, _ALTERNATIVE, size=curvature.n)
         use_krylov = spec.method == "krylov" or (spec.method == "auto" and curvature.rank > spec.max_eigen_rank)
         if not bool(torch.isfinite(curvature.gram).all()):
             raise NonFiniteInputError("the Gram matrix of the curvature contains NaN or infinity")
         if use_krylov:
-            self.process = KrylovOU.from_curvature(curvature, spec.kappa, max_steps=spec.krylov_steps)
+            self.process = KrylovOU.from_curvature(curvature, hw.kT, max_steps=spec.krylov_steps)
         else:
             try:
-                self.process = LowRankOU(curvature, spec.kappa)
+                self.process = LowRankOU(curvature, hw.kT)
             except torch.linalg.LinAlgError as err:
                 scale = float(curvature.gram.abs().max())
                 raise NonFiniteInputError(
                     f"the Gram matrix (max |K| = {scale:.3g}) cannot be diagonalized: {err} (a diverging model?)"
                 ) from err
-        self.g = convert(g, spec.bits_in, spec.input_range)
+        self.g = self._convert(g, hw.bits_b, spec.input_range)
+
+    def _convert(self, x: Tensor, bits: int | None, full_scale: float | None) -> Tensor:
+        """``x`` through a converter of the chip (:func:`convert`); stochastic rounding draws its
+        random source's seed from the device's generator."""
+        rng = None
+        if self.hardware.rounding == "stochastic" and bits is not None:
+            device = self.generator.device if self.generator is not None else "cpu"
+            seed = int(torch.randint(0, 2**62, (1,), generator=self.generator, device=device))
+            rng = TorchBackend(x.device).random(seed)
+        return convert(x, bits, full_scale, self.hardware.rounding, rng)
 
     def reset(self, x0: Tensor | None) -> None:
         """Set the state (``None``: zero volts)."""
@@ -301,12 +327,12 @@ class LowRankDevice:
         if t < 0 or not math.isfinite(t):
             raise InputError(f"the analog time must be finite and >= 0, got {t!r}")
         x0 = self._start()
-        spec = self.spec
+        spec, h = self.spec, self.hardware.sample_interval_tau
         if t == 0:
             read, final = x0.clone(), x0
         else:
-            n = min(spec.n_readout, int(t / spec.sample_interval_tau + 1e-9) + 1)
-            read, final = self.process.readout(x0, self.g, t, n, spec.sample_interval_tau, self.generator)
+            n = min(spec.n_readout, int(t / h + 1e-9) + 1)
+            read, final = self.process.readout(x0, self.g, t, n, h, self.generator)
         if not bool(torch.isfinite(read).all() and torch.isfinite(final).all()):
             raise NonFiniteInputError(
                 "the device state is not finite: the uploaded curvature is too ill-conditioned for its "
@@ -314,4 +340,4 @@ class LowRankDevice:
             )
         self.state = final
         self.analog_time_tau += t
-        return convert(read, spec.bits_out, spec.output_range)
+        return self._convert(read, self.hardware.bits_adc, spec.output_range)

@@ -21,8 +21,9 @@ from typing import Literal
 
 import numpy as np
 
-from . import cost, planning
+from . import cost, exact, planning, stepwise
 from .backends import Array, ArrayBackend, get_backend
+from .capabilities import Nonideality, UnmodelledHardwareError, first_covering, refusal, unmodelled
 from .errors import InputError, NotPositiveDefiniteError, ShapeMismatchError
 from .exact import EigenOU, ModeState, eigen_plan_bytes
 from .device import DeviceSpec, as_device
@@ -34,6 +35,14 @@ from .readout import SampleAccumulator
 from .stepwise import DriftProcess, StepwiseLangevin, spectral_abscissa_bound, stepwise_plan_bytes
 from .tiling import tiled_inverse, tiled_solve
 from .validation import check_count, check_finite, check_system, to_host
+
+
+# The solver's integrators in the order it prefers them (exact in law first); each covers the
+# non-idealities its module declares (thermo.capabilities).
+INTEGRATORS: tuple[tuple[str, frozenset[Nonideality]], ...] = (
+    ("exact", exact.MODELS),
+    ("stepwise", stepwise.MODELS),
+)
 
 
 class ThermoWarning(UserWarning):
@@ -308,15 +317,12 @@ class ThermodynamicSolver:
         block = min(d, hw.n_units) if tiled else d
         chains = (d if primitive == "inverse" else n_rhs) if tiled else (1 if primitive == "inverse" else n_rhs)
         host = 6 * 8 * block * block + 4 * 8 * d * chains + (8 * d * d if tiled else 0)
-        exact_ok = hw.linear_symmetric and cfg.method != "stepwise"
         ideal_readout = hw.bits_adc is None and not math.isfinite(hw.v_range_v)
-        if exact_ok:
+        if first_covering(self._candidates(), hw, block) == "exact":
             kept = 0 if (primitive == "solve" and ideal_readout and cfg.closed_form) else cfg.chunk_samples
             dyn = eigen_plan_bytes(block, chains, samples_kept=kept, itemsize=item, mass=hw.mass_tau2)
         else:
-            integrator = cfg.integrator
-            if integrator == "auto":
-                integrator = "exact_step" if (hw.drift_sigma == 0 and not hw.clip_in_dynamics) else "euler_maruyama"
+            integrator = self._stepwise_integrator(block)
             dyn = stepwise_plan_bytes(block, chains, itemsize=item, mass=hw.mass_tau2, integrator=integrator)
         readout = item * (cfg.n_batches * block * chains + (block * block if primitive == "inverse" and not tiled else 0))
         return int(host + dyn + readout)
@@ -346,16 +352,22 @@ class ThermodynamicSolver:
         ou = self._make_ou(programmed, method)
         return programmed, method, ou, self._spectrum(programmed.realized, ou)
 
+    def _candidates(self) -> tuple[tuple[str, frozenset[Nonideality]], ...]:
+        """The integrators ``config.method`` allows (``auto``: all), in the order of preference."""
+        return tuple((name, models) for name, models in INTEGRATORS if self.config.method in ("auto", name))
+
     def _method(self, programmed: ProgrammedMatrix) -> str:
-        exact_ok = self.hw.linear_symmetric and programmed.symmetric
-        if self.config.method == "exact" and not exact_ok:
-            raise InputError(
-                "method='exact' needs linear, static, symmetric dynamics; this hardware has "
-                "non-symmetric mismatch, drift or clipping inside the dynamics: use 'stepwise'"
-            )
-        if self.config.method == "stepwise" or not exact_ok:
-            return "stepwise"
-        return "exact"
+        """The first allowed integrator whose ``MODELS`` covers what the hardware requires of
+        this block (:func:`thermo.capabilities.required`; a block fits its chip, so tiling is not
+        asked of it); a method asked for that does not cover it is refused, naming what is missing."""
+        size, candidates = programmed.realized.shape[0], self._candidates()
+        method = first_covering(candidates, self.hw, size)
+        if method is None:  # name what the last allowed (the most general) integrator lacks
+            name, models = candidates[-1]
+            alternative = "use method='stepwise'" if name != "stepwise" else "no integrator of the solver models it"
+            missing = unmodelled(self.hw, models, size)
+            raise UnmodelledHardwareError(refusal(self.hw, missing, f"the solver's method={name!r}", alternative, size))
+        return method
 
     def _spectrum(self, realized: np.ndarray, ou: EigenOU | None) -> np.ndarray:
         if ou is not None:
@@ -388,12 +400,17 @@ class ThermodynamicSolver:
                 "more coupling bits, less mismatch or more damping"
             ) from None
 
+    def _stepwise_integrator(self, size: int) -> str:
+        """``config.integrator``, or for ``auto`` the first stepwise integrator whose ``MODELS``
+        covers the hardware (:data:`thermo.stepwise.INTEGRATOR_MODELS`: ``exact_step`` unless
+        drift or rails inside the dynamics need ``euler_maruyama``, the most general one)."""
+        if self.config.integrator != "auto":
+            return self.config.integrator
+        return first_covering(tuple(stepwise.INTEGRATOR_MODELS.items()), self.hw, size) or "euler_maruyama"
+
     def _stepwise(self, programmed: ProgrammedMatrix, b_hat: Array, lam_max: float) -> StepwiseLangevin:
         cfg, hw = self.config, self.hw
-        integrator = cfg.integrator
-        linear_static = hw.drift_sigma == 0 and not hw.clip_in_dynamics
-        if integrator == "auto":
-            integrator = "exact_step" if linear_static else "euler_maruyama"
+        integrator = self._stepwise_integrator(programmed.realized.shape[0])
         h = hw.sample_interval_tau
         dt = cfg.dt_tau
         if dt is None:
@@ -532,7 +549,7 @@ class ThermodynamicSolver:
         stderr = None if var_hat is None else np.sqrt(var_hat) * scale
         # the noise law is known in closed form for symmetric static linear dynamics: exactly
         # for the eigenbasis and exact-step integrators, up to Euler-Maruyama's variance factor
-        static_symmetric = programmed.symmetric and hw.drift_sigma == 0 and not hw.clip_in_dynamics
+        static_symmetric = not unmodelled(hw, exact.MODELS, d)  # what the eigenbasis represents
         em_dt = None
         if method == "exact" or (static_symmetric and integrator == "exact_step"):
             law = "exact"

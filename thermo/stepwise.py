@@ -13,6 +13,14 @@ Integrators (time in units of tau, state ``X`` of shape ``(d, c)``, one column p
 * ``exact_step``: the exact affine Gaussian transition over ``dt`` for any stable linear drift
   (``Phi = expm(F dt)``, covariance by Van Loan's block exponential): no discretization bias,
   two GEMMs per step. Requires static couplings (no drift).
+
+What a run through these integrators represents (:data:`INTEGRATOR_MODELS`, their union
+:data:`MODELS`; read by the solver's routing, :mod:`thermo.capabilities`): everything of the
+eigenbasis integrator (converters and symmetric mismatch applied around the run by
+:mod:`thermo.program` and :mod:`thermo.readout`, both regimes) and any stable non-symmetric
+static matrix (asymmetric mismatch); ``euler_maruyama`` also the drift of the couplings and the
+rails inside the dynamics, which break the static linear law ``exact_step`` needs. Not the chip
+size: the solver tiles before a block reaches an integrator.
 """
 
 from __future__ import annotations
@@ -25,12 +33,25 @@ import numpy as np
 import scipy.linalg
 
 from .backends import Array, ArrayBackend, RandomSource
+from .capabilities import Nonideality
 from .errors import DivergenceError, InputError, NotPositiveDefiniteError
+from .exact import MODELS as EIGENBASIS_MODELS
 from .exact import psd_sqrt
 from .memory import check_memory
 from .validation import check_finite, check_square
 
 Integrator = str  # "euler_maruyama" | "exact_step"
+
+INTEGRATOR_MODELS: dict[Integrator, frozenset[Nonideality]] = {
+    "exact_step": EIGENBASIS_MODELS | {Nonideality.ASYMMETRIC_MISMATCH},
+    "euler_maruyama": EIGENBASIS_MODELS
+    | {Nonideality.ASYMMETRIC_MISMATCH, Nonideality.DRIFT, Nonideality.DYNAMICS_CLIPPING},
+}
+"""What each stepwise integrator represents, in the order ``auto`` prefers them (the exact
+transition first: no discretization bias)."""
+
+MODELS: frozenset[Nonideality] = frozenset().union(*INTEGRATOR_MODELS.values())
+"""The non-idealities some stepwise integrator represents (module docstring)."""
 
 
 def van_loan(drift: np.ndarray, diffusion: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from digital.errors import UnsupportedConfigurationError
 from digital.ngd import NGD
 from digital.tngd import TNGD
 from thermo import HardwareSpec
+from thermo.capabilities import TURN_OFF, Nonideality, describe
 from thermo.lowrank import LowRankCurvature, LowRankOU
 
 from .test_tngd import data, mlp, params, take_step
@@ -123,7 +124,7 @@ def test_the_path_follows_the_hardware() -> None:
     model = mlp()
     assert TNGD(model, hardware="ideal").method == "exact"
     published = TNGD(model, hardware="published")  # its coupling DAC is modelled on the exact path
-    assert published.method == "exact" and published.device.spec.bits_coupling == 16
+    assert published.method == "exact" and published.device.hardware.bits_A == 16
     assert TNGD(model, hardware="published", method="krylov").method == "krylov"
     assert TNGD(model, hardware=HardwareSpec.published(mismatch_sigma=0.01)).method == "simulator"
     with pytest.raises(UnsupportedConfigurationError, match="clipping"):
@@ -131,7 +132,9 @@ def test_the_path_follows_the_hardware() -> None:
     with pytest.raises(UnsupportedConfigurationError, match="mismatch.*drift"):
         TNGD(model, hardware="noisy", method="krylov")
     exact = TNGD(model, hardware=HardwareSpec.published(bits_A=None), n_readout=3)
-    assert exact.method == "exact" and exact.device.spec.bits_in == 16 and exact.device.spec.n_readout == 3
+    assert exact.method == "exact" and exact.device.hardware.bits_b == 16 and exact.device.spec.n_readout == 3
+    noisier = TNGD(model, hardware="published", kappa=1e-3)  # kappa replaces the chip's kT on the device
+    assert noisier.device.hardware == HardwareSpec.published(kT=1e-3) and noisier.hardware == HardwareSpec.published()
     with pytest.raises(UnsupportedConfigurationError, match="delay_tau"):
         TNGD(model, method="simulator", delay_tau=1.0)
     with pytest.raises(UnsupportedConfigurationError, match="method"):
@@ -295,3 +298,45 @@ def test_a_step_without_set_batch_names_the_call_to_make(method: str) -> None:
     take_step(opt, model, x, y)  # set_batch, then step: fine
     with pytest.raises(UnsupportedConfigurationError, match=r"set_batch"):  # a step consumes the batch
         opt.step(closure)
+
+
+# -- the path of each non-ideality, read from the declared lists (thermo.capabilities) -------------
+def _only(feature: Nonideality) -> HardwareSpec:
+    """A hardware with only ``feature`` switched on (an ADC or clipping inside the dynamics needs
+    rails, stochastic rounding a quantized converter)."""
+    F = Nonideality
+    return HardwareSpec.ideal(kT=1e-6).replace(**{
+        F.COUPLING_QUANTIZATION: dict(bits_A=8), F.INPUT_QUANTIZATION: dict(bits_b=8),
+        F.ADC_QUANTIZATION: dict(bits_adc=8, v_range_v=1.0), F.STOCHASTIC_ROUNDING: dict(bits_b=8, rounding="stochastic"),
+        F.READOUT_CLIPPING: dict(v_range_v=1.0), F.DYNAMICS_CLIPPING: dict(v_range_v=1.0, clip_in_dynamics=True),
+        F.SYMMETRIC_MISMATCH: dict(mismatch_sigma=0.01), F.ASYMMETRIC_MISMATCH: dict(mismatch_sigma=0.01, mismatch_symmetric=False),
+        F.DRIFT: dict(drift_sigma=0.01), F.UNDERDAMPED: dict(regime="underdamped", mass_s2=1e-13),
+        F.TILING: dict(n_units=16),  # N = 23 parameters
+    }[feature])
+
+
+@pytest.mark.parametrize("feature", list(Nonideality), ids=lambda f: f.value)
+def test_each_feature_takes_the_path_it_took_before_and_a_refusal_names_it(feature: Nonideality) -> None:
+    """auto: the exact low-rank path unless the feature was one of the simulator's (mismatch,
+    drift, clipping inside the dynamics, underdamped nodes), as before the declared lists. The one
+    change: a model larger than the chip (n_units < N), which the exact path used to ignore, is
+    refused on every path (neither tiles), naming n_units."""
+    model = mlp()
+    hw = _only(feature)
+    name = describe(feature, hw, 23).split(" (")[0]
+    if feature is Nonideality.TILING:
+        for method in ("auto", "exact", "krylov", "simulator"):
+            with pytest.raises(UnsupportedConfigurationError, match=r"n_units=16 < N=23.*n_units=None"):
+                TNGD(model, hardware=hw, method=method)
+        return
+    before = "simulator" if (hw.mismatch_sigma or hw.drift_sigma or hw.clip_in_dynamics or hw.regime != "overdamped") \
+        else "exact"
+    assert TNGD(model, hardware=hw).method == before
+    if before == "exact":
+        assert TNGD(model, hardware=hw, method="krylov").method == "krylov"
+        return
+    off = ", ".join(f"{k}={v!r}" for k, v in TURN_OFF[feature].items())
+    for method in ("exact", "krylov"):
+        with pytest.raises(UnsupportedConfigurationError,
+                           match=rf"method='{method}' cannot model {name}.*method='simulator'.*replace\({off}\)"):
+            TNGD(model, hardware=hw, method=method)

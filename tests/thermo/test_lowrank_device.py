@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from thermo import preset
+from thermo import HardwareSpec, preset
+from thermo.capabilities import UnmodelledHardwareError
 from thermo.errors import HardwareSpecError, InputError
 from thermo.lowrank_device import LowRankDevice, LowRankDeviceSpec, convert
 from thermo.lowrank import LowRankCurvature, LowRankOU
 
 N, R, LAM = 12, 3, 0.2
+QUIET = HardwareSpec.ideal(kT=0.0)  # no thermal noise: the reads are the mean
 
 
 def _problem(seed: int) -> tuple[LowRankCurvature, torch.Tensor]:
@@ -25,7 +27,7 @@ def _natural_gradient(curv: LowRankCurvature, g: torch.Tensor) -> torch.Tensor:
 
 def test_t_zero_reads_the_start_and_large_t_reads_the_natural_gradient() -> None:
     curv, g = _problem(0)
-    device = LowRankDevice(LowRankDeviceSpec())
+    device = LowRankDevice(LowRankDeviceSpec(QUIET))
     device.upload(curv, g)
     device.reset(g)
     assert torch.equal(device.run(0.0), g)  # x0 = g: the SGD step
@@ -36,7 +38,7 @@ def test_t_zero_reads_the_start_and_large_t_reads_the_natural_gradient() -> None
 
 def test_warm_start_continues_from_the_previous_final_state() -> None:
     (c1, g1), (c2, g2) = _problem(1), _problem(2)
-    device = LowRankDevice(LowRankDeviceSpec())
+    device = LowRankDevice(LowRankDeviceSpec(QUIET))
     device.upload(c1, g1)
     device.reset(g1)
     first = device.run(2.0)
@@ -52,7 +54,7 @@ def test_warm_start_continues_from_the_previous_final_state() -> None:
 
 def test_the_delay_runs_the_previous_upload_before_the_next_one() -> None:
     (c1, g1), (c2, g2) = _problem(3), _problem(4)
-    device = LowRankDevice(LowRankDeviceSpec())
+    device = LowRankDevice(LowRankDeviceSpec(QUIET))
     device.idle(0.5)  # nothing uploaded yet: nothing runs
     assert device.analog_time_tau == 0
     device.upload(c1, g1)
@@ -68,7 +70,7 @@ def test_the_delay_runs_the_previous_upload_before_the_next_one() -> None:
 
 def test_noise_reads_are_reproducible_and_spread_as_the_ou_law() -> None:
     curv, g = _problem(5)
-    spec = LowRankDeviceSpec(kappa=0.01)
+    spec = LowRankDeviceSpec(HardwareSpec.ideal(kT=0.01))
     reads = []
     for _ in range(2):
         device = LowRankDevice(spec, torch.Generator().manual_seed(7))
@@ -92,7 +94,8 @@ def test_noise_reads_are_reproducible_and_spread_as_the_ou_law() -> None:
 
 def test_converters_quantize_the_input_and_the_readout() -> None:
     curv, g = _problem(6)
-    device = LowRankDevice(LowRankDeviceSpec(bits_in=4, bits_out=6))
+    # the rails v_range_v only make the ADC valid: the device auto-ranges its converters
+    device = LowRankDevice(LowRankDeviceSpec(QUIET.replace(bits_b=4, bits_adc=6, v_range_v=1.0)))
     device.upload(curv, g)
     device.reset(g)
     x = device.run(400.0)
@@ -102,22 +105,23 @@ def test_converters_quantize_the_input_and_the_readout() -> None:
     step = float(ideal.abs().max()) / (2**5 - 1)
     assert float((x - ideal).abs().max()) <= step / 2 + 1e-9  # and the ADC rounds the read
     torch.testing.assert_close(x / step, torch.round(x / step), rtol=0, atol=1e-9)
-    ranged = LowRankDevice(LowRankDeviceSpec(output_range=0.1))
+    ranged = LowRankDevice(LowRankDeviceSpec(QUIET, output_range=0.1))
     ranged.upload(curv, g)
     ranged.reset(g)
     assert float(ranged.run(400.0).abs().max()) <= 0.1  # fixed rails saturate
 
 
-def test_the_spec_comes_from_the_hardware_and_refuses_bad_values() -> None:
+def test_the_spec_holds_the_chip_and_refuses_bad_settings() -> None:
     hw = preset("published")
-    spec = LowRankDeviceSpec.from_hardware(hw, n_readout=5)
-    assert (spec.tau_s, spec.kappa, spec.bits_in, spec.bits_out) == (hw.tau_s, hw.kT, hw.bits_b, hw.bits_adc)
-    assert spec.n_readout == 5 and spec.sample_interval_tau == pytest.approx(hw.sample_interval_tau)
-    for bad in (dict(kappa=-1.0), dict(bits_in=1), dict(n_readout=0), dict(tau_s=0.0), dict(method="euler"),
-                dict(output_range=0.0)):
+    spec = LowRankDeviceSpec(hw, n_readout=5)
+    assert spec.hardware is hw and LowRankDevice(spec).hardware is hw and spec.n_readout == 5
+    for bad in (dict(n_readout=0), dict(method="euler"), dict(output_range=0.0), dict(input_range=-1.0),
+                dict(krylov_steps=0)):
         with pytest.raises(HardwareSpecError):
-            LowRankDeviceSpec(**bad)
-    device = LowRankDevice(LowRankDeviceSpec())
+            LowRankDeviceSpec(QUIET, **bad)
+    with pytest.raises(HardwareSpecError, match="HardwareSpec"):
+        LowRankDeviceSpec("published")  # type: ignore[arg-type]
+    device = LowRankDevice(LowRankDeviceSpec(QUIET))
     with pytest.raises(InputError, match="upload"):
         device.run(1.0)
     curv, g = _problem(7)
@@ -132,7 +136,7 @@ def test_krylov_and_eigen_devices_agree() -> None:
     curv, g = _problem(8)
     reads = []
     for method in ("eigen", "krylov"):
-        device = LowRankDevice(LowRankDeviceSpec(method=method, n_readout=4))
+        device = LowRankDevice(LowRankDeviceSpec(QUIET, method=method, n_readout=4))
         device.upload(curv, g)
         device.reset(g)
         reads.append(device.run(2.0))
@@ -146,7 +150,7 @@ def test_a_non_finite_curvature_is_refused_by_name() -> None:
     bad = LowRankCurvature(apply_u=curv.apply_u, apply_ut=curv.apply_ut, gram=curv.gram, damping=LAM, n=N)
     object.__setattr__(bad, "gram", torch.full_like(curv.gram, float("nan")))
     with pytest.raises(NonFiniteInputError, match="Gram"):
-        LowRankDevice(LowRankDeviceSpec()).upload(bad, g)
+        LowRankDevice(LowRankDeviceSpec(QUIET)).upload(bad, g)
 
 
 # -- the coupling DAC on the arrays J_f, H_L, J_f^T ---------------------------------------------------
@@ -209,11 +213,51 @@ def test_stochastic_rounding_is_seeded_unbiased_and_keeps_h_symmetric() -> None:
     assert float((mean - J).abs().max()) < 5 * 0.5 * step / m**0.5
 
 
-def test_the_device_spec_takes_the_coupling_dac_from_the_hardware() -> None:
-    spec = LowRankDeviceSpec.from_hardware(preset("published"))
-    assert (spec.bits_coupling, spec.rounding, spec.coupling_range) == (16, "nearest", 1.0)
-    assert LowRankDeviceSpec.from_hardware(preset("ideal")).bits_coupling is None
-    with pytest.raises(HardwareSpecError, match="bits_coupling"):
-        LowRankDeviceSpec(bits_coupling=1)
-    with pytest.raises(HardwareSpecError, match="rounding"):
-        LowRankDeviceSpec(rounding="up")
+def test_the_readout_samples_on_the_hardware_grid() -> None:
+    """n_readout samples every hardware.sample_interval_tau ending at t: the read is their average,
+    the window of the device's law (thermo.lowrank.LowRankOU.readout) on the chip's grid."""
+    curv, g = _problem(10)
+    t, n = 1.0, 4
+    for rate in (1e7, 2e7):  # h = 0.1 and 0.05 tau
+        hw = QUIET.replace(sample_rate_hz=rate)
+        device = LowRankDevice(LowRankDeviceSpec(hw, n_readout=n))
+        device.upload(curv, g)
+        device.reset(g)
+        read = device.run(t)
+        ou = LowRankOU(curv, 0.0)
+        h = hw.sample_interval_tau
+        expected = sum(ou.mean(g, g, t - j * h) for j in range(n)) / n
+        torch.testing.assert_close(read, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_device_refuses_hardware_it_does_not_model_by_name() -> None:
+    for hw, feature in ((QUIET.replace(mismatch_sigma=0.01), "mismatch"), (QUIET.replace(drift_sigma=0.01), "drift"),
+                        (QUIET.replace(v_range_v=1.0, clip_in_dynamics=True), "clipping inside the dynamics"),
+                        (QUIET.replace(regime="underdamped", mass_s2=1e-13), "underdamped")):
+        with pytest.raises(UnmodelledHardwareError, match=rf"{feature}.*dense chip simulator.*hardware\.replace"):
+            LowRankDeviceSpec(hw)
+    device = LowRankDevice(LowRankDeviceSpec(QUIET.replace(n_units=N - 1)))  # the size is known at the upload
+    curv, g = _problem(11)
+    with pytest.raises(UnmodelledHardwareError, match=rf"n_units={N - 1} < N={N}.*n_units=None"):
+        device.upload(curv, g)
+    LowRankDevice(LowRankDeviceSpec(QUIET.replace(n_units=N))).upload(curv, g)  # a chip that holds it
+
+
+def test_the_input_dac_and_adc_round_as_the_hardware_says() -> None:
+    """Stochastic rounding (the hardware's rounding, as on the dense chip): every converted value on
+    the converter's grid, one of the two neighbours, seeded by the device's generator."""
+    curv, g = _problem(12)
+    hw = QUIET.replace(bits_b=4, bits_adc=5, v_range_v=1.0, rounding="stochastic")
+    converted = []
+    for seed in (0, 0, 1):
+        device = LowRankDevice(LowRankDeviceSpec(hw), torch.Generator().manual_seed(seed))
+        device.upload(curv, g)
+        converted.append(device.g)
+    assert torch.equal(converted[0], converted[1]) and not torch.equal(converted[0], converted[2])
+    step = float(g.abs().max()) / (2**3 - 1)
+    codes = converted[0] / step
+    torch.testing.assert_close(codes, torch.round(codes), rtol=0, atol=1e-9)
+    assert float((converted[0] - g).abs().max()) < step * (1 + 1e-12)
+    nearest = LowRankDevice(LowRankDeviceSpec(hw.replace(rounding="nearest")))
+    nearest.upload(curv, g)
+    assert torch.equal(nearest.g, convert(g, 4, None))
