@@ -16,6 +16,7 @@ Quick start::
     result.x, result.diagnostics.analog_time_s
 """
 
+from .capabilities import Nonideality, UnmodelledHardwareError, required
 from .device import (
     DEVICES,
     LINKS,
@@ -67,6 +68,7 @@ __all__ = [
     "LinkSpec",
     "MemoryBudgetError",
     "NonFiniteInputError",
+    "Nonideality",
     "NotPositiveDefiniteError",
     "NotSymmetricError",
     "PRESETS",
@@ -76,9 +78,11 @@ __all__ = [
     "ThermoError",
     "ThermoWarning",
     "ThermodynamicSolver",
+    "UnmodelledHardwareError",
     "as_device",
     "device_preset",
     "johnson_noise_variance",
     "link_preset",
     "preset",
+    "required",
 ]

@@ -220,18 +220,6 @@ class HardwareSpec:
     def has_quantization(self) -> bool:
         return any(b is not None for b in (self.bits_A, self.bits_b, self.bits_adc))
 
-    @property
-    def linear_symmetric(self) -> bool:
-        """True when the realized dynamics are linear with a symmetric, static coupling matrix.
-
-        Then the exact eigenbasis integrator applies; otherwise the stepwise path is needed.
-        """
-        return (
-            not self.clip_in_dynamics
-            and self.drift_sigma == 0
-            and (self.mismatch_sigma == 0 or self.mismatch_symmetric)
-        )
-
     def replace(self, **changes: object) -> "HardwareSpec":
         """A copy with ``changes`` applied and validated (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)

@@ -26,7 +26,7 @@ BASE = HardwareSpec.ideal(kT=1e-8)
 
 # One hardware per member with only that feature (an ADC or clipping inside the dynamics needs
 # rails, stochastic rounding a quantized converter), and the solver's route before the declared
-# lists existed: the eigenbasis integrator iff HardwareSpec.linear_symmetric, else stepwise with
+# lists existed: the eigenbasis integrator iff the dynamics were linear, symmetric and static, else stepwise with
 # exact_step unless drift or clipping inside the dynamics needed Euler-Maruyama.
 ROWS = {
     Nonideality.COUPLING_QUANTIZATION: (dict(bits_A=12), ("exact", None)),
@@ -73,7 +73,9 @@ def test_the_solver_routes_each_feature_where_it_did_before(feature: Nonideality
     options, (method, integrator) = ROWS[feature]
     hw = BASE.replace(**options)
     if feature is not Nonideality.TILING:  # the rule before the declared lists
-        assert method == ("exact" if hw.linear_symmetric else "stepwise")
+        linear_symmetric = not hw.clip_in_dynamics and hw.drift_sigma == 0 and (
+            hw.mismatch_sigma == 0 or hw.mismatch_symmetric)
+        assert method == ("exact" if linear_symmetric else "stepwise")
     a = random_spd(D, 4.0, seed=1)
     b = np.random.default_rng(2).standard_normal(D)
     cfg = SolverConfig(burn_in_tau=2.0, window_tau=1.0)
