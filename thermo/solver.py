@@ -12,10 +12,12 @@ the estimators, retrying with a smaller input when the readout clips ("bound man
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -238,12 +240,14 @@ class ThermodynamicSolver:
         a += a.T
         a *= 0.5
         if self.hw.n_units is not None and a.shape[0] > self.hw.n_units:
-            x, stderr, diag = tiled_solve(self._tile_block, a, b2, x0h, **self._tile_plan())
+            with self._readout_of(self.hw.n_units):
+                x, stderr, diag = tiled_solve(self._tile_block, a, b2, x0h, **self._tile_plan())
             state = AnalogState(x[:, 0] if vector else x.copy())
             if vector:
                 x, stderr = x[:, 0], stderr[:, 0]
             return SolveResult(_like(x, b), stderr, state, diag)
-        x, stderr, state, diag = self._solve_block(a, b2, x0h, v0h)
+        with self._readout_of(a.shape[0]):
+            x, stderr, state, diag = self._solve_block(a, b2, x0h, v0h)
         if vector:
             x, stderr = x[:, 0], (None if stderr is None else stderr[:, 0])
             state = AnalogState(state.x[:, 0], None if state.velocity is None else state.velocity[:, 0])
@@ -257,12 +261,29 @@ class ThermodynamicSolver:
         a += a.T
         a *= 0.5
         if self.hw.n_units is not None and a.shape[0] > self.hw.n_units:
-            inv, diag = tiled_inverse(self._tile_block, a, **self._tile_plan())
+            with self._readout_of(self.hw.n_units):
+                inv, diag = tiled_inverse(self._tile_block, a, **self._tile_plan())
             return InverseResult(_like(inv, A), diag)
         if self.hw.kT == 0:
             raise InputError("inversion reads the thermal covariance: HardwareSpec.kT must be > 0")
-        inv, diag = self._inverse_block(a)
+        with self._readout_of(a.shape[0]):
+            inv, diag = self._inverse_block(a)
         return InverseResult(_like(inv, A), diag)
+
+    @contextlib.contextmanager
+    def _readout_of(self, units: int) -> Iterator[None]:
+        """Within the block the simulated chip samples as fast as its ADC channels can read
+        ``units`` node voltages (``DeviceSpec.sample_interval_s``; the chip's own rate with one
+        channel per unit), so the simulated window and the priced one agree."""
+        interval = self.device.sample_interval_s(units)
+        if interval <= self.device.chip.sample_interval_s:
+            yield
+            return
+        self.hw = self.device.chip.replace(sample_rate_hz=1.0 / interval)
+        try:
+            yield
+        finally:
+            self.hw = self.device.chip
 
     def _tile_block(self, a: np.ndarray, rhs: np.ndarray, x0: np.ndarray, chip_index: int) -> tuple[np.ndarray, np.ndarray | None, Diagnostics]:
         """One block solve of a tiled run (:mod:`thermo.tiling`) on chip ``chip_index``."""

@@ -313,3 +313,17 @@ def test_tngd_upload_is_the_papers_resistor_count_over_the_link_and_the_dacs():
     assert out.readout_s == pytest.approx(1e-8, rel=1e-12)
     with pytest.raises(InputError, match="rank"):
         cost.estimate_tngd_iteration(pub, n_params=10, rank=0, analog_time_tau=1)
+
+
+def test_the_simulator_samples_as_fast_as_its_adc_channels_allow():
+    from thermo import ThermodynamicSolver
+
+    d = 8
+    a = np.diag(np.linspace(0.5, 2.0, d))
+    dev = small_hw(adc_channels=2, bits_A=None, bits_b=None, bits_adc=None, v_range_v=math.inf)
+    diag = ThermodynamicSolver(dev, seed=0).solve(a, np.ones(d)).diagnostics
+    # 8 nodes on 2 channels: 4 conversions of 50 ns = 0.2 us between samples, not the chip's 0.1 us
+    assert diag.window_tau / diag.n_samples == pytest.approx(0.2, rel=1e-9)
+    assert diag.device_time.sample_interval_tau == pytest.approx(0.2, rel=1e-12)
+    inv = ThermodynamicSolver(dev, seed=0).inverse(a).diagnostics
+    assert inv.window_tau / inv.n_samples == pytest.approx(0.2, rel=1e-9)
