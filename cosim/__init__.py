@@ -54,7 +54,7 @@ from .system import (
     gpu_preset,
 )
 from .shapes import LayerShape, ModelShape, WorkloadError
-from .step_graphs import StepCoster, StepModel, step_pattern
+from .step_graphs import METHODS, STEP_KINDS, StepCoster, StepModel, device_tasks, label_of, step_pattern
 
 __all__ = [
     "CoSimReport",
@@ -65,6 +65,10 @@ __all__ = [
     "project_run",
     "write_csv",
     "LayerShape",
+    "METHODS",
+    "STEP_KINDS",
+    "device_tasks",
+    "label_of",
     "ModelShape",
     "Projection",
     "Schedule",

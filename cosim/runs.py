@@ -17,7 +17,7 @@ from typing import Any
 from .schedule import project
 from .system import SystemSpec
 from .shapes import ModelShape
-from .step_graphs import StepModel, step_pattern
+from .step_graphs import StepModel, label_of, step_pattern
 
 
 @dataclass(frozen=True)
@@ -63,17 +63,11 @@ def project_run(shape: ModelShape, system: SystemSpec, step: StepModel, n_steps:
         if r.step // p == last:
             critical[r.phase] = critical.get(r.phase, 0.0) + r.duration_s
     return RunProjection(
-        label or _label(step), n_steps, proj.makespan_s, proj.time_per_step_s, dict(proj.phase_s),
+        label or label_of(step), n_steps, proj.makespan_s, proj.time_per_step_s, dict(proj.phase_s),
         proj.utilization(), proj.energy_j, critical,
         {"model": shape.name, "model.n_params": shape.n_params, "model.batch_size": shape.batch_size,
          **step.assumptions(system)},
     )
-
-
-def _label(step: StepModel) -> str:
-    if step.method == "kfac":
-        return "thermodynamic K-FAC" if step.inverse_on == "analog" else "digital K-FAC"
-    return {"tngd": "thermodynamic NGD", "adam": "Adam", "sgd": "SGD"}[step.method]
 
 
 def compare(

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from thermo import cost
 from thermo.device import DeviceSpec
+from thermo.registry import Registry
 from thermo.hardware import HardwareSpec
 
 from .roofline import (
@@ -74,8 +76,8 @@ class StepModel:
     """TNGD: the next gradient is computed while the device relaxes (one step of delay)."""
 
     def __post_init__(self) -> None:
-        if self.method not in ("adam", "sgd", "kfac", "tngd"):
-            raise WorkloadError(f"StepModel.method must be adam, sgd, kfac or tngd, got {self.method!r}")
+        if self.method not in STEP_KINDS:
+            raise WorkloadError(f"StepModel.method must be one of {', '.join(STEP_KINDS)}, got {self.method!r}")
         if self.inverse_on not in ("gpu", "analog"):
             raise WorkloadError(f"StepModel.inverse_on must be gpu or analog, got {self.inverse_on!r}")
         if self.analog_op not in ("inverse", "solve"):
@@ -224,17 +226,25 @@ def _prefixed(name: str, layer: LayerShape) -> str:
 def step_pattern(shape: ModelShape, system: SystemSpec, step: StepModel) -> list[StepGraph]:
     """The repeating pattern of step graphs: one step for Adam/SGD/TNGD, ``inv_update_steps``
     steps for K-FAC (the first one inverts)."""
-    coster = StepCoster(shape, system, step)
-    if step.method in ("adam", "sgd"):
-        return [_first_order_step(shape, coster)]
-    if step.method == "tngd":
-        return [_tngd_step(shape, coster)]
+    return STEP_KINDS.get(step.method)(shape, StepCoster(shape, system, step))
+
+
+def _first_order_pattern(shape: ModelShape, c: StepCoster) -> list[StepGraph]:
+    return [_first_order_step(shape, c)]
+
+
+def _kfac_pattern(shape: ModelShape, c: StepCoster) -> list[StepGraph]:
+    step = c.step
     if step.inverse_on == "analog" and step.analog_op == "solve":
-        return [_kfac_solve_step(shape, coster, update_factors=k == 0) for k in range(step.factor_update_steps)]
+        return [_kfac_solve_step(shape, c, update_factors=k == 0) for k in range(step.factor_update_steps)]
     return [
-        _kfac_step(shape, coster, invert=k == 0, update_factors=k % step.factor_update_steps == 0)
+        _kfac_step(shape, c, invert=k == 0, update_factors=k % step.factor_update_steps == 0)
         for k in range(step.inv_update_steps)
     ]
+
+
+def _tngd_pattern(shape: ModelShape, c: StepCoster) -> list[StepGraph]:
+    return [_tngd_step(shape, c)]
 
 
 def _forward_backward(shape: ModelShape, c: StepCoster, first_dep: tuple[str, ...]) -> list[Task]:
@@ -329,3 +339,46 @@ def _tngd_step(shape: ModelShape, c: StepCoster) -> StepGraph:
     tasks += device_tasks("tngd", c.tngd_iteration(n, r), ("jacobian",))
     tasks.append(c.gpu_task("update", c.gpu_s(c.update()), ("readback_tngd",), "update"))
     return StepGraph(tuple(tasks), "tngd")
+
+
+STEP_KINDS: Registry[Callable[[ModelShape, StepCoster], list[StepGraph]]] = Registry("step kind", WorkloadError)
+"""``StepModel.method``: how a step's graph is built (each entry builds the repeating pattern)."""
+STEP_KINDS.add("adam", _first_order_pattern, "forward, backward, Adam update")
+STEP_KINDS.add("sgd", _first_order_pattern, "forward, backward, SGD update")
+STEP_KINDS.add("kfac", _kfac_pattern, "K-FAC: curvature pass, factors, inversions or solves (GPU or device), preconditioning")
+STEP_KINDS.add("tngd", _tngd_pattern, "thermodynamic NGD: gradient and GGN factor on the GPU, one device iteration")
+
+
+@dataclass(frozen=True)
+class ProjectedMethod:
+    """A method a projection compares: its label in tables and the :class:`StepModel` fields that
+    make it (the other fields are the projection's common settings)."""
+
+    label: str
+    fields: tuple[tuple[str, str], ...]
+
+    def step(self, **common: Any) -> StepModel:
+        return StepModel(**{**common, **dict(self.fields)})
+
+    def matches(self, step: StepModel) -> bool:
+        return all(getattr(step, k) == v for k, v in self.fields)
+
+
+METHODS: Registry[ProjectedMethod] = Registry("projected method", WorkloadError)
+"""The methods ``tcd project --steps NAME=N`` and the run projections know, by name."""
+METHODS.add("adam", ProjectedMethod("Adam", (("method", "adam"),)), "Adam on the GPU")
+METHODS.add("sgd", ProjectedMethod("SGD", (("method", "sgd"),)), "SGD on the GPU")
+METHODS.add("kfac", ProjectedMethod("digital K-FAC", (("method", "kfac"), ("inverse_on", "gpu"))),
+            "digital K-FAC: Cholesky inverses on the GPU")
+METHODS.add("tkfac", ProjectedMethod("thermodynamic K-FAC", (("method", "kfac"), ("inverse_on", "analog"),
+                                                             ("analog_op", "inverse"))),
+            "thermodynamic K-FAC: factors inverted on the device")
+METHODS.add("tkfac-solve", ProjectedMethod("thermodynamic K-FAC", (("method", "kfac"), ("inverse_on", "analog"),
+                                                                   ("analog_op", "solve"))),
+            "thermodynamic K-FAC: factor solves on the device every step")
+METHODS.add("tngd", ProjectedMethod("thermodynamic NGD", (("method", "tngd"),)), "thermodynamic NGD")
+
+
+def label_of(step: StepModel) -> str:
+    """The table label of ``step``: its projected method's (:data:`METHODS`)."""
+    return next(e.value.label for e in METHODS.entries() if e.value.matches(step))
