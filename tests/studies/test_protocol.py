@@ -9,6 +9,7 @@ import dataclasses
 import inspect
 import json
 import pickle
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from studies import projections
+from studies.plotting import figure_problems
 from studies.protocol import Study
 from studies.registry import STUDIES, UnknownStudyError, in_words, timed_names
 from studies.sweep import read_rows
@@ -132,3 +134,21 @@ def test_the_shared_run_sweeps_then_reports_and_resumes(tmp_path, monkeypatch) -
     # the shared settings (every field but the swept ones and where it runs) guard the store
     with pytest.raises(ValueError, match="offset"):
         study.run(dataclasses.replace(cfg, offset=1), progress=False)
+
+
+def test_the_user_guide_study_runs_as_written(tmp_path, monkeypatch) -> None:
+    guide = Path(__file__).resolve().parents[2] / "docs" / "user-guide.md"
+    section = guide.read_text(encoding="utf-8").split("\n## Adding a study\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"^```py\n(.*?)^```$", section, flags=re.S | re.M)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"__name__": "user_guide_study"}
+    exec(compile(code, str(guide), "exec", dont_inherit=True), namespace)  # noqa: S102
+    study, cfg = namespace["windows"], namespace["cfg"]
+    assert isinstance(study, Study) and not inspect.isabstract(type(study))
+    rows = read_rows(tmp_path / "windows" / "windows.csv")
+    assert len(rows) == len(cfg.windows_tau) * cfg.seeds and all(0 < r["rel_error"] < 1 for r in rows)
+    assert "| 16 |" in (tmp_path / "windows" / "windows.md").read_text()
+    assert not figure_problems(study.plot(cfg, study.analyse(cfg, rows), tmp_path / "again.png"))
+    parser = argparse.ArgumentParser()
+    study.add_arguments(parser)
+    assert study.config_from_args(parser.parse_args(["--windows", "2,8"])).windows_tau == (2.0, 8.0)
