@@ -21,7 +21,7 @@ runtime ``O(n^2 kappa^2)`` of Donatella et al. 2025 (arXiv 2502.08603, abstract)
 
 from __future__ import annotations
 
-import functools
+import argparse
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -29,8 +29,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from cosim.roofline import MeasurementWarning, RooflineModel, cholesky_inverse, measure_stable
+from cosim.step_graphs import factor_spectrum
+from cosim.system import GPU_PRESETS, SystemSpec, gpu_preset
+from thermo import DeviceSpec, cost, preset
 
 from . import checks, sweep
+from .options import (
+    HARDWARE_HELP,
+    SYSTEM_HELP,
+    add_sweep_arguments,
+    positive_float,
+    positive_floats,
+    positive_int,
+    positive_ints,
+    sweep_options,
+)
+from .protocol import Study
+
+NAME = "asymptotic"
+"""``tcd study asymptotic``: the stem of the study's files and the folder of its results."""
 
 KINDS = ("digital-measured", "digital-roofline", "thermo-inverse", "thermo-solve")
 THEORY_EXPONENT = {"digital-measured": 3.0, "digital-roofline": 3.0, "thermo-inverse": 2.0, "thermo-solve": 2.0}
@@ -65,7 +85,7 @@ class AsymptoticConfig:
     """Largest sizes of each series that the exponent is fitted on."""
     workers: int | None = None
     scheduler: str | None = None
-    out_dir: Path = field(default=Path("results/asymptotic"))
+    out_dir: Path = field(default=Path("results") / NAME)
 
     def __post_init__(self) -> None:
         owner = "AsymptoticConfig"
@@ -87,8 +107,6 @@ class AsymptoticConfig:
         if self.max_repeats < self.repeats:
             raise checks.StudyConfigError(f"AsymptoticConfig.max_repeats ({self.max_repeats}) is below repeats "
                                           f"({self.repeats}); give max_repeats >= repeats")
-        from cosim.system import GPU_PRESETS
-
         if self.gpu.upper() not in {k.upper() for k in GPU_PRESETS}:
             raise ValueError(f"unknown gpu {self.gpu!r}; choose from {sorted(GPU_PRESETS)}")
         checks.hardware(owner, "hardware", self.hardware)
@@ -120,8 +138,6 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Per-layer time (seconds) of one point, with what it rests on; a measured point adds the
     spread of its repeats (``(p90 - p10) / median``), their count and the load average on
     ``cores`` cores when it was timed."""
-    from cosim.system import SystemSpec
-
     n, kind = int(point["n"]), point["kind"]
     if kind == "digital-measured":
         timing = _measure_cholesky_inverse(cfg, n)
@@ -130,15 +146,9 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
                 "spread": timing.spread, "repeats": timing.repeats,
                 "load": math.nan if timing.load is None else timing.load, "cores": timing.cores}
     if kind == "digital-roofline":
-        from cosim.roofline import RooflineModel, cholesky_inverse
-        from cosim.system import gpu_preset
-
         gpu = SystemSpec.load(cfg.system).gpu if cfg.system is not None else gpu_preset(cfg.gpu)
         seconds = RooflineModel(gpu).time_s(cholesky_inverse(n, precision="float32"))
         return {"time_s": 2 * seconds, "analog_time_s": 0.0, "source": f"roofline {gpu.name}", **NOT_MEASURED}
-    from cosim.step_graphs import factor_spectrum
-    from thermo import DeviceSpec, cost, preset
-
     if cfg.system is not None:
         hw = SystemSpec.load(cfg.system).device
     else:
@@ -156,10 +166,6 @@ def _measure_cholesky_inverse(cfg: AsymptoticConfig, n: int) -> Any:
     """:class:`cosim.roofline.Timing` of one float32 Cholesky inversion of an ``n x n`` SPD
     matrix, on ``cfg.measure_threads`` torch threads, repeated until the spread is within
     ``cfg.spread_tolerance`` (no warning here: the study flags the point in its report)."""
-    import torch
-
-    from cosim.roofline import measure_stable
-
     gen = torch.Generator().manual_seed(n)
     m = torch.randn(n, n, generator=gen)
     a = m @ m.mT / n + 1e-3 * torch.eye(n)
@@ -230,29 +236,14 @@ def run(cfg: AsymptoticConfig, progress: bool = True) -> Path:
     """Run the missing points, fit, plot and report; return the CSV path. A
     :class:`cosim.roofline.MeasurementWarning` lists the measured points whose timings are
     unreliable (the report flags them and the fit leaves them out)."""
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = cfg.out_dir / "asymptotic.csv"
-    rows = sweep.run_sweep(
-        functools.partial(evaluate, cfg), points(cfg), csv_path, workers=cfg.workers or 1, scheduler=cfg.scheduler,
-        progress=progress, description="asymptotic",
-        context=sweep.context_of(cfg, exclude=("sizes", "condition_numbers", "fit_points", "workers", "scheduler",
-                                               "out_dir")),
-    )
-    fits = fit_exponents(rows, cfg.fit_points, cfg.spread_tolerance)
-    plot(rows, fits, cfg.out_dir / "asymptotic.png", cfg)
-    report(rows, fits, cfg.out_dir / "asymptotic.md", cfg)
-    flagged = [f"n = {r['n']} ({unreliable(r, cfg.spread_tolerance)})" for r in rows if unreliable(r, cfg.spread_tolerance)]
-    if flagged:
-        from cosim.roofline import MeasurementWarning
-
-        warnings.warn(f"timings of the measured digital inversions are unreliable at {'; '.join(flagged)}; the fit "
-                      f"leaves them out; rerun on an idle machine", MeasurementWarning, stacklevel=2)
-    return csv_path
+    return STUDY.run(cfg, progress)
 
 
 def plot(rows: list[dict[str, Any]], fits: list[dict[str, Any]], path: Path, cfg: AsymptoticConfig) -> Any:
     """Per-layer time against width, log-log; measured points carry their spread as error bars
     and unreliable ones a red cross. Returns the (closed) Figure."""
+    # matplotlib is imported where a figure is drawn: at module level it would slow every
+    # `tcd` command (even --help) by about half a second
     import matplotlib
 
     matplotlib.use("Agg")
@@ -359,3 +350,73 @@ def summary(rows: list[dict[str, Any]], cfg: AsymptoticConfig) -> str:
     lines += [f"unreliable timing at n = {r['n']}: {unreliable(r, cfg.spread_tolerance)} (not fitted)"
               for r in rows if unreliable(r, cfg.spread_tolerance)]
     return "\n".join(lines)
+
+
+class AsymptoticStudy(Study[AsymptoticConfig]):
+    """The asymptotic study under the study protocol; each part hands over to this module's
+    function of the same name (which tests and notebooks call directly)."""
+
+    name = NAME
+    help = "per-layer time of digital vs thermodynamic K-FAC against layer width n; fitted exponents"
+    description = ("Digital inversion (measured here and projected for a GPU) against the analog device's timing "
+                   "model, for layer widths and factor condition numbers. Finished points are kept; a rerun skips them.")
+    config_type = AsymptoticConfig
+    swept = ("sizes", "condition_numbers", "fit_points")
+    timed = True
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--full", action="store_true", help="the real-hardware size (n up to 16,384)")
+        parser.add_argument("--sizes", type=positive_ints, default=None, help="layer widths, comma-separated (overrides the default)")
+        parser.add_argument("--kappas", type=positive_floats, default=None, help="factor condition numbers, comma-separated")
+        parser.add_argument("--gpu", default="A100", help="GPU preset of the roofline projection (default A100)")
+        parser.add_argument("--hardware", default="published", help=HARDWARE_HELP + " (default published)")
+        parser.add_argument("--chips", type=positive_int, default=1, help="analog chips (default 1)")
+        parser.add_argument("--system", default=None, help=SYSTEM_HELP)
+        parser.add_argument("--target-rel-error", type=positive_float, default=1e-2, help="accuracy of the analog results (default 1e-2)")
+        add_sweep_arguments(parser, f"results/{self.name}", workers=1,
+                            workers_help="process-pool size (default 1: the measurements stay clean)")
+
+    def config_from_args(self, args: argparse.Namespace) -> AsymptoticConfig:
+        overrides: dict[str, Any] = dict(
+            gpu=args.gpu, hardware=args.hardware, n_chips=args.chips, target_rel_error=args.target_rel_error,
+            system=args.system, **sweep_options(args),
+        )
+        if args.sizes is not None:
+            overrides["sizes"] = args.sizes
+        if args.kappas is not None:
+            overrides["condition_numbers"] = args.kappas
+        return self.config(args.full, **overrides)
+
+    def points(self, cfg: AsymptoticConfig) -> list[dict[str, Any]]:
+        return points(cfg)
+
+    def evaluate(self, cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
+        return evaluate(cfg, point)
+
+    def analyse(self, cfg: AsymptoticConfig, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rows and the exponents fitted on the trusted ones."""
+        return rows, fit_exponents(rows, cfg.fit_points, cfg.spread_tolerance)
+
+    def plot(self, cfg: AsymptoticConfig, results: Any, path: Path) -> Any:
+        rows, fits = results
+        return plot(rows, fits, path, cfg)
+
+    def report(self, cfg: AsymptoticConfig, results: Any, path: Path) -> None:
+        rows, fits = results
+        report(rows, fits, path, cfg)
+
+    def check(self, cfg: AsymptoticConfig, results: Any) -> None:
+        """A :class:`cosim.roofline.MeasurementWarning` naming the measured points whose timings are unreliable."""
+        rows, _ = results
+        flagged = [f"n = {r['n']} ({unreliable(r, cfg.spread_tolerance)})" for r in rows
+                   if unreliable(r, cfg.spread_tolerance)]
+        if flagged:
+            # stacklevel 3: the caller of run()
+            warnings.warn(f"timings of the measured digital inversions are unreliable at {'; '.join(flagged)}; the fit "
+                          f"leaves them out; rerun on an idle machine", MeasurementWarning, stacklevel=3)
+
+    def outcome(self, cfg: AsymptoticConfig, csv_path: Path) -> list[str]:
+        return [summary(sweep.read_rows(csv_path, last_run=True), cfg)]
+
+
+STUDY = AsymptoticStudy()

@@ -14,6 +14,10 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+from cosim.system import SystemSpec, SystemSpecError
+from thermo.errors import ConfigFileError, HardwareSpecError
+from thermo.hardware import preset
+
 
 class StudyConfigError(ValueError):
     """A study configuration field holds a value the study cannot run with."""
@@ -100,9 +104,6 @@ def store(config: Any, **values: Any) -> None:
 def hardware(owner: str, name: str, value: Any) -> str:
     """A hardware preset name or a ``.toml``/``.yaml`` hardware file, read now so that a typo
     stops the study before its first point rather than inside a worker."""
-    from thermo.errors import ConfigFileError, HardwareSpecError
-    from thermo.hardware import preset
-
     if not isinstance(value, str):
         raise _fail(owner, name, value, "a hardware preset name or the path of a .toml/.yaml hardware file")
     try:
@@ -117,9 +118,6 @@ def system_file(owner: str, name: str, value: Any) -> str | None:
     loads, read now for the same reason as :func:`hardware`."""
     if value is None:
         return None
-    from cosim.system import SystemSpec, SystemSpecError
-    from thermo.errors import ConfigFileError, HardwareSpecError
-
     if not isinstance(value, str):
         raise _fail(owner, name, value, "the path of a .toml/.yaml system file")
     try:

@@ -21,6 +21,7 @@ that no other feasible design beats in both speedup and accuracy loss. Writes
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import itertools
@@ -29,11 +30,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from digital.tasks import available_tasks
+from thermo import preset
+
 from . import checks, sweep
 from .intervals import mean_ci
 from .noise import train_variant
+from .options import (
+    HARDWARE_HELP,
+    SYSTEM_HELP,
+    add_sweep_arguments,
+    given,
+    non_negative_floats,
+    positive_floats,
+    positive_int,
+    positive_ints,
+    sweep_options,
+)
 from .plotting import set_scale
 from .projections import WORKLOADS, base_system, describe_system, project_methods
+from .protocol import Study
+
+NAME = "designspace"
+"""``tcd study designspace``: the stem of the study's files and the folder of its results."""
 
 AXES = ("bits", "target_rel_error", "mismatch_sigma", "tau_scale")
 """The hardware parameters of a design."""
@@ -66,11 +85,9 @@ class DesignSpaceConfig:
     inv_update_steps: int = 10
     workers: int | None = None
     scheduler: str | None = None
-    out_dir: Path = field(default=Path("results/designspace"))
+    out_dir: Path = field(default=Path("results") / NAME)
 
     def __post_init__(self) -> None:
-        from digital.tasks import available_tasks
-
         if self.task not in available_tasks():
             raise ValueError(f"unknown task {self.task!r}; known: {', '.join(available_tasks())}")
         if self.workload not in WORKLOADS:
@@ -118,8 +135,6 @@ def projection_points(cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
 
 
 def _hardware(cfg: DesignSpaceConfig, bits: int, mismatch_sigma: float = 0.0) -> Any:
-    from thermo import preset
-
     base = _system(cfg).device.chip if cfg.system is not None else preset(cfg.hardware)
     return base.with_converter_bits(bits).replace(mismatch_sigma=mismatch_sigma)
 
@@ -209,24 +224,15 @@ def summarize(training: list[dict[str, Any]], projections: list[dict[str, Any]])
     return [reference, *out]
 
 
+def sweep_paths(out_dir: Path) -> tuple[Path, Path]:
+    """The CSVs of the two sweeps (every point): the training runs, and the projections."""
+    return Path(out_dir) / f"{NAME}_training.csv", Path(out_dir) / f"{NAME}_projections.csv"
+
+
 def run(cfg: DesignSpaceConfig, progress: bool = True) -> Path:
     """Both sweeps (resumable: ``designspace_training.csv``, ``designspace_projections.csv``), then
     the per-design table ``designspace.csv``, the plot and the report; returns the table's path."""
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    common = dict(workers=cfg.workers, scheduler=cfg.scheduler, progress=progress)
-    training = sweep.run_sweep(functools.partial(train_design, cfg), training_points(cfg),
-                               cfg.out_dir / "designspace_training.csv", description="design space: training",
-                               context={"task": cfg.task, "steps": cfg.steps, "hardware": cfg.hardware, "system": cfg.system}, **common)
-    projections = sweep.run_sweep(functools.partial(project_design, cfg), projection_points(cfg),
-                                  cfg.out_dir / "designspace_projections.csv", description="design space: projections",
-                                  context=sweep.context_of(cfg, exclude=(*AXES, "task", "steps", "seeds", "workers",
-                                                                         "scheduler", "out_dir")), **common)
-    summary = summarize(training, projections)
-    csv_path = sweep.write_table(cfg.out_dir / "designspace.csv", summary,
-                                 sweep.context_of(cfg, exclude=("workers", "scheduler", "out_dir")))
-    plot(summary, cfg.out_dir / "designspace.png", cfg)
-    report(summary, cfg.out_dir / "designspace.md", cfg)
-    return csv_path
+    return STUDY.run(cfg, progress)
 
 
 def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> Any:
@@ -235,6 +241,8 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
     solver a red cross, failed ones a grey cross. Each panel rings and joins its own members of
     the (global) Pareto front: no marker is drawn in another design's panel. Returns the
     (closed) Figure."""
+    # matplotlib is imported where a figure is drawn: at module level it would slow every
+    # `tcd` command (even --help) by about half a second
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,7 +282,7 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
         ax.set_xlabel(f"accuracy loss vs exact K-FAC, {cfg.task} (pp)", fontsize=8)
     set_scale(axes[0][0], "y", [1.0, *(s["speedup_vs_kfac"] for s in devices)])
     axes[0][0].set_ylabel(f"projected speedup over digital K-FAC, {cfg.workload} (x)", fontsize=8)
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # lazy, as pyplot above
 
     handles = [Line2D([], [], color="crimson", marker="o", mfc="none", ms=10, label="Pareto front (rings: members)"),
                Line2D([], [], color="k", marker="*", ls="none", ms=10, label="digital K-FAC")]
@@ -339,3 +347,89 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) ->
               f"{exact['test_accuracy_ci']:.2g}, train loss {exact['train_loss']:.4g}; "
               f"{exact['speedup_vs_adam']:.3g}x Adam's projected time."]
     path.write_text("\n".join(lines) + "\n")
+
+
+class DesignSpaceStudy(Study[DesignSpaceConfig]):
+    """The design-space study under the study protocol. Its flow is two sweeps joined into one
+    table, so it runs them itself (:meth:`run`); :meth:`points` and :meth:`evaluate` are its
+    training sweep, whose designs the projection sweep times. The other parts hand over to
+    this module's functions of the same name (which tests and notebooks call directly)."""
+
+    name = NAME
+    help = "hardware design space: projected speedup against accuracy loss, with the Pareto front"
+    description = ("Each design (converter bits, planned solve error, mismatch, time constant) trains K-FAC through "
+                   "the device for its accuracy loss against the exact backend and projects an AlgoPerf workload's time to "
+                   "target for its speedup over digital K-FAC. Finished points are kept; a rerun skips them.")
+    config_type = DesignSpaceConfig
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--full", action="store_true", help="the full size (600 steps, 5 seeds, a denser grid)")
+        parser.add_argument("--task", default=None, help="model trained through each design (default digits-mlp)")
+        parser.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
+        parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per design")
+        parser.add_argument("--bits", type=positive_ints, default=None, help="converter bit widths, comma-separated whole numbers")
+        parser.add_argument("--target-errors", type=positive_floats, default=None, help="planned relative errors of the solves")
+        parser.add_argument("--mismatch", type=non_negative_floats, default=None, help="static mismatch sigmas, comma-separated")
+        parser.add_argument("--tau-scales", type=positive_floats, default=None, help="time-constant multipliers, comma-separated")
+        parser.add_argument("--workload", default=None, help="vit-imagenet or gnn-molpcba (default vit-imagenet)")
+        parser.add_argument("--hardware", default=None, help=HARDWARE_HELP + " every design starts from (default published)")
+        parser.add_argument("--system", default=None, help=SYSTEM_HELP)
+        add_sweep_arguments(parser, f"results/{self.name}")
+
+    def config_from_args(self, args: argparse.Namespace) -> DesignSpaceConfig:
+        overrides = {**sweep_options(args), **given(args, "task", "steps", "seeds", "workload", "bits", "hardware", "system")}
+        for flag, name in (("target_errors", "target_rel_error"), ("mismatch", "mismatch_sigma"), ("tau_scales", "tau_scale")):
+            if getattr(args, flag) is not None:
+                overrides[name] = getattr(args, flag)
+        return self.config(args.full, **overrides)
+
+    def points(self, cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
+        """The training sweep's points (:func:`training_points`)."""
+        return training_points(cfg)
+
+    def evaluate(self, cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
+        """Train one design for one seed (:func:`train_design`)."""
+        return train_design(cfg, point)
+
+    def plot(self, cfg: DesignSpaceConfig, results: Any, path: Path) -> Any:
+        return plot(results, path, cfg)
+
+    def report(self, cfg: DesignSpaceConfig, results: Any, path: Path) -> None:
+        report(results, path, cfg)
+
+    def run(self, cfg: DesignSpaceConfig, progress: bool = True) -> Path:
+        """Both sweeps (resumable), then the per-design table ``designspace.csv``, the plot and
+        the report; returns the table's path."""
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        training_csv, projections_csv = sweep_paths(cfg.out_dir)
+        common = dict(workers=self.workers(cfg), scheduler=cfg.scheduler, progress=progress)
+        training = sweep.run_sweep(functools.partial(train_design, cfg), training_points(cfg), training_csv,
+                                   description="design space: training",
+                                   context={"task": cfg.task, "steps": cfg.steps, "hardware": cfg.hardware, "system": cfg.system}, **common)
+        projections = sweep.run_sweep(functools.partial(project_design, cfg), projection_points(cfg), projections_csv,
+                                      description="design space: projections",
+                                      context=sweep.context_of(cfg, exclude=(*AXES, "task", "steps", "seeds", "workers",
+                                                                             "scheduler", "out_dir")), **common)
+        summary = summarize(training, projections)
+        csv_path = sweep.write_table(self.csv_path(cfg.out_dir), summary,
+                                     sweep.context_of(cfg, exclude=("workers", "scheduler", "out_dir")))
+        self.plot(cfg, summary, csv_path.with_suffix(".png"))
+        self.report(cfg, summary, csv_path.with_suffix(".md"))
+        return csv_path
+
+    def outcome(self, cfg: DesignSpaceConfig, csv_path: Path) -> list[str]:
+        """The Pareto front, fastest design first."""
+        front = [r for r in sweep.read_rows(csv_path) if r["pareto"]]
+        lines = [f"Pareto front ({len(front)} designs): speedup over digital K-FAC, accuracy loss (percentage points)"]
+        lines += [f"  {r['bits']:>2} bits, target error {r['target_rel_error']:<5g} mismatch {r['mismatch_sigma']:<5g} "
+                  f"tau x{r['tau_scale']:<5g}: {r['speedup_vs_kfac']:.3g}x, {100 * r['accuracy_loss']:+.2f} pp"
+                  for r in sorted(front, key=lambda r: -r["speedup_vs_kfac"])]
+        return lines
+
+    def written(self, cfg: DesignSpaceConfig, csv_path: Path) -> list[str]:
+        training_csv, projections_csv = sweep_paths(cfg.out_dir)
+        return [f"{csv_path} (per design)", str(training_csv), f"{projections_csv} (every point)",
+                str(csv_path.with_suffix(".png")), str(csv_path.with_suffix(".md"))]
+
+
+STUDY = DesignSpaceStudy()

@@ -9,6 +9,8 @@ import numpy as np
 
 def mean_ci(values: list[float], level: float = 0.95) -> tuple[float, float]:
     """Mean and the half-width of its Student-t confidence interval (NaN for one value)."""
+    # scipy.stats is imported when an interval is computed: at module level it would add about
+    # 0.35 s to every `tcd` command (even --help), which imports every study
     from scipy import stats
 
     x = np.asarray(values, dtype=float)

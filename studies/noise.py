@@ -12,17 +12,28 @@ is found automatically. Writes ``noise.csv``, ``noise.png`` and ``noise.md``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import functools
 import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from digital.errors import TrainingStopped
+from digital.tasks import available_tasks
+from digital.train import TrainConfig, train
+from thermo import preset
+from thermo.errors import ThermoError
+
 from . import checks, sweep
 from .intervals import mean_ci
+from .options import HARDWARE_HELP, add_sweep_arguments, given, positive_int, positive_ints, strings, sweep_options
 from .plotting import set_scale
+from .protocol import Study
+
+NAME = "noise"
+"""``tcd study noise``: the stem of the study's files and the folder of its results."""
 
 KNOBS = ("bits", "kT", "mismatch_sigma", "window_tau")
 
@@ -53,11 +64,9 @@ class NoiseConfig:
     target_rel_error: float = 5e-2
     workers: int | None = None
     scheduler: str | None = None
-    out_dir: Path = field(default=Path("results/noise"))
+    out_dir: Path = field(default=Path("results") / NAME)
 
     def __post_init__(self) -> None:
-        from digital.tasks import available_tasks
-
         owner = "NoiseConfig"
         checks.hardware(owner, "hardware", self.hardware)
         unknown = set(self.tasks) - set(available_tasks())
@@ -100,8 +109,6 @@ def points(cfg: NoiseConfig) -> list[dict[str, Any]]:
 
 
 def _hardware(cfg: NoiseConfig, knob: str, value: float) -> Any:
-    from thermo import preset
-
     hw = preset(cfg.hardware)
     if knob == "bits":
         return hw.with_converter_bits(int(value))
@@ -133,10 +140,6 @@ def train_variant(
     whose factor solves go to ``solver``; the thermo solver's noise is seeded with ``seed``.
     Returns the final training loss, test accuracy, exact fallbacks, warnings, analog time (s)
     and a status (``ok``, or ``failed: <error>`` for a diverged or refused run, which is a result)."""
-    from digital.errors import TrainingStopped
-    from digital.train import TrainConfig, train
-    from thermo.errors import ThermoError
-
     common = dict(task=task, steps=steps, seed=seed, eval_every=0, checkpoint_every=0)
     if optimizer == "adam":
         config = TrainConfig(optimizer="adam", lr=ADAM_LR, **common)
@@ -195,16 +198,8 @@ def smallest_precision(summary: list[dict[str, Any]], task: str) -> int | None:
 
 
 def run(cfg: NoiseConfig, progress: bool = True) -> Path:
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = cfg.out_dir / "noise.csv"
-    rows = sweep.run_sweep(functools.partial(evaluate, cfg), points(cfg), csv_path, workers=cfg.workers,
-                           scheduler=cfg.scheduler, progress=progress, description="noise",
-                           context=sweep.context_of(cfg, exclude=(*KNOBS, "tasks", "seeds", "bits_only", "workers",
-                                                                  "scheduler", "out_dir")))
-    summary = summarize(rows)
-    plot(summary, cfg.out_dir / "noise.png", cfg)
-    report(summary, cfg.out_dir / "noise.md", cfg)
-    return csv_path
+    """Run the missing points, summarize over seeds, plot and report; return the CSV path."""
+    return STUDY.run(cfg, progress)
 
 
 AXIS_LABELS = {
@@ -221,6 +216,8 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> Any:
     references; a point whose runs fell back to the exact solver gets a red cross (named in the
     legend). Axes are logarithmic where their values span more than a decade. Returns the
     (closed) Figure."""
+    # matplotlib is imported where a figure is drawn: at module level it would slow every
+    # `tcd` command (even --help) by about half a second
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,3 +284,60 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> None:
                              f"{s['test_accuracy']:.4f} ± {s['test_accuracy_ci']:.2g} | {s['fallbacks']} | {s['failed']} |")
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
+
+
+class NoiseStudy(Study[NoiseConfig]):
+    """The noise study under the study protocol; each part hands over to this module's function
+    of the same name (which tests and notebooks call directly)."""
+
+    name = NAME
+    help = "K-FAC through the simulated device across bit widths, kT, mismatch and windows vs exact and Adam"
+    description = ("Final loss and accuracy with seeds and 95%% confidence intervals, and the smallest bit width "
+                   "that keeps K-FAC ahead of Adam. Finished points are kept; a rerun skips them.")
+    config_type = NoiseConfig
+    swept = (*KNOBS, "tasks", "seeds", "bits_only")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--full", action="store_true", help="the full size (every knob on MLP and CNN, 600 steps, 5 seeds, more widths)")
+        parser.add_argument("--tasks", type=strings, default=None, help="tasks, comma-separated (default digits-mlp,digits-cnn; "
+                            "the CNN sweeps bit widths only)")
+        parser.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
+        parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per point")
+        parser.add_argument("--bits", type=positive_ints, default=None, help="bit widths, comma-separated whole numbers")
+        parser.add_argument("--hardware", default=None, help=HARDWARE_HELP + " the sweeps start from (default published)")
+        add_sweep_arguments(parser, f"results/{self.name}")
+
+    def config_from_args(self, args: argparse.Namespace) -> NoiseConfig:
+        overrides = {**sweep_options(args), **given(args, "tasks", "steps", "seeds", "hardware")}
+        if args.bits is not None:  # every task sweeps the widths given
+            overrides["bits"] = args.bits
+            overrides["bits_only"] = {task: args.bits for task in NoiseConfig().bits_only}
+        return self.config(args.full, **overrides)
+
+    def points(self, cfg: NoiseConfig) -> list[dict[str, Any]]:
+        return points(cfg)
+
+    def evaluate(self, cfg: NoiseConfig, point: dict[str, Any]) -> dict[str, Any]:
+        return evaluate(cfg, point)
+
+    def analyse(self, cfg: NoiseConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Mean and 95% interval over seeds per (task, variant, value) (:func:`summarize`)."""
+        return summarize(rows)
+
+    def plot(self, cfg: NoiseConfig, results: Any, path: Path) -> Any:
+        return plot(results, path, cfg)
+
+    def report(self, cfg: NoiseConfig, results: Any, path: Path) -> None:
+        report(results, path, cfg)
+
+    def outcome(self, cfg: NoiseConfig, csv_path: Path) -> list[str]:
+        summary = summarize(sweep.read_rows(csv_path, last_run=True))
+        lines = []
+        for task in cfg.tasks:
+            smallest = smallest_precision(summary, task)
+            lines.append(f"{task}: smallest bit width keeping K-FAC ahead of Adam: "
+                         f"{smallest if smallest is not None else 'none'}")
+        return lines
+
+
+STUDY = NoiseStudy()

@@ -17,14 +17,26 @@ approximation of the AlgoPerf reference GraphNet; see the notes there). Writes
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cosim.runs import compare, steps_to_target
+from cosim.shapes import LayerShape, ModelShape
+from cosim.step_graphs import StepModel
+from cosim.system import SystemSpec
+from digital.train import TrainConfig, train
+
 from . import checks, sweep
+from .options import HARDWARE_HELP, SYSTEM_HELP, add_sweep_arguments, given, positive_int, strings, sweep_options
 from .plotting import set_scale
+from .protocol import Study
+
+NAME = "projections"
+"""``tcd study projections``: the stem of the study's files and the folder of its results."""
 
 
 def _vit_s16() -> dict[str, Any]:
@@ -97,7 +109,7 @@ class ProjectionConfig:
     inv_update_steps: int = 10
     workers: int | None = None
     scheduler: str | None = None
-    out_dir: Path = field(default=Path("results/projections"))
+    out_dir: Path = field(default=Path("results") / NAME)
 
     @classmethod
     def full(cls, **overrides: Any) -> ProjectionConfig:
@@ -131,9 +143,6 @@ class ProjectionConfig:
 def measured_step_ratio(steps: int = 200, seed: int = 0) -> float:
     """K-FAC's steps to reach Adam's final training loss over Adam's steps, on the digits MLP
     (both at the best points of ``digital.tuning``'s grids)."""
-    from cosim.runs import steps_to_target
-    from digital.train import TrainConfig, train
-
     adam = train(TrainConfig(task="digits-mlp", optimizer="adam", lr=0.03, steps=steps, eval_every=10, seed=seed))
     kfac = train(TrainConfig(task="digits-mlp", optimizer="kfac", lr=0.3, steps=steps, eval_every=10, seed=seed,
                              optimizer_options={"damping": 1e-2, "kl_clip": 1e-2}))
@@ -144,8 +153,6 @@ def measured_step_ratio(steps: int = 200, seed: int = 0) -> float:
 def base_system(gpu: str, link: str, hardware: str, n_chips: int, system: str | None = None) -> Any:
     """The system of the projections: a system file when given (``cosim.SystemSpec.load``), else
     presets by name (``cosim.SystemSpec.from_presets``)."""
-    from cosim.system import SystemSpec
-
     if system is not None:
         return SystemSpec.load(system)
     return SystemSpec.from_presets(gpu=gpu, link=link, hardware=hardware, n_chips=n_chips)
@@ -208,10 +215,6 @@ def project_methods(
     """Time to target (s) of Adam (the baseline's steps), digital K-FAC (inversions on the GPU) and
     thermodynamic K-FAC (solves on the device), both K-FACs at ``step_ratio`` times the baseline's
     steps, for a workload of :data:`WORKLOADS` on ``system`` (a ``cosim.SystemSpec``)."""
-    from cosim.runs import compare
-    from cosim.shapes import LayerShape, ModelShape
-    from cosim.step_graphs import StepModel
-
     spec = WORKLOADS[workload]()
     per_gpu = spec["batch_size"] // n_gpus  # data parallel: each GPU takes its share of the batch
     shape = ModelShape(tuple(LayerShape(n, i, o, r) for n, i, o, r in spec["layers"]), per_gpu, spec["output_dim"],
@@ -232,19 +235,20 @@ def project_methods(
     }
 
 
-def run(cfg: ProjectionConfig, progress: bool = True) -> Path:
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+@functools.lru_cache(maxsize=8)
+def step_ratios(cfg: ProjectionConfig) -> tuple[tuple[float, ...], float | None]:
+    """The K-FAC step ratios swept (the configured ones, then the measured one) and the ratio
+    measured on the digits MLP (None with ``measure_ratio`` off). The measurement trains two
+    seeded runs: it is made once per configuration in a process (its points and its report
+    both need it)."""
     measured = round(measured_step_ratio(cfg.measure_steps), 4) if cfg.measure_ratio else None
-    ratios = tuple(dict.fromkeys((*cfg.step_ratios, *(() if measured is None else (measured,)))))
-    csv_path = cfg.out_dir / "projections.csv"
-    rows = sweep.run_sweep(functools.partial(evaluate, cfg), points(cfg, ratios), csv_path, workers=cfg.workers,
-                           scheduler=cfg.scheduler, progress=progress, description="projections",
-                           context=sweep.context_of(cfg, exclude=("workloads", "step_ratios", "knobs", "dense_grids",
-                                                                  "measure_ratio", "measure_steps", "workers",
-                                                                  "scheduler", "out_dir")))
-    plot(rows, cfg.out_dir / "projections.png")
-    report(rows, cfg.out_dir / "projections.md", cfg, ratios, measured)
-    return csv_path
+    return tuple(dict.fromkeys((*cfg.step_ratios, *(() if measured is None else (measured,))))), measured
+
+
+def run(cfg: ProjectionConfig, progress: bool = True) -> Path:
+    """Measure K-FAC's step ratio (unless told not to), run the missing points, plot and report;
+    return the CSV path."""
+    return STUDY.run(cfg, progress)
 
 
 KNOB_LABELS = {
@@ -260,6 +264,8 @@ KNOB_LABELS = {
 def plot(rows: list[dict[str, Any]], path: Path) -> Any:
     """Speedup over digital K-FAC against each knob, a row of panels per workload; an axis is
     logarithmic where its values span more than a decade. Returns the (closed) Figure."""
+    # matplotlib is imported where a figure is drawn: at module level it would slow every
+    # `tcd` command (even --help) by about half a second
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,3 +330,55 @@ def report(
             lines.append(f"| {r['workload']} | {r['knob']} | {r['value']:g} | {r['step_ratio']:g} | "
                          f"{r['speedup_vs_kfac']:.3g}x | {r['speedup_vs_adam']:.3g}x |")
     path.write_text("\n".join(lines) + "\n")
+
+
+class ProjectionsStudy(Study[ProjectionConfig]):
+    """The projections study under the study protocol; each part hands over to this module's
+    function of the same name (which tests and notebooks call directly)."""
+
+    name = NAME
+    help = "projected time to target for ViT/ImageNet and the ogbg-molpcba GNN: Adam, digital and thermodynamic K-FAC"
+    description = ("AlgoPerf baseline steps, K-FAC step ratios (published and measured here) and a sensitivity sweep "
+                   "over the device time constant, bits, link bandwidth and chips.")
+    config_type = ProjectionConfig
+    swept = ("workloads", "step_ratios", "knobs", "dense_grids", "measure_ratio", "measure_steps")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--full", action="store_true", help="the full size (step ratios 0.5-1, denser sensitivity grids, "
+                            "600 measured steps)")
+        parser.add_argument("--workloads", type=strings, default=None, help="vit-imagenet,gnn-molpcba (default both)")
+        parser.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
+        parser.add_argument("--chips", type=positive_int, default=16, help="analog chips of the base system (default 16)")
+        parser.add_argument("--hardware", default=None, help=HARDWARE_HELP + " of the base system (default published)")
+        parser.add_argument("--system", default=None, help=SYSTEM_HELP)
+        parser.add_argument("--knobs", type=strings, default=None, help="sensitivity knobs: tau_scale,bits,link_scale,n_chips (default all)")
+        parser.add_argument("--no-measure", action="store_true", help="skip measuring K-FAC's step ratio on the digits MLP")
+        add_sweep_arguments(parser, f"results/{self.name}")
+
+    def config_from_args(self, args: argparse.Namespace) -> ProjectionConfig:
+        overrides = {**sweep_options(args), **given(args, "workloads", "knobs", "hardware", "system"),
+                     "gpu": args.gpu, "n_chips": args.chips, "measure_ratio": not args.no_measure}
+        return self.config(args.full, **overrides)
+
+    def points(self, cfg: ProjectionConfig) -> list[dict[str, Any]]:
+        """Every (workload, knob value, step ratio), the measured ratio among the ratios."""
+        return points(cfg, step_ratios(cfg)[0])
+
+    def evaluate(self, cfg: ProjectionConfig, point: dict[str, Any]) -> dict[str, Any]:
+        return evaluate(cfg, point)
+
+    def plot(self, cfg: ProjectionConfig, results: Any, path: Path) -> Any:
+        return plot(results, path)
+
+    def report(self, cfg: ProjectionConfig, results: Any, path: Path) -> None:
+        report(results, path, cfg, *step_ratios(cfg))
+
+    def outcome(self, cfg: ProjectionConfig, csv_path: Path) -> list[str]:
+        """The base system's times to target, per workload and step ratio."""
+        return [f"{r['workload']:<13} K-FAC steps x{r['step_ratio']:<6g} Adam {r['adam_s'] / 3600:8.3g} h  "
+                f"digital K-FAC {r['kfac_s'] / 3600:8.3g} h  thermodynamic K-FAC {r['tkfac_s'] / 3600:8.3g} h "
+                f"({r['speedup_vs_adam']:.3g}x Adam, bottleneck {r['tkfac_bottleneck']})"
+                for r in sweep.read_rows(csv_path, last_run=True) if r["knob"] == "base"]
+
+
+STUDY = ProjectionsStudy()

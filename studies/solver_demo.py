@@ -19,6 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from thermo import SolverConfig, ThermodynamicSolver
+from thermo.config_files import is_config_path
+from thermo.hardware import PRESETS, preset
+from thermo.matrices import random_spd
+
 from . import checks, sweep
 
 BURN_IN_TARGET = 1e-4
@@ -47,9 +52,6 @@ class DemoConfig:
             matrix_seed=checks.integer(owner, "matrix_seed", self.matrix_seed, minimum=0),
             workers=checks.workers(owner, self.workers),
         )
-        from thermo.config_files import is_config_path
-        from thermo.hardware import PRESETS, preset
-
         unknown = [p for p in self.presets if not is_config_path(p) and p.lower() not in PRESETS]
         if unknown:
             raise ValueError(f"unknown presets {sorted(unknown)}; choose from {sorted(PRESETS)} or give "
@@ -59,8 +61,6 @@ class DemoConfig:
 
 
 def _problem(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
-    from thermo.matrices import random_spd
-
     a = random_spd(cfg.size, cfg.condition_number, seed=cfg.matrix_seed)
     b = np.random.default_rng(cfg.matrix_seed + 1).standard_normal(cfg.size)
     return a, b
@@ -68,8 +68,6 @@ def _problem(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
 
 def run_point(cfg: DemoConfig, preset_name: str, window_tau: float, seed: int) -> dict:
     """One solve; returns a CSV row."""
-    from thermo import SolverConfig, ThermodynamicSolver, preset
-
     a, b = _problem(cfg)
     exact = np.linalg.solve(a, b)
     # Burn-in planned for 1e-4 so the residual transient stays below the window's noise error.
@@ -149,6 +147,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 def plot(rows: list[dict], path: Path, cfg: DemoConfig) -> Any:
     """Relative error against the window, log-log, measured and OU theory per preset; returns the
     (closed) Figure."""
+    # matplotlib is imported where a figure is drawn: at module level it would slow every
+    # `tcd` command (even --help) by about half a second
     import matplotlib
 
     matplotlib.use("Agg")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import ctypes
+import dataclasses
 import io
 import json
 import multiprocessing
@@ -45,6 +46,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
+
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from .store import SweepError, SweepStore, SweepWarning, point_key, store_path_for
 
@@ -238,8 +242,6 @@ def _jsonable(context: Mapping[str, Any]) -> dict[str, Any]:
 def context_of(config: Any, exclude: Sequence[str]) -> dict[str, Any]:
     """A dataclass config's fields except ``exclude`` (its swept axes and where it runs), as a
     sweep ``context``."""
-    import dataclasses
-
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in exclude}
 
 
@@ -281,6 +283,9 @@ def _write_sidecar(path: Path, wanted: Mapping[str, Any], provenance: Mapping[st
 def write_table(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]], context: Mapping[str, Any]) -> Path:
     """A derived table (not a sweep: e.g. a per-design summary) written atomically as a CSV, with
     ``context`` and the provenance beside it in the sweeps' ``<csv>.context.json`` format."""
+    # thermo (and with it torch and numba) is imported when a result is written, not when this
+    # module is: pin_threads must run before the numerical libraries load (pool workers,
+    # benchmarks/_timing.py)
     from thermo.provenance import provenance
 
     path = Path(path)
@@ -370,7 +375,7 @@ def run_sweep(
     timeout_s = _scheduler_timeout(scheduler_timeout_s)
     path = Path(csv_path)
     _check_output(path)
-    from thermo.provenance import package_version, provenance
+    from thermo.provenance import package_version, provenance  # lazy: see write_table
 
     version = package_version()
     wanted = None if context is None else _jsonable(context)
@@ -634,16 +639,12 @@ def pin_threads(threads: int) -> None:
     numba = sys.modules.get("numba")
     if numba is not None and hasattr(numba, "set_num_threads"):
         numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - comes with scikit-learn
-        return
     threadpool_limits(limits=threads)
 
 
 def _execute_dask(fn: Callable[[Point], Row], points: list[Point], scheduler: str,
                   timeout_s: float) -> Iterator[tuple[Point, Row]]:
-    try:
+    try:  # dask.distributed takes a second to import: only a sweep given a scheduler pays for it
         from distributed import Client
         from distributed import as_completed as dask_completed
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -676,6 +677,4 @@ def _execute_dask(fn: Callable[[Point], Row], points: list[Point], scheduler: st
 def _progress(total: int, initial: int, enabled: bool, description: str) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=initial, desc=description, unit="point")

@@ -24,6 +24,7 @@ Euler-Maruyama steps of GGN-vector products.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import math
@@ -33,11 +34,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from cosim.roofline import measure_stable
+from cosim.runs import project_run
+from cosim.shapes import ModelShape
+from cosim.step_graphs import StepModel, step_pattern
+from digital.curvature import batch_loss
+from digital.errors import TrainingStopped
+from digital.optimizers import make_optimizer
+from digital.tasks import available_tasks, build_task
+from digital.train import TrainConfig, train
+from digital.train import evaluate as evaluate_model
+from thermo import preset
 
 from . import checks, sweep
 from .intervals import mean_ci
+from .options import HARDWARE_HELP, SYSTEM_HELP, add_sweep_arguments, given, positive_int, sweep_options
 from .plotting import set_scale
 from .projections import base_system, describe_system
+from .protocol import Study
 
 EXPERIMENTS: dict[str, str] = {
     "wallclock": "TNGD (eta 0.01, lambda 0.01, t = 50 tau, t_d = 0) beats Adam (eta 1e-3) in loss against "
@@ -50,6 +66,11 @@ EXPERIMENTS: dict[str, str] = {
                "TNGD about 2x Adam's time per iteration (A100).",
 }
 """The published outcome of each experiment (PAPER.md section 1)."""
+
+def study_name(experiment: str) -> str:
+    """``tcd study tngd-<experiment>``: the study of one experiment, the stem of its files."""
+    return f"tngd-{experiment}"
+
 
 TABLE1_EXPONENTS = {"ngd-dense": 3.0, "ngd-cg": 1.0, "ngd-woodbury": 1.0, "tngd": 1.0}
 
@@ -98,8 +119,6 @@ class TNGDStudyConfig:
     out_dir: Path = field(default=Path("results/tngd"))
 
     def __post_init__(self) -> None:
-        from digital.tasks import available_tasks
-
         if self.experiment not in EXPERIMENTS:
             raise ValueError(f"experiment must be one of {', '.join(EXPERIMENTS)}, got {self.experiment!r}")
         if self.task not in available_tasks():
@@ -138,7 +157,7 @@ class TNGDStudyConfig:
 
     @property
     def stem(self) -> str:
-        return f"tngd-{self.experiment}"
+        return study_name(self.experiment)
 
 
 # -- points ----------------------------------------------------------------------------------------
@@ -164,8 +183,6 @@ def _mlp_params(width: int, d_in: int = 64, d_out: int = 10) -> int:
 
 
 def _tngd_options(cfg: TNGDStudyConfig, value: float) -> dict[str, Any]:
-    from thermo import preset
-
     t, delay, kappa, hw = cfg.analog_time_tau, 0.0, cfg.kappa, preset(cfg.hardware)
     if cfg.experiment == "analog-time":
         t = value
@@ -181,8 +198,6 @@ def _tngd_options(cfg: TNGDStudyConfig, value: float) -> dict[str, Any]:
 
 
 def steps_per_epoch(task: str) -> int:
-    from digital.tasks import build_task
-
     built = build_task(task)
     return math.ceil(len(built.train.targets) / built.batch_size)
 
@@ -192,9 +207,6 @@ def evaluate(cfg: TNGDStudyConfig, point: dict[str, Any]) -> dict[str, Any]:
     """One training run (or, for ``runtime``, one timing) of one variant, value and seed."""
     if cfg.experiment == "runtime":
         return _time_iteration(cfg, point["variant"], int(point["value"]))
-    from digital.errors import TrainingStopped
-    from digital.train import TrainConfig, train
-
     variant, value, seed = point["variant"], float(point["value"]), int(point["seed"])
     per_epoch = steps_per_epoch(cfg.task)
     epochs = cfg.epochs
@@ -242,9 +254,6 @@ def _cell(entry: dict[str, Any], metric: str, spec: str, ci: bool = True) -> str
 
 def _initial_evaluation(task: str, seed: int) -> dict[str, Any]:
     """Step 0 of a learning curve: the untrained model of ``train``'s run with this seed."""
-    from digital.tasks import build_task
-    from digital.train import evaluate as evaluate_model
-
     built = build_task(task, seed=seed)
     row: dict[str, Any] = {"step": 0}
     row["train_loss"], row["train_accuracy"] = evaluate_model(built.model, built.train, built.loss)
@@ -258,9 +267,6 @@ def _system(cfg: TNGDStudyConfig) -> Any:
 
 
 def _shape(task: str, width: int | None = None, batch: int | None = None) -> Any:
-    from cosim.shapes import ModelShape
-    from digital.tasks import build_task
-
     built = build_task(task, **({} if width is None else {"hidden": (width,)}))
     inputs = built.train.subset(np.arange(batch or built.batch_size)).inputs
     return ModelShape.from_model(built.model, inputs, name=task)
@@ -268,9 +274,6 @@ def _shape(task: str, width: int | None = None, batch: int | None = None) -> Any
 
 def _step_time(cfg: TNGDStudyConfig, variant: str, analog_time_tau: float | None = None) -> float:
     """Projected seconds per step of ``variant`` on the co-simulated system (A100, link, device)."""
-    from cosim.runs import project_run
-    from cosim.step_graphs import StepModel
-
     if variant == "adam":
         step = StepModel(method="adam")
     elif variant == "tngd":
@@ -282,9 +285,6 @@ def _step_time(cfg: TNGDStudyConfig, variant: str, analog_time_tau: float | None
 
 def _phases(cfg: TNGDStudyConfig) -> str:
     """The co-simulated TNGD step's time by phase, largest first (microseconds)."""
-    from cosim.runs import project_run
-    from cosim.step_graphs import StepModel
-
     run = project_run(_shape(cfg.task), _system(cfg), StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau),
                       100)
     phases = sorted(run.phase_s.items(), key=lambda kv: -kv[1])
@@ -294,12 +294,6 @@ def _phases(cfg: TNGDStudyConfig) -> str:
 def _time_iteration(cfg: TNGDStudyConfig, variant: str, width: int) -> dict[str, Any]:
     """Median seconds of one iteration of ``variant`` on the digits MLP of hidden ``width``
     (batch ``runtime_batch``), measured here; TNGD adds its analog part from the timing model."""
-    import torch
-
-    from digital.curvature import batch_loss
-    from digital.optimizers import make_optimizer
-    from digital.tasks import build_task
-
     task = build_task("digits-mlp", hidden=(width,))
     model = task.model
     batch = task.train.subset(torch.arange(cfg.runtime_batch))
@@ -331,8 +325,6 @@ def _time_iteration(cfg: TNGDStudyConfig, variant: str, width: int) -> dict[str,
 
         opt.step(closure)
 
-    from cosim.roofline import measure_stable
-
     # median of runtime_repeats to 3 x runtime_repeats iterations, until their spread is within
     # RUNTIME_SPREAD; the report flags a width whose spread stays above it
     timing = measure_stable(one, f"a {variant} iteration at width {width}", tolerance=RUNTIME_SPREAD,
@@ -350,8 +342,6 @@ def _time_iteration(cfg: TNGDStudyConfig, variant: str, width: int) -> dict[str,
 
 def _analog_part(cfg: TNGDStudyConfig, width: int) -> float:
     """Upload, relaxation for ``t``, readout and read-back of one TNGD step (timing model)."""
-    from cosim.step_graphs import StepModel, step_pattern
-
     graph = step_pattern(_shape("digits-mlp", width, cfg.runtime_batch), _system(cfg),
                          StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau, overlap=False))[0]
     return sum(t.duration_s for t in graph.tasks if t.resource in ("link", "analog"))
@@ -497,18 +487,8 @@ def _finite(x: Any) -> float:
 
 
 def run(cfg: TNGDStudyConfig, progress: bool = True) -> Path:
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = cfg.out_dir / f"{cfg.stem}.csv"
-    context = sweep.context_of(cfg, exclude=("experiment", "seeds", "analog_times", "delays", "kappas", "bits", "widths",
-                                             "workers", "scheduler", "out_dir"))
-    # timings run on one worker unless told otherwise, so that they do not disturb each other
-    workers = cfg.workers or (1 if cfg.experiment == "runtime" else None)
-    rows = sweep.run_sweep(functools.partial(evaluate, cfg), points(cfg), csv_path, workers=workers,
-                           scheduler=cfg.scheduler, progress=progress, description=cfg.stem, context=context)
-    summary = summarize(rows)
-    plot(cfg, rows, summary, csv_path.with_suffix(".png"))
-    report(cfg, rows, summary, csv_path.with_suffix(".md"))
-    return csv_path
+    """Run the experiment's missing points, summarize over seeds, plot and report; return the CSV path."""
+    return VARIANTS[cfg.experiment].run(cfg, progress)
 
 
 def _label(cfg: TNGDStudyConfig, variant: str, value: float) -> str:
@@ -534,6 +514,8 @@ def plot(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[st
     evaluation of the full train and test sets), mean over seeds with a min..max band; for
     ``runtime``, time per iteration against N. Losses are on log axes where they span more
     than a decade. Returns the (closed) Figure."""
+    # matplotlib is imported where a figure is drawn: at module level it would slow every
+    # `tcd` command (even --help) by about half a second
     import matplotlib
 
     matplotlib.use("Agg")
@@ -641,3 +623,76 @@ def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[
         if sim:
             lines += ["", f"Simulation cost: {np.mean(sim):.3g} s per TNGD run on this machine."]
     path.write_text("\n".join(lines) + "\n")
+
+
+class TNGDStudy(Study[TNGDStudyConfig]):
+    """One published experiment (``experiment``, a key of :data:`EXPERIMENTS`) as a study,
+    ``tcd study tngd-<experiment>``; each part hands over to this module's function of the same
+    name (which tests and notebooks call directly)."""
+
+    config_type = TNGDStudyConfig
+    swept = ("experiment", "seeds", "analog_times", "delays", "kappas", "bits", "widths")
+
+    def __init__(self, experiment: str) -> None:
+        if experiment not in EXPERIMENTS:
+            raise ValueError(f"experiment must be one of {', '.join(EXPERIMENTS)}, got {experiment!r}")
+        self.experiment = experiment
+        self.name = study_name(experiment)
+        self.help = f"thermodynamic NGD on the digits CNN, published experiment '{experiment}'"
+        self.description = (f"Published outcome: {EXPERIMENTS[experiment]} Runs over seeds with 95%% confidence "
+                            "intervals and reports whether ours agrees. Finished points are kept; a rerun skips them.")
+        # timings run on one worker unless told otherwise, so that they do not disturb each other
+        self.timed = experiment == "runtime"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--full", action="store_true", help="the full size (20 epochs, 5 seeds, wider runtime sweep)")
+        parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs per run (default 10)")
+        parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant (default 3)")
+        parser.add_argument("--task", default=None, help="model and data (default digits-cnn)")
+        parser.add_argument("--hardware", default=None, help=HARDWARE_HELP + " TNGD trains on (default ideal; its kT is kappa)")
+        parser.add_argument("--system", default=None, help=SYSTEM_HELP + " of the co-simulated wall-clock")
+        add_sweep_arguments(parser, f"results/{self.name}")
+
+    def config_from_args(self, args: argparse.Namespace) -> TNGDStudyConfig:
+        overrides = {**sweep_options(args), **given(args, "epochs", "seeds", "task", "hardware", "system")}
+        return self.config(args.full, **overrides)
+
+    def config(self, full: bool = False, **overrides: Any) -> TNGDStudyConfig:
+        """This experiment's default config (``full``: the full size) with ``overrides``."""
+        if full:
+            return TNGDStudyConfig.full(self.experiment, **overrides)
+        return TNGDStudyConfig(experiment=self.experiment, **overrides)
+
+    def points(self, cfg: TNGDStudyConfig) -> list[dict[str, Any]]:
+        return points(cfg)
+
+    def evaluate(self, cfg: TNGDStudyConfig, point: dict[str, Any]) -> dict[str, Any]:
+        return evaluate(cfg, point)
+
+    def analyse(self, cfg: TNGDStudyConfig, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rows (the learning curves) and their summary over seeds (:func:`summarize`)."""
+        return rows, summarize(rows)
+
+    def plot(self, cfg: TNGDStudyConfig, results: Any, path: Path) -> Any:
+        rows, summary = results
+        return plot(cfg, rows, summary, path)
+
+    def report(self, cfg: TNGDStudyConfig, results: Any, path: Path) -> None:
+        rows, summary = results
+        report(cfg, rows, summary, path)
+
+    def run(self, cfg: TNGDStudyConfig, progress: bool = True) -> Path:
+        if cfg.experiment != self.experiment:
+            raise ValueError(f"{self.name} runs the {self.experiment!r} experiment, not {cfg.experiment!r}; "
+                             f"run it with tngd.run(cfg)")
+        return super().run(cfg, progress)
+
+    def outcome(self, cfg: TNGDStudyConfig, csv_path: Path) -> list[str]:
+        """The published outcome, ours, and the verdict."""
+        rows = sweep.read_rows(csv_path, last_run=True)
+        agrees, evidence = agreement(cfg, rows, summarize(rows))
+        return [f"published: {EXPERIMENTS[self.experiment]}", f"ours: {evidence}", f"verdict: {verdict_text(agrees)}"]
+
+
+VARIANTS: dict[str, TNGDStudy] = {experiment: TNGDStudy(experiment) for experiment in EXPERIMENTS}
+"""One study per published experiment, in the order of :data:`EXPERIMENTS`."""

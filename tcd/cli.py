@@ -14,18 +14,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from studies.registry import STUDIES, in_words, timed_names, write_index
+
 from .arguments import (
     HARDWARE_HELP,
-    SYSTEM_HELP,
     add_sweep_arguments,
     add_system_arguments,
     add_training_arguments,
     key_values,
-    non_negative_floats,
     positive_float,
     positive_floats,
     positive_int,
-    positive_ints,
     strings,
 )
 from .plots import plot_history, plot_projection
@@ -159,103 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_study_parsers(studies: Any) -> None:
-    asym = studies.add_parser(
-        "asymptotic",
-        help="per-layer time of digital vs thermodynamic K-FAC against layer width n; fitted exponents",
-        description="Digital inversion (measured here and projected for a GPU) against the analog device's timing "
-        "model, for layer widths and factor condition numbers. Finished points are kept; a rerun skips them.",
-    )
-    asym.add_argument("--full", action="store_true", help="the real-hardware size (n up to 16,384)")
-    asym.add_argument("--sizes", type=positive_ints, default=None, help="layer widths, comma-separated (overrides the default)")
-    asym.add_argument("--kappas", type=positive_floats, default=None, help="factor condition numbers, comma-separated")
-    asym.add_argument("--gpu", default="A100", help="GPU preset of the roofline projection (default A100)")
-    asym.add_argument("--hardware", default="published", help=HARDWARE_HELP + " (default published)")
-    asym.add_argument("--chips", type=positive_int, default=1, help="analog chips (default 1)")
-    asym.add_argument("--system", default=None, help=SYSTEM_HELP)
-    asym.add_argument("--target-rel-error", type=positive_float, default=1e-2, help="accuracy of the analog results (default 1e-2)")
-    add_sweep_arguments(asym, "results/asymptotic", workers=1,
-                        workers_help="process-pool size (default 1: the measurements stay clean)")
-
-    nz = studies.add_parser(
-        "noise",
-        help="K-FAC through the simulated device across bit widths, kT, mismatch and windows vs exact and Adam",
-        description="Final loss and accuracy with seeds and 95%% confidence intervals, and the smallest bit width "
-        "that keeps K-FAC ahead of Adam. Finished points are kept; a rerun skips them.",
-    )
-    nz.add_argument("--full", action="store_true", help="the full size (every knob on MLP and CNN, 600 steps, 5 seeds, more widths)")
-    nz.add_argument("--tasks", type=strings, default=None, help="tasks, comma-separated (default digits-mlp,digits-cnn; "
-                    "the CNN sweeps bit widths only)")
-    nz.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
-    nz.add_argument("--seeds", type=positive_int, default=None, help="seeds per point")
-    nz.add_argument("--bits", type=positive_ints, default=None, help="bit widths, comma-separated whole numbers")
-    nz.add_argument("--hardware", default=None, help=HARDWARE_HELP + " the sweeps start from (default published)")
-    add_sweep_arguments(nz, "results/noise")
-
-    pr = studies.add_parser(
-        "projections",
-        help="projected time to target for ViT/ImageNet and the ogbg-molpcba GNN: Adam, digital and thermodynamic K-FAC",
-        description="AlgoPerf baseline steps, K-FAC step ratios (published and measured here) and a sensitivity sweep "
-        "over the device time constant, bits, link bandwidth and chips.",
-    )
-    pr.add_argument("--full", action="store_true", help="the full size (step ratios 0.5-1, denser sensitivity grids, "
-                    "600 measured steps)")
-    pr.add_argument("--workloads", type=strings, default=None, help="vit-imagenet,gnn-molpcba (default both)")
-    pr.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
-    pr.add_argument("--chips", type=positive_int, default=16, help="analog chips of the base system (default 16)")
-    pr.add_argument("--hardware", default=None, help=HARDWARE_HELP + " of the base system (default published)")
-    pr.add_argument("--system", default=None, help=SYSTEM_HELP)
-    pr.add_argument("--knobs", type=strings, default=None, help="sensitivity knobs: tau_scale,bits,link_scale,n_chips (default all)")
-    pr.add_argument("--no-measure", action="store_true", help="skip measuring K-FAC's step ratio on the digits MLP")
-    add_sweep_arguments(pr, "results/projections")
-
-    ds = studies.add_parser(
-        "designspace",
-        help="hardware design space: projected speedup against accuracy loss, with the Pareto front",
-        description="Each design (converter bits, planned solve error, mismatch, time constant) trains K-FAC through "
-        "the device for its accuracy loss against the exact backend and projects an AlgoPerf workload's time to "
-        "target for its speedup over digital K-FAC. Finished points are kept; a rerun skips them.",
-    )
-    ds.add_argument("--full", action="store_true", help="the full size (600 steps, 5 seeds, a denser grid)")
-    ds.add_argument("--task", default=None, help="model trained through each design (default digits-mlp)")
-    ds.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
-    ds.add_argument("--seeds", type=positive_int, default=None, help="seeds per design")
-    ds.add_argument("--bits", type=positive_ints, default=None, help="converter bit widths, comma-separated whole numbers")
-    ds.add_argument("--target-errors", type=positive_floats, default=None, help="planned relative errors of the solves")
-    ds.add_argument("--mismatch", type=non_negative_floats, default=None, help="static mismatch sigmas, comma-separated")
-    ds.add_argument("--tau-scales", type=positive_floats, default=None, help="time-constant multipliers, comma-separated")
-    ds.add_argument("--workload", default=None, help="vit-imagenet or gnn-molpcba (default vit-imagenet)")
-    ds.add_argument("--hardware", default=None, help=HARDWARE_HELP + " every design starts from (default published)")
-    ds.add_argument("--system", default=None, help=SYSTEM_HELP)
-    add_sweep_arguments(ds, "results/designspace")
-
-    from studies.tngd import EXPERIMENTS
-
-    for experiment, published in EXPERIMENTS.items():
-        tn = studies.add_parser(
-            f"tngd-{experiment}",
-            help=f"thermodynamic NGD on the digits CNN, published experiment '{experiment}'",
-            description=f"Published outcome: {published} Runs over seeds with 95%% confidence intervals and reports "
-            "whether ours agrees. Finished points are kept; a rerun skips them.",
-        )
-        tn.add_argument("--full", action="store_true", help="the full size (20 epochs, 5 seeds, wider runtime sweep)")
-        tn.add_argument("--epochs", type=positive_int, default=None, help="training epochs per run (default 10)")
-        tn.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant (default 3)")
-        tn.add_argument("--task", default=None, help="model and data (default digits-cnn)")
-        tn.add_argument("--hardware", default=None, help=HARDWARE_HELP + " TNGD trains on (default ideal; its kT is kappa)")
-        tn.add_argument("--system", default=None, help=SYSTEM_HELP + " of the co-simulated wall-clock")
-        add_sweep_arguments(tn, f"results/tngd-{experiment}")
+    """One sub-command per registered study (its own options), then ``all``."""
+    for entry in STUDIES.entries():
+        parser = studies.add_parser(entry.name, help=entry.summary, description=entry.value.description)
+        entry.value.add_arguments(parser)
 
     every = studies.add_parser(
         "all",
         help="every study at its default size (or --full), each in OUT/<study>, and an index page",
-        description="Runs asymptotic, noise, projections, designspace and the six tngd-* studies one after the other, "
+        description=f"Runs {in_words(STUDIES.names())} one after the other, "
         "each writing its CSV, "
         "PNG and Markdown report into OUT/<study>/, then OUT/README.md linking the reports: "
         "`tcd study all --out docs/studies` produces the study pages of the documentation.",
     )
     every.add_argument("--full", action="store_true", help="every study at its full size")
-    add_sweep_arguments(every, "results/studies", workers_help="process-pool size of every study but the "
-                        "asymptotic one, which measures on one worker (default: CPU count)")
+    add_sweep_arguments(every, "results/studies", workers_help=f"process-pool size of every study but the "
+                        f"{in_words(timed_names())} ones, which measure on one worker (default: CPU count)")
 
 
 def _system(args: argparse.Namespace) -> Any:
@@ -283,7 +201,7 @@ def _pin(threads: int | None) -> None:
         pin_threads(threads)
 
 
-def _wrote(*paths: Path) -> str:
+def _wrote(*paths: Path | str) -> str:
     return "wrote " + ", ".join(str(p) for p in paths)
 
 
@@ -421,134 +339,30 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     _output_dir(args.out)
-    if args.study == "noise":
-        return _study_noise(args)
-    if args.study == "projections":
-        return _study_projections(args)
-    if args.study == "designspace":
-        return _study_designspace(args)
     if args.study == "all":
         return _study_all(args)
-    if args.study.startswith("tngd-"):
-        return _study_tngd(args)
-    from studies import asymptotic
-
-    overrides: dict[str, object] = dict(
-        gpu=args.gpu, hardware=args.hardware, n_chips=args.chips, target_rel_error=args.target_rel_error,
-        system=args.system, **_sweep_options(args),
-    )
-    if args.sizes is not None:
-        overrides["sizes"] = args.sizes
-    if args.kappas is not None:
-        overrides["condition_numbers"] = args.kappas
-    cfg = asymptotic.AsymptoticConfig.full(**overrides) if args.full else asymptotic.AsymptoticConfig(**overrides)
-    csv_path = asymptotic.run(cfg, progress=not args.no_progress)
-    print(asymptotic.summary(asymptotic.sweep.read_rows(csv_path, last_run=True), cfg))
-    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
+    study = STUDIES.get(args.study)
+    cfg = study.config_from_args(args)
+    csv_path = study.run(cfg, progress=not args.no_progress)
+    for line in study.outcome(cfg, csv_path):
+        print(line)
+    print(_wrote(*study.written(cfg, csv_path)))
     return EXIT_OK
-
-
-def _given(args: argparse.Namespace, *names: str) -> dict[str, object]:
-    """The options the user gave (``None`` means "the study's default"; 0 is refused by the parser)."""
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-
-
-def _sweep_options(args: argparse.Namespace) -> dict[str, object]:
-    return dict(workers=args.workers, scheduler=args.scheduler, out_dir=args.out)
-
-
-def _study_noise(args: argparse.Namespace) -> int:
-    from studies import noise
-
-    overrides = {**_sweep_options(args), **_given(args, "tasks", "steps", "seeds", "hardware")}
-    if args.bits is not None:  # every task sweeps the widths given
-        overrides["bits"] = args.bits
-        overrides["bits_only"] = {task: args.bits for task in noise.NoiseConfig().bits_only}
-    cfg = noise.NoiseConfig.full(**overrides) if args.full else noise.NoiseConfig(**overrides)
-    csv_path = noise.run(cfg, progress=not args.no_progress)
-    summary = noise.summarize(noise.sweep.read_rows(csv_path, last_run=True))
-    for task in cfg.tasks:
-        smallest = noise.smallest_precision(summary, task)
-        print(f"{task}: smallest bit width keeping K-FAC ahead of Adam: {smallest if smallest is not None else 'none'}")
-    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
-    return EXIT_OK
-
-
-def _study_projections(args: argparse.Namespace) -> int:
-    from studies import projections
-
-    overrides = {**_sweep_options(args), **_given(args, "workloads", "knobs", "hardware", "system"),
-                 "gpu": args.gpu, "n_chips": args.chips, "measure_ratio": not args.no_measure}
-    cfg = projections.ProjectionConfig.full(**overrides) if args.full else projections.ProjectionConfig(**overrides)
-    csv_path = projections.run(cfg, progress=not args.no_progress)
-    for r in projections.sweep.read_rows(csv_path, last_run=True):
-        if r["knob"] == "base":
-            print(f"{r['workload']:<13} K-FAC steps x{r['step_ratio']:<6g} Adam {r['adam_s'] / 3600:8.3g} h  "
-                  f"digital K-FAC {r['kfac_s'] / 3600:8.3g} h  thermodynamic K-FAC {r['tkfac_s'] / 3600:8.3g} h "
-                  f"({r['speedup_vs_adam']:.3g}x Adam, bottleneck {r['tkfac_bottleneck']})")
-    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
-    return EXIT_OK
-
-
-def _study_tngd(args: argparse.Namespace) -> int:
-    from studies import tngd
-
-    experiment = args.study.removeprefix("tngd-")
-    overrides = {**_sweep_options(args), **_given(args, "epochs", "seeds", "task", "hardware", "system")}
-    cfg = (tngd.TNGDStudyConfig.full(experiment, **overrides) if args.full
-           else tngd.TNGDStudyConfig(experiment=experiment, **overrides))
-    csv_path = tngd.run(cfg, progress=not args.no_progress)
-    rows = tngd.sweep.read_rows(csv_path, last_run=True)
-    agrees, evidence = tngd.agreement(cfg, rows, tngd.summarize(rows))
-    print(f"published: {tngd.EXPERIMENTS[experiment]}")
-    print(f"ours: {evidence}")
-    print(f"verdict: {tngd.verdict_text(agrees)}")
-    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
-    return EXIT_OK
-
-
-STUDY_ORDER = ("asymptotic", "noise", "projections", "designspace", "tngd-wallclock", "tngd-analog-time", "tngd-delay",
-               "tngd-noise", "tngd-bits", "tngd-runtime")
 
 
 def _study_all(args: argparse.Namespace) -> int:
+    """``tcd study all``: each registered study in turn, as its own command, then the index page."""
     common = [*(["--full"] if args.full else []), *(["--no-progress"] if args.no_progress else []),
               *(["--scheduler", args.scheduler] if args.scheduler else [])]
-    pages = []
-    for name in STUDY_ORDER:
-        workers = ["--workers", str(args.workers)] if args.workers and name not in ("asymptotic", "tngd-runtime") else []
+    for name in STUDIES.names():
+        workers = ["--workers", str(args.workers)] if args.workers and not STUDIES.get(name).timed else []
         print(f"== tcd study {name}")
         status = main(["study", name, "--out", str(args.out / name), *common, *workers,
                        *(["--debug"] if getattr(args, "debug", False) else [])])
         if status:
             return status
-        report = args.out / name / f"{name}.md"
-        pages.append((name, report.read_text().splitlines()[0].lstrip("# ")))
-    index = ["# Studies", "", "Each page below was written by its study (`tcd study all"
-             + (" --full" if args.full else "") + f" --out {args.out}`); the CSVs of every point lie beside it.", ""]
-    index += [f"- [{title}]({name}/{name}.md): `tcd study {name}`" for name, title in pages]
-    (args.out / "README.md").write_text("\n".join(index) + "\n")
-    print(f"wrote {args.out / 'README.md'}")
-    return EXIT_OK
-
-
-def _study_designspace(args: argparse.Namespace) -> int:
-    from studies import designspace
-
-    overrides = {**_sweep_options(args), **_given(args, "task", "steps", "seeds", "workload", "bits", "hardware", "system")}
-    for flag, name in (("target_errors", "target_rel_error"), ("mismatch", "mismatch_sigma"), ("tau_scales", "tau_scale")):
-        if getattr(args, flag) is not None:
-            overrides[name] = getattr(args, flag)
-    cfg = designspace.DesignSpaceConfig.full(**overrides) if args.full else designspace.DesignSpaceConfig(**overrides)
-    csv_path = designspace.run(cfg, progress=not args.no_progress)
-    front = [r for r in designspace.sweep.read_rows(csv_path) if r["pareto"]]
-    print(f"Pareto front ({len(front)} designs): speedup over digital K-FAC, accuracy loss (percentage points)")
-    for r in sorted(front, key=lambda r: -r["speedup_vs_kfac"]):
-        print(f"  {r['bits']:>2} bits, target error {r['target_rel_error']:<5g} mismatch {r['mismatch_sigma']:<5g} "
-              f"tau x{r['tau_scale']:<5g}: {_ratio(r['speedup_vs_kfac'])}, {100 * r['accuracy_loss']:+.2f} pp")
-    print(f"wrote {csv_path} (per design), {cfg.out_dir / 'designspace_training.csv'}, "
-          f"{cfg.out_dir / 'designspace_projections.csv'} (every point), {csv_path.with_suffix('.png')}, "
-          f"{csv_path.with_suffix('.md')}")
+    command = "tcd study all" + (" --full" if args.full else "") + f" --out {args.out}"
+    print(f"wrote {write_index(args.out, command)}")
     return EXIT_OK
 
 

@@ -211,6 +211,7 @@ def test_study_designspace_prints_the_pareto_front(tmp_path, capsys):
 
 
 def test_study_all_runs_every_study_into_its_folder_and_indexes_the_reports(tmp_path, monkeypatch, capsys):
+    from studies.registry import STUDIES
     from tcd import cli
 
     calls = []
@@ -224,13 +225,28 @@ def test_study_all_runs_every_study_into_its_folder_and_indexes_the_reports(tmp_
 
     monkeypatch.setitem(cli._COMMANDS, "study", lambda args: cli._study_all(args) if args.study == "all" else fake_study(args))
     assert real_main(["study", "all", "--out", str(tmp_path), "--workers", "3", "--no-progress"]) == 0
-    assert [c[0] for c in calls] == list(cli.STUDY_ORDER)
+    assert [c[0] for c in calls] == list(STUDIES.names())
     assert all(out == tmp_path / name for name, out, _, _ in calls)
     workers = {name: w for name, _, w, _ in calls}
     assert workers["asymptotic"] == 1 and workers["noise"] == 3  # measurements stay on one worker
+    assert workers["tngd-runtime"] is None and workers["tngd-delay"] == 3
     index = (tmp_path / "README.md").read_text()
-    for name in cli.STUDY_ORDER:
-        assert f"[Title of {name}]({name}/{name}.md)" in index
+    assert f"(`tcd study all --out {tmp_path}`)" in index
+    for name in STUDIES.names():
+        assert f"- [Title of {name}]({name}/{name}.md): `tcd study {name}`" in index
+
+
+def test_study_help_lists_exactly_the_registered_studies(capsys):
+    from studies.registry import STUDIES
+
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.splitlines() if re.match(r"^ {4}\S", line)]
+    assert listed == [*STUDIES.names(), "all"]
+    for entry in STUDIES.entries():  # the one-line help of each is its registry summary
+        assert " ".join(entry.summary.split()[:4]) in " ".join(out.split())
 
 
 def test_study_tngd_prints_the_published_outcome_and_the_verdict(tmp_path, capsys):
