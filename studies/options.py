@@ -14,8 +14,41 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-HARDWARE_HELP = "a hardware preset (ideal, published, noisy) or a .toml/.yaml hardware file"
-SYSTEM_HELP = "a .toml/.yaml system file (GPU, link, analog hardware, chips) replacing the presets"
+from thermo.device import DEVICES, LINKS, CouplingDelivery
+from thermo.hardware import PRESETS as HARDWARE_PRESETS
+
+HARDWARE_HELP = f"a hardware preset ({', '.join(HARDWARE_PRESETS)}) or a .toml/.yaml hardware file"
+SYSTEM_HELP = "a .toml/.yaml system file (GPU and device: chips, link, knobs) replacing the presets"
+DEVICE_HELP = f"a device preset ({', '.join(DEVICES)}) or a .toml/.yaml device file"
+LINK_HELP = f"a link preset ({', '.join(LINKS)})"
+KNOBS = ("converter_channels", "coupling_delivery", "resident_couplings", "replicas")
+"""The device knobs every command that describes a device takes (:func:`add_device_knobs`)."""
+
+
+def add_device_knobs(parser: argparse.ArgumentParser) -> None:
+    """The architecture knobs of :class:`thermo.DeviceSpec`, each left at the device's own value
+    unless given (see :func:`device_knobs`)."""
+    group = parser.add_argument_group("device knobs (default: the device's own)")
+    group.add_argument("--converter-channels", type=positive_int, default=None, metavar="N",
+                       help="DAC and ADC channels per chip (1: serial converters; default one per unit)")
+    group.add_argument("--coupling-delivery", choices=[d.value for d in CouplingDelivery], default=None,
+                       help="how couplings reach the chips: one shared link with a copy per chip, one broadcast "
+                            "transfer, or one link per chip")
+    group.add_argument("--resident-couplings", action=argparse.BooleanOptionalAction, default=None,
+                       help="programmed couplings stay on a chip until they change")
+    group.add_argument("--replicas", action=argparse.BooleanOptionalAction, default=None,
+                       help="a chip larger than a matrix holds floor(units / n) copies and runs that many chains")
+
+
+def device_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The knobs given on the command line, as :class:`thermo.DeviceSpec` field changes."""
+    out: dict[str, Any] = {}
+    if getattr(args, "converter_channels", None) is not None:
+        out["dac_channels"] = out["adc_channels"] = args.converter_channels
+    for name in KNOBS[1:]:
+        if getattr(args, name, None) is not None:
+            out[name] = getattr(args, name)
+    return out
 
 
 def _whole_number(text: str, minimum: int) -> int:

@@ -12,10 +12,18 @@ import argparse
 import ast
 from pathlib import Path
 
+from cosim.system import GPU_PRESETS, SystemSpec
+from digital.optimizers import OPTIMIZERS
+from digital.solvers import SOLVERS
+from digital.tasks import TASKS
 from studies.options import (
+    DEVICE_HELP,
     HARDWARE_HELP,
+    LINK_HELP,
     SYSTEM_HELP,
+    add_device_knobs,
     add_sweep_arguments,
+    device_knobs,
     floats,
     non_negative_floats,
     non_negative_int,
@@ -28,7 +36,7 @@ from studies.options import (
 
 __all__ = [
     "HARDWARE_HELP", "SYSTEM_HELP", "add_sweep_arguments", "add_system_arguments", "add_training_arguments", "floats",
-    "key_values", "non_negative_floats", "non_negative_int", "positive_float", "positive_floats", "positive_int",
+    "key_values", "system_from_args", "non_negative_floats", "non_negative_int", "positive_float", "positive_floats", "positive_int",
     "positive_ints", "strings",
 ]
 
@@ -50,10 +58,11 @@ def key_values(pairs: list[str], flag: str) -> dict[str, object]:
 
 def add_training_arguments(parser: argparse.ArgumentParser, optimizer: bool = True) -> None:
     """The options of one training run (``tcd train``, ``tcd cotrain``)."""
-    parser.add_argument("--task", default="digits-mlp", help="digits-mlp, digits-cnn, digits-vit, graphs-gnn, digits-linear-mse")
+    parser.add_argument("--task", default="digits-mlp", help=f"{', '.join(TASKS)} (default digits-mlp)")
     if optimizer:
-        parser.add_argument("--optimizer", default="kfac", help="kfac, ngd, tngd, adam, adamw or sgd (default kfac)")
-        parser.add_argument("--solver", default="exact", help="solver backend of kfac/ngd: exact, cg or thermo (default exact)")
+        parser.add_argument("--optimizer", default="kfac", help=f"{', '.join(OPTIMIZERS)} (default kfac)")
+        parser.add_argument("--solver", default="exact",
+                            help=f"solver backend of the optimizers that take one: {', '.join(SOLVERS)} (default exact)")
     parser.add_argument("--lr", type=positive_float, default=0.1, help="learning rate (default 0.1)")
     parser.add_argument("--steps", type=positive_int, default=200, help="training steps (default 200)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="examples per step (default: the task's)")
@@ -67,9 +76,23 @@ def add_training_arguments(parser: argparse.ArgumentParser, optimizer: bool = Tr
 
 
 def add_system_arguments(parser: argparse.ArgumentParser) -> None:
-    """A described system: a file, or presets."""
+    """A described system: a file, or presets; the device knobs apply to either."""
     parser.add_argument("--system", type=Path, default=None, help=SYSTEM_HELP)
-    parser.add_argument("--gpu", default="A100", help="GPU preset when no --system (V100, A100, H100)")
-    parser.add_argument("--link", default="paper-50gbps", help="link preset when no --system")
-    parser.add_argument("--hardware", default="published", help=HARDWARE_HELP + " when no --system")
-    parser.add_argument("--chips", type=positive_int, default=1, help="analog chips when no --system")
+    parser.add_argument("--gpu", default="A100", help=f"GPU preset when no --system ({', '.join(GPU_PRESETS)})")
+    parser.add_argument("--device", default="published", help=DEVICE_HELP + " when no --system (default published)")
+    parser.add_argument("--link", default=None, help=LINK_HELP + " replacing the device's, when no --system")
+    parser.add_argument("--hardware", default=None, help=HARDWARE_HELP + " replacing the device's chip, when no --system")
+    parser.add_argument("--chips", type=positive_int, default=None, help="analog chips when no --system (default: the device's)")
+    add_device_knobs(parser)
+
+
+def system_from_args(args: argparse.Namespace) -> SystemSpec:
+    """The system :func:`add_system_arguments` describes: the ``--system`` file, or the presets,
+    with the device knobs given on the command line applied."""
+    if args.system is not None:
+        system = SystemSpec.load(args.system)
+    else:
+        system = SystemSpec.from_presets(gpu=args.gpu, link=args.link, hardware=args.hardware, n_chips=args.chips,
+                                         device=args.device)
+    knobs = device_knobs(args)
+    return system.replace(device=system.device.replace(**knobs)) if knobs else system

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cosim.step_graphs import METHODS
+from digital.optimizers import OPTIMIZERS
+from digital.solvers import SOLVERS
 from studies.registry import STUDIES, in_words, timed_names, write_index
 
 from .arguments import (
@@ -26,6 +29,7 @@ from .arguments import (
     positive_floats,
     positive_int,
     strings,
+    system_from_args,
 )
 from .plots import plot_history, plot_projection
 
@@ -94,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser(
         "train",
-        help="train a model with K-FAC, NGD, TNGD, Adam or SGD on a pluggable solver; write CSV/PNG",
+        help=f"train a model with one of {', '.join(OPTIMIZERS)} on a pluggable solver; write CSV/PNG",
         description="Train one of the built-in tasks. The run is named after its whole configuration (two "
         "configurations never share files) and checkpoints itself beside its CSV: a rerun of the same command "
         "resumes where it stopped. A run that diverges stops, writes its history and exits with status 1.",
@@ -130,8 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--batch-size", type=positive_int, default=128, help="examples per step (default 128)")
     add_system_arguments(pj)
     pj.add_argument("--steps", action="append", default=[], metavar="METHOD=N",
-                    help="steps per method, repeatable; methods adam, sgd, kfac (digital), tkfac (thermodynamic, inverses), tkfac-solve (thermodynamic, solves), tngd "
-                         "(default: adam=1000 kfac=1000 tkfac=1000)")
+                    help=f"steps per method, repeatable; methods: {METHODS.help()} (default: adam=1000 kfac=1000 tkfac=1000)")
     pj.add_argument("--inverse-every", type=positive_int, default=10, help="K-FAC inverse update interval (default 10)")
     pj.add_argument("--target-rel-error", type=positive_float, default=1e-2, help="accuracy of analog inversions (default 1e-2)")
     pj.add_argument("--condition-number", type=positive_float, default=1e3, help="condition number of a damped factor (default 1e3)")
@@ -152,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     studies = study.add_subparsers(dest="study", required=True, metavar="STUDY")
     _add_study_parsers(studies)
 
-    presets = sub.add_parser("presets", help="print the hardware, GPU and link presets")
+    presets = sub.add_parser("presets", help="print the hardware, device, GPU and link presets")
     presets.add_argument("names", nargs="*", help="presets to show, of any kind (default: all)")
     return parser
 
@@ -174,14 +177,6 @@ def _add_study_parsers(studies: Any) -> None:
     every.add_argument("--full", action="store_true", help="every study at its full size")
     add_sweep_arguments(every, "results/studies", workers_help=f"process-pool size of every study but the "
                         f"{in_words(timed_names())} ones, which measure on one worker (default: CPU count)")
-
-
-def _system(args: argparse.Namespace) -> Any:
-    from cosim import SystemSpec
-
-    if args.system is not None:
-        return SystemSpec.load(args.system)
-    return SystemSpec.from_presets(gpu=args.gpu, link=args.link, hardware=args.hardware, n_chips=args.chips)
 
 
 def _output_dir(path: Path) -> Path:
@@ -235,9 +230,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     optimizer_options = key_values(args.opt, "--opt")
     solver_options = key_values(args.solver_opt, "--solver-opt")
-    is_tngd = args.optimizer.lower() == "tngd"
+    is_tngd = OPTIMIZERS.get(args.optimizer).takes_hardware  # an unknown name stops here, listing the names
     if args.hardware is not None:
-        if not is_tngd and args.solver.lower() != "thermo":
+        if not is_tngd and not (args.solver in SOLVERS and SOLVERS.canonical(args.solver) == "thermo"):
             raise ValueError(f"--hardware applies to --solver thermo or --optimizer tngd, not to {args.optimizer} with "
                              f"--solver {args.solver}; drop --hardware or add --solver thermo")
         (optimizer_options if is_tngd else solver_options)["hardware"] = args.hardware
@@ -298,7 +293,7 @@ def _cmd_cotrain(args: argparse.Namespace) -> int:
     from digital.train import TrainConfig
 
     _pin(args.threads)
-    system = _system(args)
+    system = system_from_args(args)
     config = TrainConfig(
         task=args.task, optimizer="kfac", lr=args.lr, optimizer_options=key_values(args.opt, "--opt"),
         solver="thermo", solver_options=key_values(args.solver_opt, "--solver-opt"), steps=args.steps,
@@ -371,20 +366,11 @@ def _ratio(value: float) -> str:
     return f"{value:.3g}x"
 
 
-_PROJECT_METHODS = {
-    "adam": {"method": "adam"},
-    "sgd": {"method": "sgd"},
-    "kfac": {"method": "kfac", "inverse_on": "gpu"},
-    "tkfac": {"method": "kfac", "inverse_on": "analog"},
-    "tkfac-solve": {"method": "kfac", "inverse_on": "analog", "analog_op": "solve"},
-    "tngd": {"method": "tngd"},
-}
-
-
 def _cmd_project(args: argparse.Namespace) -> int:
-    from cosim import LayerShape, ModelShape, StepModel, compare, write_csv
+    from cosim import LayerShape, ModelShape, compare, write_csv
+    from studies.projections import describe_system
 
-    system = _system(args)
+    system = system_from_args(args)
     if args.task is not None:
         import torch
 
@@ -402,18 +388,18 @@ def _cmd_project(args: argparse.Namespace) -> int:
     steps = key_values(args.steps, "--steps") or {"adam": 1000, "kfac": 1000, "tkfac": 1000}
     runs = {}
     for method, n in steps.items():
-        if method not in _PROJECT_METHODS:
-            raise ValueError(f"unknown method {method!r} in --steps; known: {', '.join(_PROJECT_METHODS)}")
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r} in --steps; known: {', '.join(METHODS)}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"--steps {method}= needs a whole number >= 1, got {n!r}")
-        step = StepModel(**_PROJECT_METHODS[method], inv_update_steps=args.inverse_every,
-                         target_rel_error=args.target_rel_error, factor_condition_number=args.condition_number)
+        step = METHODS.get(method).step(inv_update_steps=args.inverse_every, target_rel_error=args.target_rel_error,
+                                        factor_condition_number=args.condition_number)
         runs[method] = (step, n)
     projections = compare(shape, system, runs)
     base = projections[0]
     digital_kfac = next((p for p in projections if p.label == "kfac"), None)
     print(f"model: {shape.name}, {shape.n_params:,} parameters, batch {shape.batch_size}; system: "
-          f"{system.gpu.name}, link {system.link.bandwidth_bps / 1e9:g} Gb/s, {system.analog.n_chips} analog chip(s)")
+          f"{describe_system(system)}")
     kfac_column = f" {'vs kfac':>10}" if digital_kfac is not None and base is not digital_kfac else ""
     print(f"{'method':<11} {'steps':>8} {'per step':>12} {'total':>12} {'vs ' + base.label:>10}{kfac_column} "
           f"{'energy':>12}  bottleneck")
@@ -488,48 +474,63 @@ def _table(title: str, columns: dict[str, dict[str, object]]) -> list[str]:
     """``columns`` maps a preset name to its fields; one row per field."""
     names = list(columns)
     fields = list(dict.fromkeys(f for c in columns.values() for f in c))
-    width = max(16, *(len(n) + 2 for n in names))
+    cells = {n: [_readable(columns[n].get(f), f) for f in fields] for n in names}
+    width = max(16, *(len(n) + 2 for n in names), *(len(c) + 2 for col in cells.values() for c in col))
     lines = [title, f"{'field':<28}" + "".join(f"{n:>{width}}" for n in names)]
-    lines += [f"{f:<28}" + "".join(f"{_readable(columns[n].get(f), f):>{width}}" for n in names) for f in fields]
+    lines += [f"{f:<28}" + "".join(f"{cells[n][i]:>{width}}" for n in names) for i, f in enumerate(fields)]
     return lines
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from cosim.system import GPU_PRESETS, LINK_PRESETS, PRECISIONS
-    from thermo.hardware import PRESETS, preset
+    from cosim.system import GPU_PRESETS, PRECISIONS
+    from thermo.device import DEVICES, LINKS
+    from thermo.hardware import PRESETS
 
-    wanted = {n.lower() for n in args.names}
-    known = {n.lower() for n in (*PRESETS, *GPU_PRESETS, *LINK_PRESETS)}
-    unknown = sorted(wanted - known)
+    registries = {"hardware": PRESETS, "device": DEVICES, "GPU": GPU_PRESETS, "link": LINKS}
+    unknown = sorted(n for n in args.names if not any(n in r for r in registries.values()))
     if unknown:
-        raise ValueError(f"unknown preset(s) {unknown}; hardware: {sorted(PRESETS)}, GPU: {sorted(GPU_PRESETS)}, "
-                         f"link: {sorted(LINK_PRESETS)}")
+        raise ValueError(f"unknown preset(s) {unknown}; "
+                         + "; ".join(f"{kind}: {', '.join(r)}" for kind, r in registries.items()))
 
     def chosen(names: Any) -> list[str]:
-        return [n for n in names if not wanted or n.lower() in wanted]
+        return [n for n in names if not args.names or any(n.lower() == w.lower() for w in args.names)]
 
     blocks: list[list[str]] = []
-    hardware = chosen(sorted(PRESETS))
+    hardware = chosen(PRESETS)
     if hardware:
-        specs = {n: dataclasses.asdict(preset(n)) for n in hardware}
-        blocks.append(_table("hardware presets (thermo.HardwareSpec; '-' is an ideal converter or an unbounded chip)", specs))
+        specs = {n: dataclasses.asdict(PRESETS.get(n)()) for n in hardware}
+        blocks.append(_table("hardware presets: one chip (thermo.HardwareSpec; '-' is an ideal converter or an "
+                             "unbounded chip)", specs))
+    devices = chosen(DEVICES)
+    if devices:
+        cols = {}
+        for n in devices:
+            d = DEVICES.get(n)()
+            cols[n] = {"n_chips": d.n_chips, "link": d.link.name or "custom", "link bandwidth_bps": d.link.bandwidth_bps,
+                       "link latency_s": d.link.latency_s, "coupling_delivery": d.coupling_delivery.value,
+                       "dac_channels": d.dac_channels or "one per unit", "adc_channels": d.adc_channels or "one per unit",
+                       "resident_couplings": d.resident_couplings, "replicas": d.replicas,
+                       "chip n_units": d.chip.n_units, "chip bits_A": d.chip.bits_A, "chip tau_s": d.chip.tau_s,
+                       "chip sample_rate_hz": d.chip.sample_rate_hz, "chip dac_conversion_s": d.chip.dac_conversion_s,
+                       "chip adc_conversion_s": d.chip.adc_conversion_s, "chip readout": d.chip.readout}
+        blocks.append(_table("device presets: chips, link and knobs (thermo.DeviceSpec; sources: "
+                             "python -c \"import thermo; print(thermo.device_preset('NAME').source)\")", cols))
     gpus = chosen(GPU_PRESETS)
     if gpus:
         cols = {}
         for n in gpus:
-            g = GPU_PRESETS[n]
+            g = GPU_PRESETS.get(n)
             cols[n] = {**{f"peak_flops.{k} (FLOP/s)": g.peak_flops.get(k) for k in PRECISIONS},
                        "memory_bandwidth (B/s)": g.memory_bandwidth_bps, "launch_overhead_s": g.launch_overhead_s,
                        "compute_efficiency": g.compute_efficiency, "memory_efficiency": g.memory_efficiency,
                        "power_w": g.power_w}
         blocks.append(_table("GPU presets (cosim.GPUSpec)", cols))
-    links = chosen(LINK_PRESETS)
+    links = chosen(LINKS)
     if links:
-        cols = {n: {"bandwidth_bps": LINK_PRESETS[n].bandwidth_bps, "latency_s": LINK_PRESETS[n].latency_s}
-                for n in links}
-        blocks.append(_table("link presets (cosim.LinkSpec)", cols))
+        cols = {n: {"bandwidth_bps": LINKS.get(n).bandwidth_bps, "latency_s": LINKS.get(n).latency_s} for n in links}
+        blocks.append(_table("link presets (thermo.device.LinkSpec)", cols))
     print("\n\n".join("\n".join(b) for b in blocks))
     return EXIT_OK
 
