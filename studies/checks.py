@@ -16,6 +16,7 @@ from typing import Any
 
 from cosim.system import SystemSpec, SystemSpecError
 from thermo.errors import ConfigFileError, HardwareSpecError
+from thermo.device import device_preset
 from thermo.hardware import preset
 
 
@@ -108,6 +109,18 @@ def hardware(owner: str, name: str, value: Any) -> str:
         raise _fail(owner, name, value, "a hardware preset name or the path of a .toml/.yaml hardware file")
     try:
         preset(value)
+    except (HardwareSpecError, ConfigFileError) as exc:
+        raise StudyConfigError(f"{owner}.{name}: {exc}") from None
+    return value
+
+
+def device(owner: str, name: str, value: Any) -> str:
+    """A device preset name or a ``.toml``/``.yaml`` device file (:func:`thermo.device_preset`),
+    read now for the same reason as :func:`hardware`."""
+    if not isinstance(value, str):
+        raise _fail(owner, name, value, "a device preset name or the path of a .toml/.yaml device file")
+    try:
+        device_preset(value)
     except (HardwareSpecError, ConfigFileError) as exc:
         raise StudyConfigError(f"{owner}.{name}: {exc}") from None
     return value

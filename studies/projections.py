@@ -159,21 +159,9 @@ def base_system(gpu: str, link: str, hardware: str, n_chips: int, system: str | 
 
 
 def describe_system(system: Any) -> str:
-    """One line naming a system's GPU, link, analog hardware, chips and device knobs, for the reports."""
-    device = system.device
-    hw, link = device.chip, device.link
-    bits = "ideal" if hw.bits_A is None else f"{hw.bits_A}-bit"
+    """One line naming a system's GPU and its device (:meth:`thermo.DeviceSpec.summary`), for the reports."""
     origin = f" (system file: {system.name})" if system.name else ""
-    knobs = [f"{device.coupling_delivery.value} couplings"]
-    if device.dac_channels is not None or device.adc_channels is not None:
-        knobs.append(f"{device.dac_channels or 'one per unit'} DAC / {device.adc_channels or 'one per unit'} ADC channel(s) per chip")
-    if device.resident_couplings:
-        knobs.append("resident factors")
-    if device.replicas:
-        knobs.append("replicas")
-    return (f"{system.gpu.name}, device {device.name or 'custom'}: link {link.name or 'custom'} "
-            f"({link.bandwidth_bps / 1e9:g} Gb/s), {device.n_chips} analog chip(s) with {bits} couplings and "
-            f"tau = {hw.tau_s * 1e6:g} us, {', '.join(knobs)}{origin}")
+    return f"{system.gpu.name}, {system.device.summary()}{origin}"
 
 
 def _system(cfg: ProjectionConfig, knob: str, value: float) -> Any:

@@ -209,6 +209,24 @@ class DeviceSpec:
         """A copy with ``channels`` DAC and ADC channels per chip (``None``: one per unit)."""
         return self.replace(dac_channels=channels, adc_channels=channels)
 
+    def summary(self) -> str:
+        """One line for reports: the device's name, link, chips, their couplings and time constant,
+        and every knob that is not at its default."""
+        hw, link = self.chip, self.link
+        bits = "ideal" if hw.bits_A is None else f"{hw.bits_A}-bit"
+        units = "unbounded" if hw.n_units is None else f"{hw.n_units}-unit"
+        knobs = [f"{self.coupling_delivery.value} couplings"]
+        if self.dac_channels is not None or self.adc_channels is not None:
+            knobs.append(f"{self.dac_channels or 'one per unit'} DAC / {self.adc_channels or 'one per unit'} ADC "
+                         "channel(s) per chip")
+        if self.resident_couplings:
+            knobs.append("resident couplings")
+        if self.replicas:
+            knobs.append("replicas")
+        return (f"device {self.name or 'custom'}: link {link.name or 'custom'} ({link.bandwidth_bps / 1e9:g} Gb/s), "
+                f"{self.n_chips} {units} chip(s) with {bits} couplings and tau = {hw.tau_s * 1e6:g} us, "
+                f"{', '.join(knobs)}")
+
     # --- serialization ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Nested plain values (``None`` fields left out, as TOML has no null)."""

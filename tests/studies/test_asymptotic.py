@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -124,3 +125,28 @@ def test_bad_configurations_name_the_field_and_value(bad, field) -> None:
     with pytest.raises(ValueError, match=field):
         asymptotic.AsymptoticConfig(**bad)
     assert asymptotic.AsymptoticConfig(sizes=(64.0, 128)).sizes == (64, 128)  # a whole float is a whole number
+
+
+def test_one_converter_channel_per_chip_fits_the_published_exponent_in_n(tmp_path):
+    """Serial converters read n node voltages per sample: once that outlasts the relaxation time
+    (n > kappa tau / (coupling_range adc_conversion_s) = 200 for kappa = 2 on the published chip),
+    every sample the target needs costs n conversions and the time grows as n^2."""
+    from studies import asymptotic
+
+    cfg = asymptotic.AsymptoticConfig(sizes=(512, 1024, 2048), condition_numbers=(2.0, 4.0), measure_max_n=1,
+                                      converter_channels=1, fit_points=3, workers=1, out_dir=tmp_path)
+    assert asymptotic.serial_crossover(cfg, 2.0) == pytest.approx(200.0)
+    rows = [dict(p, **asymptotic.evaluate(cfg, p)) for p in asymptotic.points(cfg) if p["kind"] == "thermo-inverse"]
+    fits = {f["kappa"]: f for f in asymptotic.fit_exponents(rows, cfg.fit_points)}
+    assert fits[2.0]["exponent"] == pytest.approx(2.0, abs=0.05)
+    assert asymptotic.verdict(fits[2.0]["exponent"], 2.0) == "agrees"
+    # one channel per unit (the published device) stays linear in n: one conversion per sample
+    parallel = dataclasses.replace(cfg, converter_channels=None)
+    rows_p = [dict(p, **asymptotic.evaluate(parallel, p)) for p in asymptotic.points(parallel)
+              if p["kind"] == "thermo-inverse"]
+    fit_p = {f["kappa"]: f for f in asymptotic.fit_exponents(rows_p, cfg.fit_points)}[2.0]
+    assert fit_p["exponent"] == pytest.approx(1.0, abs=0.1)
+    assert "one ADC channel per unit" in asymptotic.deciding_assumption(parallel, fit_p, "n")
+    # the fit in kappa at the largest n is reported beside the paper's 2
+    (kappa_fit,) = asymptotic.fit_kappa_exponents(rows)
+    assert kappa_fit["n"] == 2048 and kappa_fit["theory"] == 2.0 and math.isfinite(kappa_fit["exponent"])
