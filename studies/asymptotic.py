@@ -296,14 +296,10 @@ def verdict(fitted: float, published: float) -> str:
 
 
 def serial_crossover(cfg: AsymptoticConfig, kappa: float) -> float:
-    """The width past which reading the node voltages takes longer than the slowest relaxation
-    time (``kappa tau / coupling_range``): ``n* = channels kappa tau / (coupling_range
-    adc_conversion_s)``; infinite with one ADC channel per unit (one conversion per sample)."""
+    """The width past which reading the node voltages outlasts the slowest relaxation time
+    ``kappa tau / coupling_range`` of a factor (:func:`thermo.cost.serial_readout_units`)."""
     device = device_of(cfg)
-    chip = device.chip
-    if device.adc_channels is None or chip.adc_conversion_s == 0:
-        return math.inf
-    return device.adc_channels * kappa * chip.tau_s / (chip.coupling_range * chip.adc_conversion_s)
+    return cost.serial_readout_units(device, kappa / device.chip.coupling_range)
 
 
 def deciding_assumption(cfg: AsymptoticConfig, fit: dict[str, Any], axis: str) -> str:

@@ -558,6 +558,19 @@ def estimate_inverse(
                       copies=layout.copies, sample_interval_tau=h, resident=resident)
 
 
+def serial_readout_units(device: DeviceSpec | HardwareSpec, relaxation_time_tau: float) -> float:
+    """The number of node voltages past which reading one sample (``ceil(units / adc_channels)``
+    conversions) outlasts ``relaxation_time_tau``: below it the readout samples faster than the
+    chip decorrelates, and the extra, correlated samples cost nothing; above it every sample the
+    target needs costs its conversions (time ~ units per sample). Infinite with one ADC channel
+    per unit (one conversion per sample) or instant conversions."""
+    dev = _device(device)
+    chip = dev.chip
+    if dev.adc_channels is None or chip.adc_conversion_s == 0:
+        return math.inf
+    return dev.adc_channels * relaxation_time_tau * chip.tau_s / chip.adc_conversion_s
+
+
 def tngd_array_values(n_params: int, rank: int) -> int:
     """Values the TNGD device's resistor arrays hold: ``J_f`` (``r x N``), ``H_L`` (``r x r``) and
     ``J_f^T`` (``N x r``), ``r (r + 2N)`` with ``r = b d_z`` (Donatella et al. 2024, Appendix C)."""

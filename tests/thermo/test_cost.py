@@ -327,3 +327,9 @@ def test_the_simulator_samples_as_fast_as_its_adc_channels_allow():
     assert diag.device_time.sample_interval_tau == pytest.approx(0.2, rel=1e-12)
     inv = ThermodynamicSolver(dev, seed=0).inverse(a).diagnostics
     assert inv.window_tau / inv.n_samples == pytest.approx(0.2, rel=1e-9)
+
+
+def test_serial_readout_units_is_where_one_sample_outlasts_the_relaxation():
+    # 2 ADC channels of 50 ns on a 1 us chip: 10 tau of relaxation is read in 10 us = 200 conversions = 400 units
+    assert cost.serial_readout_units(small_hw(adc_channels=2), 10.0) == pytest.approx(400.0)
+    assert cost.serial_readout_units(small_hw(), 10.0) == math.inf
