@@ -77,7 +77,7 @@ class CoSimReport:
 def cosimulate_training(config: TrainConfig, system: SystemSpec, progress: bool = False) -> CoSimReport:
     """Train ``config`` (a K-FAC configuration; its solver is replaced by the thermo simulator
     of ``system``'s hardware) and its exact-backend twin; project both on ``system``."""
-    if config.optimizer.lower() != "kfac":
+    if config.optimizer != "kfac":  # TrainConfig keeps the registered spelling
         raise ValueError(f"co-simulated training covers K-FAC runs, got optimizer {config.optimizer!r}")
     options = dict(config.solver_options)
     options["hardware"] = system.device

@@ -16,6 +16,7 @@ from typing import Any
 
 from cosim.system import SystemSpec, SystemSpecError
 from thermo.errors import ConfigFileError, HardwareSpecError
+from digital.tasks import TASKS
 from thermo.device import device_preset
 from thermo.hardware import preset
 
@@ -112,6 +113,13 @@ def hardware(owner: str, name: str, value: Any) -> str:
     except (HardwareSpecError, ConfigFileError) as exc:
         raise StudyConfigError(f"{owner}.{name}: {exc}") from None
     return value
+
+
+def task(owner: str, name: str, value: Any) -> str:
+    """A registered task (:data:`digital.tasks.TASKS`, any case), returned as registered."""
+    if not isinstance(value, str) or value not in TASKS:
+        raise StudyConfigError(f"{owner}.{name} must be a built-in task ({', '.join(TASKS)}), got {value!r}")
+    return TASKS.canonical(value)
 
 
 def device(owner: str, name: str, value: Any) -> str:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from digital.tasks import available_tasks
 from thermo import preset
 
 from . import checks, sweep
@@ -88,8 +87,7 @@ class DesignSpaceConfig:
     out_dir: Path = field(default=Path("results") / NAME)
 
     def __post_init__(self) -> None:
-        if self.task not in available_tasks():
-            raise ValueError(f"unknown task {self.task!r}; known: {', '.join(available_tasks())}")
+        object.__setattr__(self, "task", checks.task("DesignSpaceConfig", "task", self.task))
         if self.workload not in WORKLOADS:
             raise ValueError(f"unknown workload {self.workload!r}; known: {', '.join(WORKLOADS)}")
         owner = "DesignSpaceConfig"

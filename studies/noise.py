@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from digital.errors import TrainingStopped
-from digital.tasks import available_tasks
 from digital.train import TrainConfig, train
 from thermo import preset
 from thermo.errors import ThermoError
@@ -69,9 +68,9 @@ class NoiseConfig:
     def __post_init__(self) -> None:
         owner = "NoiseConfig"
         checks.hardware(owner, "hardware", self.hardware)
-        unknown = set(self.tasks) - set(available_tasks())
-        if not self.tasks or unknown:
-            raise ValueError(f"tasks must be built-in tasks, unknown: {sorted(unknown)}")
+        if not self.tasks:
+            raise checks.StudyConfigError(f"{owner}.tasks must name at least one built-in task")
+        object.__setattr__(self, "tasks", tuple(checks.task(owner, "tasks", t) for t in self.tasks))
         if not isinstance(self.bits_only, dict):
             raise checks.StudyConfigError(f"{owner}.bits_only must map a task to its bit widths, got {self.bits_only!r}")
         checks.store(

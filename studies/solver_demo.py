@@ -52,9 +52,9 @@ class DemoConfig:
             matrix_seed=checks.integer(owner, "matrix_seed", self.matrix_seed, minimum=0),
             workers=checks.workers(owner, self.workers),
         )
-        unknown = [p for p in self.presets if not is_config_path(p) and p.lower() not in PRESETS]
+        unknown = [p for p in self.presets if not is_config_path(p) and p not in PRESETS]
         if unknown:
-            raise ValueError(f"unknown presets {sorted(unknown)}; choose from {sorted(PRESETS)} or give "
+            raise ValueError(f"unknown presets {sorted(unknown)}; choose from {', '.join(PRESETS)} or give "
                              ".toml/.yaml hardware files")
         for p in self.presets:  # a hardware file is read now: a typo stops here, not in a worker
             preset(p)

@@ -43,7 +43,7 @@ from cosim.step_graphs import StepModel, step_pattern
 from digital.curvature import batch_loss
 from digital.errors import TrainingStopped
 from digital.optimizers import make_optimizer
-from digital.tasks import available_tasks, build_task
+from digital.tasks import build_task
 from digital.train import TrainConfig, train
 from digital.train import evaluate as evaluate_model
 from thermo import preset
@@ -121,9 +121,8 @@ class TNGDStudyConfig:
     def __post_init__(self) -> None:
         if self.experiment not in EXPERIMENTS:
             raise ValueError(f"experiment must be one of {', '.join(EXPERIMENTS)}, got {self.experiment!r}")
-        if self.task not in available_tasks():
-            raise ValueError(f"unknown task {self.task!r}")
         owner = "TNGDStudyConfig"
+        object.__setattr__(self, "task", checks.task(owner, "task", self.task))
         checks.hardware(owner, "hardware", self.hardware)
         checks.system_file(owner, "system", self.system)
         times = dict(analog_time_tau=self.analog_time_tau, delay_time_tau=self.delay_time_tau,
