@@ -214,7 +214,7 @@ class DeviceSpec:
         and every knob that is not at its default."""
         hw, link = self.chip, self.link
         bits = "ideal" if hw.bits_A is None else f"{hw.bits_A}-bit"
-        units = "unbounded" if hw.n_units is None else f"{hw.n_units}-unit"
+        units = "unbounded" if hw.n_units is None else f"{hw.n_units} units"
         knobs = [f"{self.coupling_delivery.value} couplings"]
         if self.dac_channels is not None or self.adc_channels is not None:
             knobs.append(f"{self.dac_channels or 'one per unit'} DAC / {self.adc_channels or 'one per unit'} ADC "
@@ -224,7 +224,7 @@ class DeviceSpec:
         if self.replicas:
             knobs.append("replicas")
         return (f"device {self.name or 'custom'}: link {link.name or 'custom'} ({link.bandwidth_bps / 1e9:g} Gb/s), "
-                f"{self.n_chips} {units} chip(s) with {bits} couplings and tau = {hw.tau_s * 1e6:g} us, "
+                f"{self.n_chips} analog chip(s) ({units}) with {bits} couplings and tau = {hw.tau_s * 1e6:g} us, "
                 f"{', '.join(knobs)}")
 
     # --- serialization ----------------------------------------------------------------------------
