@@ -150,12 +150,14 @@ def measured_step_ratio(steps: int = 200, seed: int = 0) -> float:
     return (reached if reached is not None else steps) / steps
 
 
-def base_system(gpu: str, link: str, hardware: str, n_chips: int, system: str | None = None) -> Any:
+def base_system(gpu: str, link: str | None, hardware: str | None, n_chips: int | None, system: str | None = None,
+                device: str = "published") -> Any:
     """The system of the projections: a system file when given (``cosim.SystemSpec.load``), else
-    presets by name (``cosim.SystemSpec.from_presets``)."""
+    presets by name (``cosim.SystemSpec.from_presets``: the ``device`` preset with the link, chip
+    and chip count given, None keeping the device's)."""
     if system is not None:
         return SystemSpec.load(system)
-    return SystemSpec.from_presets(gpu=gpu, link=link, hardware=hardware, n_chips=n_chips)
+    return SystemSpec.from_presets(gpu=gpu, link=link, hardware=hardware, n_chips=n_chips, device=device)
 
 
 def describe_system(system: Any) -> str:

@@ -50,7 +50,7 @@ from thermo import preset
 
 from . import checks, sweep
 from .intervals import mean_ci
-from .options import HARDWARE_HELP, SYSTEM_HELP, add_sweep_arguments, given, positive_int, sweep_options
+from .options import DEVICE_HELP, HARDWARE_HELP, SYSTEM_HELP, add_sweep_arguments, given, positive_int, sweep_options
 from .plotting import set_scale
 from .projections import base_system, describe_system
 from .protocol import Study
@@ -110,10 +110,13 @@ class TNGDStudyConfig:
     """The device TNGD trains on (a preset or a hardware file); its ``kT`` is replaced by ``kappa``
     and the bits study sets its input DAC and ADC."""
     gpu: str = "A100"
-    link: str = "paper-50gbps"
+    device: str = "paper-2024-tngd"
+    """The device of the co-simulated wall-clock and of the runtime's analog part: by default the
+    TNGD paper's own procedure and constants (``thermo.device``), so the comparison with its
+    estimate is like for like."""
     system: str | None = None
-    """A system file (``.toml``/``.yaml``) for the co-simulated wall-clock, replacing ``gpu``,
-    ``link`` and the published device."""
+    """A system file (``.toml``/``.yaml``) for the co-simulated wall-clock, replacing ``gpu`` and
+    ``device``."""
     workers: int | None = None
     scheduler: str | None = None
     out_dir: Path = field(default=Path("results/tngd"))
@@ -124,6 +127,7 @@ class TNGDStudyConfig:
         owner = "TNGDStudyConfig"
         object.__setattr__(self, "task", checks.task(owner, "task", self.task))
         checks.hardware(owner, "hardware", self.hardware)
+        checks.device(owner, "device", self.device)
         checks.system_file(owner, "system", self.system)
         times = dict(analog_time_tau=self.analog_time_tau, delay_time_tau=self.delay_time_tau,
                      noise_time_tau=self.noise_time_tau)
@@ -262,7 +266,7 @@ def _initial_evaluation(task: str, seed: int) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=8)
 def _system(cfg: TNGDStudyConfig) -> Any:
-    return base_system(cfg.gpu, cfg.link, "published", 1, cfg.system)
+    return base_system(cfg.gpu, None, None, None, cfg.system, device=cfg.device)
 
 
 def _shape(task: str, width: int | None = None, batch: int | None = None) -> Any:
@@ -340,7 +344,7 @@ def _time_iteration(cfg: TNGDStudyConfig, variant: str, width: int) -> dict[str,
 
 
 def _analog_part(cfg: TNGDStudyConfig, width: int) -> float:
-    """Upload, relaxation for ``t``, readout and read-back of one TNGD step (timing model)."""
+    """Upload, relaxation for ``t``, readout and read-back of one TNGD step (priced by thermo.cost)."""
     graph = step_pattern(_shape("digits-mlp", width, cfg.runtime_batch), _system(cfg),
                          StepModel(method="tngd", analog_time_tau=cfg.analog_time_tau, overlap=False))[0]
     return sum(t.duration_s for t in graph.tasks if t.resource in ("link", "analog"))
@@ -595,8 +599,9 @@ def report(cfg: TNGDStudyConfig, rows: list[dict[str, Any]], summary: list[dict[
                   f"(p90 - p10) / median is within {100 * RUNTIME_SPREAD:.0f}%), on this machine's CPU. Dense NGD up to N = "
                   f"{cfg.dense_max_n}; NGD-CG runs {cfg.cg_iterations} iterations (the paper's c).",
                   f"- TNGD: the digital part (gradient and the Gram of the GGN, measured) plus the analog part from the "
-                  f"co-simulation's timing model ({cfg.link} upload of U, t = {cfg.analog_time_tau:g} tau at the "
-                  f"published tau, readout, read-back); the simulation of the device itself is not counted."]
+                  f"co-simulation, priced by thermo.cost on {describe_system(_system(cfg))} (the r (r + 2N) array "
+                  f"values and the gradient through the link and the DACs, t = {cfg.analog_time_tau:g} tau, readout, "
+                  f"read-back); the simulation of the device itself is not counted."]
     else:
         lines += [f"- {cfg.task}, batch 64, {cfg.epochs} epochs, {cfg.seeds} seeds; 95% Student-t intervals over seeds.",
                   f"- TNGD: eta {cfg.lr:g}, lambda {cfg.damping:g}, warm start from x0 = g, no momentum, noise kappa_0 "
@@ -649,11 +654,13 @@ class TNGDStudy(Study[TNGDStudyConfig]):
         parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per variant (default 3)")
         parser.add_argument("--task", default=None, help="model and data (default digits-cnn)")
         parser.add_argument("--hardware", default=None, help=HARDWARE_HELP + " TNGD trains on (default ideal; its kT is kappa)")
+        parser.add_argument("--device", default=None, help=DEVICE_HELP + " of the co-simulated wall-clock (default "
+                            "paper-2024-tngd, the paper's own procedure)")
         parser.add_argument("--system", default=None, help=SYSTEM_HELP + " of the co-simulated wall-clock")
         add_sweep_arguments(parser, f"results/{self.name}")
 
     def config_from_args(self, args: argparse.Namespace) -> TNGDStudyConfig:
-        overrides = {**sweep_options(args), **given(args, "epochs", "seeds", "task", "hardware", "system")}
+        overrides = {**sweep_options(args), **given(args, "epochs", "seeds", "task", "hardware", "device", "system")}
         return self.config(args.full, **overrides)
 
     def config(self, full: bool = False, **overrides: Any) -> TNGDStudyConfig:
