@@ -103,16 +103,21 @@ def store(config: Any, **values: Any) -> None:
         object.__setattr__(config, name, value)
 
 
-def hardware(owner: str, name: str, value: Any) -> str:
-    """A hardware preset name or a ``.toml``/``.yaml`` hardware file, read now so that a typo
-    stops the study before its first point rather than inside a worker."""
+def _readable_preset(owner: str, name: str, value: Any, kind: str, read: Any) -> str:
+    """A ``kind`` preset name or ``.toml``/``.yaml`` file that ``read`` loads, read now so that a
+    typo stops the study before its first point rather than inside a worker."""
     if not isinstance(value, str):
-        raise _fail(owner, name, value, "a hardware preset name or the path of a .toml/.yaml hardware file")
+        raise _fail(owner, name, value, f"a {kind} preset name or the path of a .toml/.yaml {kind} file")
     try:
-        preset(value)
+        read(value)
     except (HardwareSpecError, ConfigFileError) as exc:
         raise StudyConfigError(f"{owner}.{name}: {exc}") from None
     return value
+
+
+def hardware(owner: str, name: str, value: Any) -> str:
+    """A hardware preset name or a ``.toml``/``.yaml`` hardware file (:func:`thermo.preset`)."""
+    return _readable_preset(owner, name, value, "hardware", preset)
 
 
 def task(owner: str, name: str, value: Any) -> str:
@@ -123,15 +128,8 @@ def task(owner: str, name: str, value: Any) -> str:
 
 
 def device(owner: str, name: str, value: Any) -> str:
-    """A device preset name or a ``.toml``/``.yaml`` device file (:func:`thermo.device_preset`),
-    read now for the same reason as :func:`hardware`."""
-    if not isinstance(value, str):
-        raise _fail(owner, name, value, "a device preset name or the path of a .toml/.yaml device file")
-    try:
-        device_preset(value)
-    except (HardwareSpecError, ConfigFileError) as exc:
-        raise StudyConfigError(f"{owner}.{name}: {exc}") from None
-    return value
+    """A device preset name or a ``.toml``/``.yaml`` device file (:func:`thermo.device_preset`)."""
+    return _readable_preset(owner, name, value, "device", device_preset)
 
 
 def system_file(owner: str, name: str, value: Any) -> str | None:
