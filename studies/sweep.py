@@ -631,14 +631,18 @@ def pin_threads(threads: int) -> None:
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise SweepError(f"threads must be a positive integer, got {threads!r}")
+    numba = sys.modules.get("numba")
+    numba_pool = getattr(getattr(numba, "config", None), "NUMBA_NUM_THREADS", None)
     for var in THREAD_ENV_VARS:
-        os.environ[var] = str(threads)
+        # numba read its pool size at import: it refuses a different NUMBA_NUM_THREADS at its
+        # next config reload (the next compilation) once its threads run, so a loaded numba
+        # keeps its own value there and gets the count from set_num_threads below
+        os.environ[var] = str(numba_pool if var == "NUMBA_NUM_THREADS" and numba_pool is not None else threads)
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "set_num_threads"):
         torch.set_num_threads(threads)
-    numba = sys.modules.get("numba")
-    if numba is not None and hasattr(numba, "set_num_threads"):
-        numba.set_num_threads(min(threads, int(numba.config.NUMBA_NUM_THREADS)))
+    if numba_pool is not None and hasattr(numba, "set_num_threads"):
+        numba.set_num_threads(min(threads, int(numba_pool)))
     threadpool_limits(limits=threads)
 
 

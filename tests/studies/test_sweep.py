@@ -434,3 +434,34 @@ def test_a_derived_table_keeps_its_settings_and_provenance_beside_it(tmp_path) -
     assert sidecar["context"] == {"steps": 10} and sidecar["provenance"]["version"] == package_version()
     with pytest.raises(SweepError, match="no rows"):
         write_table(tmp_path / "empty.csv", [], {})
+
+
+def test_pinning_after_numba_loaded_survives_its_next_compilation():
+    """numba reads NUMBA_NUM_THREADS at import and refuses another value at its next config
+    reload once its pool runs (a fresh machine compiles in the workers: every study's first
+    points failed there); pin_threads leaves numba's own value in the environment."""
+    script = (
+        "import numba, numpy as np\n"
+        "from studies.sweep import pin_threads\n"
+        "pool = numba.config.NUMBA_NUM_THREADS\n"
+        "pin_threads(1)\n"
+        "@numba.njit(parallel=True, cache=False)\n"
+        "def f(x):\n"
+        "    s = 0.0\n"
+        "    for i in numba.prange(x.size):\n"
+        "        s += x[i]\n"
+        "    return s\n"
+        "f(np.ones(8))\n"
+        "numba.core.config.reload_config()\n"
+        "@numba.njit(cache=False)\n"
+        "def g(x):\n"
+        "    return x + 1\n"
+        "g(1.0)\n"
+        "assert numba.get_num_threads() == 1 and numba.config.NUMBA_NUM_THREADS == pool\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    env["NUMBA_NUM_THREADS"] = "2"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
