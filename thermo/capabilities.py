@@ -19,9 +19,10 @@ unmodelled non-ideality, the field that switches it on and how to turn it off
 
 Which fields are not non-idealities: ``tau_s``, ``kT``, ``coupling_range``, ``input_range_v`` and
 ``sample_rate_hz`` are parameters of the ideal device (every integrator takes them);
-``mass_s2``, ``chip_seed`` and ``drift_timescale_s`` parametrize a member below; ``n_chips``,
-``readout``, the link, converter timing and energy fields cost time and energy but do not change
-the dynamics.
+``mass_s2``, ``chip_seed`` and ``drift_timescale_s`` parametrize a member below; ``readout``,
+the converter timing and energy fields cost time and energy but do not change the dynamics (nor
+do the device's chip count, link and knobs, :mod:`thermo.device`, which only the cost model
+reads).
 
 Adding a non-ideality means: a :class:`HardwareSpec` field that switches it (off by default),
 one :class:`Nonideality` member, its line in :func:`required` (and its entries in the
