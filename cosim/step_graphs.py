@@ -1,11 +1,13 @@
 """The task graph of one training step, with durations, from a model's layer shapes.
 
 Digital phases get their time from the roofline model of the described GPU (FLOPs and bytes
-per phase, from the layer shapes); analog phases from the thermo timing model of the described
-device. The step graphs then go to :mod:`cosim.schedule` (one step, or a repeating pattern of
-steps for a whole run).
+per phase, from the layer shapes); every device operation from :mod:`thermo.cost` on the
+system's :class:`thermo.DeviceSpec`, entering the graph through :func:`device_tasks` (program
+over the link, run on a chip, read back). The step graphs then go to :mod:`cosim.schedule` (one
+step, or a repeating pattern of steps for a whole run).
 
-Methods (``method=``):
+Step kinds (``method=``, :data:`STEP_KINDS`; the projected methods built on them are
+:data:`METHODS`):
 
 - ``adam`` (or ``sgd``): forward, backward, update.
 - ``kfac``: forward, backward, the curvature pass (``mc``: one extra backward), factor
@@ -14,8 +16,11 @@ Methods (``method=``):
   GPU); ``inverse_on="analog"`` sends each factor over the link, inverts it on a chip (a pool of
   ``n_chips``), and reads it back (thermodynamic K-FAC); the inversions of different layers
   overlap each other and the GPU's factor statistics of later layers.
-- ``tngd``: gradient and the GGN factor on the GPU, upload, analog relaxation for ``t``, read-back,
-  update; the next gradient may overlap the relaxation (``overlap=True``, a delay of one step).
+  With ``analog_op="solve"`` the factors are solved with every step; on steps that keep them, a
+  device with resident couplings sends only the right-hand sides.
+- ``tngd``: gradient and the GGN factor on the GPU, one device iteration (the ``r (r + 2N)``
+  array values and the gradient programmed, relaxation for ``t``, read-back), update; the next
+  gradient may overlap the relaxation (``overlap=True``, a delay of one step).
 
 Every number a projection uses is in :class:`StepModel` and the system description; call
 :meth:`StepModel.assumptions` to print them beside a result.
@@ -53,7 +58,8 @@ from .system import SystemSpec
 class StepModel:
     """How one step is costed. Hardware-independent choices of the algorithm and the precision."""
 
-    method: Literal["adam", "sgd", "kfac", "tngd"] = "kfac"
+    method: str = "kfac"
+    """How the step's graph is built: a :data:`STEP_KINDS` name."""
     inverse_on: Literal["gpu", "analog"] = "gpu"
     analog_op: Literal["inverse", "solve"] = "inverse"
     """Thermodynamic K-FAC variant (Donatella et al. 2025): invert both factors on the device
