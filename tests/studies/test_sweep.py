@@ -355,6 +355,7 @@ def thread_report(point: dict) -> dict:
 
     blas = [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
     return {"torch": torch.get_num_threads(), "numba": numba.get_num_threads(), "blas": max(blas, default=-1),
+            "numba_pool": numba.config.NUMBA_NUM_THREADS,
             **{var: os.environ.get(var, "") for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                         "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")}}
 
@@ -365,8 +366,10 @@ def test_pool_workers_pin_every_thread_pool(tmp_path) -> None:
     for row in rows:
         assert row["torch"] == row["numba"] == threads, row
         assert row["blas"] in (threads, -1), row  # -1: numpy without a BLAS threadpoolctl knows
-        assert row["OMP_NUM_THREADS"] == row["OPENBLAS_NUM_THREADS"] == row["MKL_NUM_THREADS"] \
-            == row["NUMBA_NUM_THREADS"] == str(threads), row
+        assert row["OMP_NUM_THREADS"] == row["OPENBLAS_NUM_THREADS"] == row["MKL_NUM_THREADS"] == str(threads), row
+        # numba keeps the pool size it read at import in the environment (another value there
+        # fails its next compilation); its active count is the pinned one (above)
+        assert row["NUMBA_NUM_THREADS"] == str(row["numba_pool"]) and row["numba_pool"] >= threads, row
 
 
 def test_pin_threads_refuses_a_bad_count() -> None:
