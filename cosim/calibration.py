@@ -28,6 +28,7 @@ factors phase). Expect agreement within a small factor per phase, not percent-le
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from .roofline import (
 )
 from .system import GPUSpec, SystemSpec
 from .shapes import ModelShape
+from .runs import project_run
 from .step_graphs import StepCoster, StepModel
 
 PHASES: tuple[str, ...] = ("gradient_s", "factors_s", "precondition_s", "update_s")
@@ -538,3 +540,35 @@ def calibrate_from_training(
         warmup=warmup,
         **kfac_options,
     )
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One scale on every GPU kernel (``GPUSpec.anchor_scale``) that makes a projected step
+    equal a measured one. Times in seconds per step."""
+
+    scale: float
+    modelled_step_s: float
+    """The roofline's step before anchoring (``anchor_scale`` 1)."""
+    measured_step_s: float
+    source: str = ""
+
+
+def anchor_to_step(
+    shape: ModelShape, system: SystemSpec, measured_step_s: float, step: StepModel | None = None, source: str = ""
+) -> tuple[SystemSpec, Anchor]:
+    """``system`` with its GPU anchored so that the projected step of ``step`` (default Adam)
+    on ``shape`` takes ``measured_step_s`` (a published or measured step time), and the anchor.
+
+    Every GPU kernel is scaled alike, so the other methods' digital work inherits the anchor;
+    the device's times are not touched (they come from :mod:`thermo.cost`).
+    """
+    if not (isinstance(measured_step_s, (int, float)) and math.isfinite(measured_step_s) and measured_step_s > 0):
+        raise RooflineError(f"measured_step_s must be a finite number of seconds > 0, got {measured_step_s!r}")
+    step = StepModel(method="adam") if step is None else step
+    plain = system.replace(gpu=system.gpu.replace(anchor_scale=1.0))
+    modelled = project_run(shape, plain, step, 100).time_per_step_s
+    scale = measured_step_s / modelled
+    note = f"anchored x{scale:.4g} to a {measured_step_s:.4g} s {step.method} step" + (f" ({source})" if source else "")
+    gpu = plain.gpu.replace(anchor_scale=scale, source=f"{plain.gpu.source}; {note}" if plain.gpu.source else note)
+    return system.replace(gpu=gpu), Anchor(scale, modelled, float(measured_step_s), source)

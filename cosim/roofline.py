@@ -167,8 +167,8 @@ class RooflineModel:
         )
 
     def time_s(self, work: Work) -> float:
-        """Predicted time (s) of ``work``."""
-        return self.terms(work).total_s
+        """Predicted time (s) of ``work``: its roofline times the GPU's ``anchor_scale``."""
+        return self.terms(work).total_s * self.gpu.anchor_scale
 
     def total_time_s(self, works: Sequence[Work]) -> float:
         """Time (s) of kernels run one after another: each pays its own roofline, which is

@@ -78,6 +78,41 @@ def compare(
     return [project_run(shape, system, step, n, label) for label, (step, n) in runs.items()]
 
 
+REPLACED_PHASES: dict[str, tuple[str, ...]] = {"inverse": ("invert",), "solve": ("invert", "precondition")}
+"""The phases of digital K-FAC that thermodynamic K-FAC hands to the device, per published
+method (``StepModel.analog_op``): the inverse method replaces the inversions (the GPU still
+preconditions with the inverses read back); the solve method replaces the inversions and the
+preconditioning products (the device solves with the gradient's right-hand sides)."""
+
+
+@dataclass(frozen=True)
+class OffloadBound:
+    """How much any device could win (Amdahl): if the device's work took no time at all, the
+    replaced phases of digital K-FAC would vanish and nothing else would change."""
+
+    replaced_s: float
+    """Seconds of digital K-FAC's run in the replaced phases (:data:`REPLACED_PHASES`)."""
+    share: float
+    """Their share of digital K-FAC's run."""
+    vs_kfac: float
+    """The largest speedup over digital K-FAC any device could give: ``T / (T - replaced)``."""
+    vs_adam: float | None
+    """The same bound over Adam's run, when given: ``T_adam / (T - replaced)``."""
+
+
+def offload_bound(digital: RunProjection, analog_op: str, adam: RunProjection | None = None) -> OffloadBound:
+    """The bound on thermodynamic K-FAC (method ``analog_op``) from digital K-FAC's projected run
+    at the same factor and inverse intervals. The phases' busy times add up to the run because a
+    K-FAC step's GPU work runs one kernel after another."""
+    if analog_op not in REPLACED_PHASES:
+        raise ValueError(f"analog_op must be one of {', '.join(REPLACED_PHASES)}, got {analog_op!r}")
+    replaced = sum(digital.phase_s.get(phase, 0.0) for phase in REPLACED_PHASES[analog_op])
+    rest = digital.total_s - replaced
+    vs_kfac = digital.total_s / rest if rest > 0 else float("inf")
+    vs_adam = None if adam is None else (adam.total_s / rest if rest > 0 else float("inf"))
+    return OffloadBound(replaced, replaced / digital.total_s, vs_kfac, vs_adam)
+
+
 def write_csv(projections: list[RunProjection], path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     rows = [p.row() for p in projections]

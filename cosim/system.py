@@ -118,6 +118,9 @@ class GPUSpec:
     """Board power (W) for energy estimates; ``None`` when unknown."""
     source: str = ""
     """Where the figures come from (datasheet, measurement, assumption)."""
+    anchor_scale: float = 1.0
+    """Multiplies every kernel time the roofline predicts: the anchor of a whole digital step to a
+    measured one (:func:`cosim.calibration.anchor_to_step`; 1: the roofline as it is)."""
 
     def __post_init__(self) -> None:
         owner = "GPUSpec"
@@ -146,6 +149,7 @@ class GPUSpec:
                 raise SystemSpecError(f"{owner}.{name} must be in (0, 1], got {value!r}")
         if self.power_w is not None:
             _check_positive_finite(owner, "power_w", self.power_w)
+        _check_positive_finite(owner, "anchor_scale", self.anchor_scale)
         _check_str(owner, "source", self.source)
 
     @property

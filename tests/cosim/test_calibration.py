@@ -24,8 +24,8 @@ from cosim.calibration import (
     phase_work,
 )
 from cosim.roofline import CalibrationWarning, RooflineError, RooflineModel, cpu_spec
-from cosim.system import GPUSpec, SystemSpec
-from cosim.shapes import ModelShape
+from cosim.system import GPUSpec, SystemSpec, SystemSpecError
+from cosim.shapes import LayerShape, ModelShape
 from cosim.step_graphs import StepCoster, StepModel
 from digital.models import MLP
 from digital.tasks import build_task
@@ -277,3 +277,23 @@ def test_phase_timings_warn_when_the_machine_is_busy(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error", MeasurementWarning)
         measure_kfac_phases(model, x, y, steps=3, warmup=1)
+
+
+def test_an_anchor_makes_the_projected_step_the_measured_one_and_scales_every_kernel():
+    from cosim.calibration import anchor_to_step
+    from cosim.runs import project_run
+
+    shape = ModelShape((LayerShape("a", 512, 512, 16), LayerShape("b", 512, 10)), batch_size=64, output_dim=10)
+    system = SystemSpec.from_presets(gpu="V100")
+    anchored, anchor = anchor_to_step(shape, system, 0.25, source="a published step")
+    adam = project_run(shape, anchored, StepModel(method="adam"), 1000)
+    assert adam.time_per_step_s == pytest.approx(0.25, rel=1e-9)
+    assert anchor.modelled_step_s == pytest.approx(project_run(shape, system, StepModel(method="adam"), 1000).time_per_step_s)
+    assert anchored.gpu.anchor_scale == pytest.approx(0.25 / anchor.modelled_step_s) and "a published step" in anchored.gpu.source
+    # the digital K-FAC step inherits the same scale; an anchored system re-anchors from scratch
+    kfac = StepModel(method="kfac", inverse_on="gpu")
+    ratio = project_run(shape, anchored, kfac, 1000).total_s / project_run(shape, system, kfac, 1000).total_s
+    assert ratio == pytest.approx(anchor.scale, rel=1e-9)
+    assert anchor_to_step(shape, anchored, 0.25)[1].scale == pytest.approx(anchor.scale)
+    with pytest.raises(SystemSpecError, match="measured_step_s"):
+        anchor_to_step(shape, system, 0.0)
