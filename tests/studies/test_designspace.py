@@ -138,7 +138,7 @@ def test_accuracy_loss_interval_combines_both_in_quadrature() -> None:
 
     training = [row("exact", 0.9, 0), row("exact", 0.92, 1), row("device", 0.85, 0), row("device", 0.89, 1)]
     projections = [{"bits": 8, "target_rel_error": 0.1, "tau_scale": 1.0, "speedup_vs_kfac": 2.0, "speedup_vs_adam": 1.5,
-                    "kfac_vs_adam": 0.75, "tkfac_bottleneck": "analog"}]
+                    "kfac_vs_adam": 0.75, "tkfac_bottleneck": "analog", "bound_vs_kfac": 1.2}]
     exact, device = designspace.summarize(training, projections)
     assert device["accuracy_loss"] == pytest.approx(0.91 - 0.87)
     assert device["accuracy_loss_ci"] == pytest.approx(math.hypot(exact["test_accuracy_ci"], device["test_accuracy_ci"]))

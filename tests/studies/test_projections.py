@@ -13,22 +13,39 @@ from studies.sweep import read_rows
 def rows(tmp_path_factory):
     out = tmp_path_factory.mktemp("proj")
     cfg = projections.ProjectionConfig(workloads=("gnn-molpcba",), step_ratios=(0.5, 0.75), knobs=("n_chips", "link_scale"),
-                                       measure_ratio=False, workers=1, out_dir=out)
+                                       measure_ratio=False, intervals=(1, 2), inv_update_steps=2, workers=1, out_dir=out)
     path = projections.run(cfg, progress=False)
     assert path.with_suffix(".png").stat().st_size > 0
     assert "Baseline steps" in path.with_suffix(".md").read_text()
     return read_rows(path)
 
 
-def test_every_point_has_positive_times_and_speedups(rows) -> None:
-    assert len(rows) == 2 * (1 + 3 + 3)
+def test_every_point_has_positive_times_and_speedups_below_the_bound(rows) -> None:
+    assert len(rows) == 2 * (2 * 2 + 3 + 3)  # ratios x (intervals x methods + two knobs of three values)
     for r in rows:
         assert r["adam_s"] > 0 and r["kfac_s"] > 0 and r["tkfac_s"] > 0
         assert r["speedup_vs_adam"] > 0 and r["speedup_vs_kfac"] > 0
+        assert 0 < r["replaced_share"] < 1 and r["speedup_vs_kfac"] < r["bound_vs_kfac"]
+        assert r["bound_vs_adam"] == pytest.approx(r["bound_vs_kfac"] * r["kfac_vs_adam"], rel=1e-9)
+    methods = {(r["interval"], r["method"]) for r in rows if r["knob"] == "base"}
+    assert methods == {(1, "inverse"), (1, "solve"), (2, "inverse"), (2, "solve")}
+    # the solve method also hands the device the preconditioning products: a larger share
+    share = {(r["interval"], r["method"]): r["replaced_share"] for r in rows if r["knob"] == "base" and r["step_ratio"] == 0.5}
+    assert share[(1, "solve")] > share[(1, "inverse")] > share[(2, "inverse")]
+
+
+def test_the_anchored_adam_step_is_algoperfs_and_the_roofline_figure_is_kept(rows) -> None:
+    published = projections.published_step_s("gnn-molpcba")
+    assert published == pytest.approx(7_696.0 / 24_123)
+    steps = projections.WORKLOADS["gnn-molpcba"]()["baseline_steps"]
+    for r in rows:
+        assert r["adam_s"] / steps == pytest.approx(published, rel=0.01)
+        assert r["roofline_adam_s"] == pytest.approx(r["adam_s"] / r["anchor_scale"], rel=1e-9)
+    assert rows[0]["anchor_scale"] > 10  # the dense-layer roofline leaves most of the GNN step out
 
 
 def test_fewer_kfac_steps_and_more_chips_help_the_thermodynamic_run(rows) -> None:
-    base = {r["step_ratio"]: r for r in rows if r["knob"] == "base"}
+    base = {r["step_ratio"]: r for r in rows if r["knob"] == "base" and r["interval"] == 2 and r["method"] == "solve"}
     assert base[0.5]["tkfac_s"] < base[0.75]["tkfac_s"]
     assert base[0.5]["adam_s"] == pytest.approx(base[0.75]["adam_s"])  # Adam's steps do not change
     chips = {r["value"]: r for r in rows if r["knob"] == "n_chips" and r["step_ratio"] == 0.5}
@@ -59,7 +76,8 @@ def test_the_figure_labels_units_and_uses_log_axes_only_across_decades(tmp_path)
 @pytest.mark.parametrize("bad, field", [(dict(n_gpus=0), "n_gpus"), (dict(n_chips=1.5), "n_chips"),
                                         (dict(measure_steps=0), "measure_steps"), (dict(step_ratios=(0.5, -1.0)), "step_ratios"),
                                         (dict(inv_update_steps=True), "inv_update_steps"), (dict(workers=0), "workers"),
-                                        (dict(target_rel_error=2.0), "target_rel_error")])
+                                        (dict(target_rel_error=2.0), "target_rel_error"),
+                                        (dict(intervals=(1, 0)), "intervals"), (dict(methods=("both",)), "methods")])
 def test_bad_configurations_name_the_field_and_value(bad, field) -> None:
     with pytest.raises(ValueError, match=field):
         projections.ProjectionConfig(**bad)

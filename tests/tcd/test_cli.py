@@ -192,7 +192,7 @@ def test_study_noise_reports_the_smallest_precision(tmp_path, capsys):
 
 
 def test_study_projections_prints_the_base_system(tmp_path, capsys):
-    args = ["study", "projections", "--workloads", "gnn-molpcba", "--knobs", "bits", "--no-measure", "--workers", "1",
+    args = ["study", "projections", "--workloads", "gnn-molpcba", "--knobs", "bits", "--no-measure", "--intervals", "1,2", "--sweep-interval", "1", "--workers", "1",
             "--out", str(tmp_path), "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -416,7 +416,7 @@ def test_system_files_work_in_the_studies_that_project(tmp_path, capsys):
     system = SystemSpec.from_presets(gpu="H100", link="pcie5-x16", hardware="published", n_chips=4).replace(
         name="my lab")
     path = system.save(tmp_path / "lab.toml")
-    assert main(["study", "projections", "--system", str(path), "--workloads", "gnn-molpcba", "--knobs", "bits",
+    assert main(["study", "projections", "--system", str(path), "--workloads", "gnn-molpcba", "--knobs", "bits", "--intervals", "1", "--sweep-interval", "1",
                  "--no-measure", "--workers", "1", "--out", str(tmp_path / "pr"), "--no-progress"]) == 0
     report = (tmp_path / "pr" / "projections.md").read_text()
     assert "H100" in report and "pcie5-x16" in report and "4 analog chip(s)" in report
