@@ -367,7 +367,10 @@ def _ratio(value: float) -> str:
 
 
 def _cmd_project(args: argparse.Namespace) -> int:
-    from cosim import LayerShape, ModelShape, compare, write_csv
+    import dataclasses
+
+    from cosim import LayerShape, ModelShape, compare, project_run, write_csv
+    from cosim.runs import offload_bound
     from studies.projections import describe_system
 
     system = system_from_args(args)
@@ -410,6 +413,17 @@ def _cmd_project(args: argparse.Namespace) -> int:
               f"{_ratio(base.total_s / p.total_s):>10}{vs_kfac} {p.energy_j:>10.4g} J  "
               f"{busiest} {p.utilization.get(busiest, 0):.0%}")
     print("(speedups: the first method's time, or digital K-FAC's, over each method's; > 1x is faster)")
+    adam = next((p for p in projections if runs[p.label][0].method == "adam"), None)
+    for p in projections:
+        step = runs[p.label][0]
+        if step.method == "kfac" and step.inverse_on == "analog":
+            # the digital K-FAC it replaces work of: same intervals, same steps
+            digital = project_run(shape, system, dataclasses.replace(step, inverse_on="gpu"), p.n_steps, "kfac")
+            bound = offload_bound(digital, step.analog_op, adam)
+            print(f"bound of {p.label}: the device replaces {100 * bound.share:.3g}% of digital K-FAC's run; no device "
+                  f"beats {_ratio(bound.vs_kfac)} over digital K-FAC" + (
+                      f" or {_ratio(bound.vs_adam)} over adam" if bound.vs_adam is not None else "")
+                  + f" (this one: {_ratio(digital.total_s / p.total_s)})")
     print("assumptions:")
     for key, value in base.assumptions.items():
         if not key.startswith("step."):

@@ -363,6 +363,9 @@ def test_project_speedups_keep_significant_digits_and_compare_with_digital_kfac(
     speedups = [float(t[:-1]) for t in tkfac.split() if t.endswith("x")]
     assert len(speedups) == 2 and all(s > 0 for s in speedups)  # never printed as 0.00x
     assert "0.00x" not in out
+    bound = next(line for line in out.splitlines() if line.startswith("bound of tkfac:"))
+    share, over_kfac = (float(t.rstrip("%x")) for t in re.findall(r"[\d.e+-]+[%x]", bound)[:2])
+    assert 0 < share < 100 and over_kfac == pytest.approx(1 / (1 - share / 100), rel=2e-2)
     record = json.loads((tmp_path / "projection.json").read_text())
     assert record["config"]["steps"] == {"adam": 100, "kfac": 100, "tkfac": 100}
     assert record["config"]["system"]["gpu"]["name"] == "A100" and record["provenance"]["version"] == package_version()
