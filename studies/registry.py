@@ -11,7 +11,7 @@ from pathlib import Path
 
 from thermo.registry import Registry
 
-from . import asymptotic, designspace, noise, projections, tngd
+from . import asymptotic, breakeven, designspace, noise, projections, tngd
 from .protocol import Study
 
 
@@ -22,7 +22,7 @@ class UnknownStudyError(LookupError):
 STUDIES: Registry[Study] = Registry("study", UnknownStudyError)
 """Every study, in the order ``tcd study --help`` lists them and ``tcd study all`` runs them."""
 
-_IN_ORDER: tuple[Study, ...] = (asymptotic.STUDY, noise.STUDY, projections.STUDY, designspace.STUDY,
+_IN_ORDER: tuple[Study, ...] = (asymptotic.STUDY, noise.STUDY, projections.STUDY, breakeven.STUDY, designspace.STUDY,
                                 *tngd.VARIANTS.values())
 for _study in _IN_ORDER:
     STUDIES.add(_study.name, _study, _study.help)

@@ -48,7 +48,7 @@ def test_every_registered_study_implements_the_protocol(name, monkeypatch) -> No
 
 def test_the_registry_holds_each_study_once_in_order() -> None:
     names = STUDIES.names()
-    assert names[:4] == ("asymptotic", "noise", "projections", "designspace")
+    assert names[:5] == ("asymptotic", "noise", "projections", "breakeven", "designspace")
     assert [n for n in names if n.startswith("tngd-")] == [f"tngd-{e}" for e in
                                                            ("wallclock", "analog-time", "delay", "noise", "bits", "runtime")]
     assert STUDIES.get("TNGD-Delay") is STUDIES.get("tngd-delay")

@@ -1,0 +1,347 @@
+"""Study: the break-even frontier, the device that would make thermodynamic K-FAC pay.
+
+For each AlgoPerf workload (:data:`studies.projections.WORKLOADS`, the GPU anchored to the
+published Adam step), each published thermodynamic K-FAC method (inverse, solve) and each
+baseline (digital K-FAC at the same intervals, Adam), and each target speedup (1x, 2x, 10x):
+per device knob, the value at which the projected speedup reaches the target with every other
+knob at the base device, found by bisection (:func:`studies.crossing.crossing`) between the
+base value and the knob's most favourable value in the range searched, or "never" with its
+reason: the Amdahl bound (:func:`cosim.runs.offload_bound`) is below the target, or the
+speedup saturates first because another resource rules.
+
+Writes ``breakeven.csv`` (one row per workload, method, baseline, target and knob: ``workload,
+method, baseline, target_speedup, knob, value_at_target, reachable, limit`` and the base and
+bound figures), ``breakeven.png`` and ``breakeven.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thermo.device import CouplingDelivery
+
+from . import checks, sweep
+from .crossing import crossing
+from .options import (
+    DEVICE_HELP,
+    SYSTEM_HELP,
+    add_sweep_arguments,
+    given,
+    positive_floats,
+    positive_int,
+    strings,
+    sweep_options,
+)
+from .plotting import set_scale
+from .projections import WORKLOADS, base_system, describe_system, project_methods
+from .protocol import Study
+
+NAME = "breakeven"
+"""``tcd study breakeven``: the stem of the study's files and the folder of its results."""
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A device knob searched: its label and unit, its value on a system, its most favourable
+    value in the range searched, and how a value is applied (``integer``: whole values)."""
+
+    label: str
+    base: Callable[[Any, float], float]
+    best: float
+    apply: Callable[[Any, float], Any]
+    integer: bool = False
+
+
+def _tau(system: Any, value: float) -> Any:
+    return system.replace(device=system.device.with_chip(tau_s=system.device.chip.tau_s * value))
+
+
+def _link(system: Any, value: float) -> Any:
+    link = system.device.link
+    return system.replace(device=system.device.replace(link=link.replace(bandwidth_bps=link.bandwidth_bps * value)))
+
+
+def _chips(system: Any, value: float) -> Any:
+    return system.replace(device=system.device.replace(n_chips=int(value)))
+
+
+def _bits(system: Any, value: float) -> Any:
+    return system.replace(device=system.device.replace(chip=system.device.chip.with_converter_bits(int(value))))
+
+
+KNOBS: dict[str, Knob] = {
+    "tau_scale": Knob("device time constant (x the base device's tau)", lambda s, e: 1.0, 1e-4, _tau),
+    "link_scale": Knob("link bandwidth (x the base device's)", lambda s, e: 1.0, 1e3, _link),
+    "n_chips": Knob("analog chips (count)", lambda s, e: float(s.device.n_chips), 4096.0, _chips, integer=True),
+    "bits": Knob("converter bit width (bits)", lambda s, e: float(s.device.chip.bits_A or 32), 4.0, _bits, integer=True),
+    "target_rel_error": Knob("planned relative error of the analog results", lambda s, e: e, 0.3, lambda s, v: s),
+}
+"""The continuous knobs and their search ranges (assumptions of this study: from the base value
+to the most favourable value named here)."""
+
+DELIVERIES = tuple(d.value for d in CouplingDelivery)
+"""The coupling-delivery knob is a choice: the first of these (in order) that reaches a target."""
+
+BASELINES = ("kfac", "adam")
+"""Digital K-FAC at the same factor and inverse interval, and Adam."""
+
+
+@dataclass(frozen=True)
+class BreakevenConfig:
+    workloads: tuple[str, ...] = ("vit-imagenet", "gnn-molpcba")
+    methods: tuple[str, ...] = ("inverse", "solve")
+    baselines: tuple[str, ...] = BASELINES
+    targets: tuple[float, ...] = (1.0, 2.0, 10.0)
+    knobs: tuple[str, ...] = (*KNOBS, "coupling_delivery")
+    gpu: str = "V100"
+    n_gpus: int = 8
+    device: str = "published"
+    n_chips: int | None = None
+    system: str | None = None
+    """A system file replacing ``gpu``, ``device`` and ``n_chips``."""
+    step_ratio: float = 0.5
+    """K-FAC's steps over the baseline's (the published 0.5-0.75 range's favourable end)."""
+    interval: int = 1
+    """Factor and inverse interval of both K-FACs: 1, the frequent-inversion setting the paper's
+    claims rest on (its digital breakdown has inversion dominating)."""
+    target_rel_error: float = 1e-2
+    rel_tol: float = 0.02
+    """The bisection stops when its bracket's ratio is within ``1 + rel_tol``."""
+    workers: int | None = None
+    scheduler: str | None = None
+    out_dir: Path = field(default=Path("results") / NAME)
+
+    @classmethod
+    def full(cls, **overrides: Any) -> BreakevenConfig:
+        return cls(**{"rel_tol": 0.005, **overrides})
+
+    def __post_init__(self) -> None:
+        owner = "BreakevenConfig"
+        for name, allowed in (("workloads", tuple(WORKLOADS)), ("methods", ("inverse", "solve")),
+                              ("baselines", BASELINES), ("knobs", (*KNOBS, "coupling_delivery"))):
+            values = getattr(self, name)
+            if not values or set(values) - set(allowed):
+                raise checks.StudyConfigError(f"{owner}.{name} must be among {', '.join(allowed)}, got {values!r}")
+        checks.device(owner, "device", self.device)
+        checks.system_file(owner, "system", self.system)
+        checks.store(
+            self,
+            targets=checks.reals(owner, "targets", self.targets, 0.0, low_open=True),
+            n_gpus=checks.integer(owner, "n_gpus", self.n_gpus),
+            n_chips=None if self.n_chips is None else checks.integer(owner, "n_chips", self.n_chips),
+            step_ratio=checks.real(owner, "step_ratio", self.step_ratio, 0.0, math.inf, True),
+            interval=checks.integer(owner, "interval", self.interval),
+            target_rel_error=checks.real(owner, "target_rel_error", self.target_rel_error, 0.0, 1.0, True, True),
+            rel_tol=checks.real(owner, "rel_tol", self.rel_tol, 0.0, 1.0, True, True),
+            workers=checks.workers(owner, self.workers),
+        )
+
+
+def _system(cfg: BreakevenConfig) -> Any:
+    return base_system(cfg.gpu, None, None, cfg.n_chips, cfg.system, device=cfg.device)
+
+
+@functools.lru_cache(maxsize=4096)
+def projected(cfg: BreakevenConfig, workload: str, method: str, knob: str, value: float | str) -> dict[str, Any]:
+    """:func:`studies.projections.project_methods` on the base system with one knob moved
+    (cached: the searches of one process share their projections)."""
+    system, error = _system(cfg), cfg.target_rel_error
+    if knob == "coupling_delivery":
+        system = system.replace(device=system.device.replace(coupling_delivery=value))
+    elif knob == "target_rel_error":
+        error = float(value)
+    elif knob != "base":
+        system = KNOBS[knob].apply(system, float(value))
+    return project_methods(workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus, interval=cfg.interval,
+                           analog_op=method, target_rel_error=error)
+
+
+def points(cfg: BreakevenConfig) -> list[dict[str, Any]]:
+    return [{"workload": w, "method": m, "baseline": b, "target_speedup": float(t), "knob": k}
+            for w in cfg.workloads for m in cfg.methods for b in cfg.baselines for t in cfg.targets for k in cfg.knobs]
+
+
+def evaluate(cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
+    """The knob value at which one target is reached, or never with its reason."""
+    workload, method, baseline, knob = point["workload"], point["method"], point["baseline"], point["knob"]
+    target = float(point["target_speedup"])
+    key = f"speedup_vs_{baseline}"
+    base = projected(cfg, workload, method, "base", 0.0)
+    bound = float(base[f"bound_vs_{baseline}"])
+    out = {"base_speedup": float(base[key]), "bound": bound, "base_bottleneck": base["tkfac_bottleneck"]}
+    if knob == "coupling_delivery":
+        if bound < target:
+            return {**out, "value_at_target": "", "reachable": False, "limit": f"bound: no device beats {bound:.3g}x",
+                    "base_value": _system(cfg).device.coupling_delivery.value}
+        runs = {d: projected(cfg, workload, method, knob, d) for d in DELIVERIES}
+        reached = next((d for d in DELIVERIES if runs[d][key] >= target), None)
+        best = max(DELIVERIES, key=lambda d: runs[d][key])
+        limit = "" if reached else f"saturates at {runs[best][key]:.3g}x with {best} ({runs[best]['tkfac_bottleneck']} bound)"
+        return {**out, "value_at_target": reached or "", "reachable": reached is not None, "limit": limit,
+                "base_value": _system(cfg).device.coupling_delivery.value}
+    spec = KNOBS[knob]
+    published = spec.base(_system(cfg), cfg.target_rel_error)
+
+    def speedup(value: float) -> tuple[float, str]:
+        row = projected(cfg, workload, method, knob, float(value))
+        return float(row[key]), str(row["tkfac_bottleneck"])
+
+    found = crossing(speedup, target, published, spec.best, bound=bound, rel_tol=cfg.rel_tol, integer=spec.integer)
+    return {**out, "value_at_target": "" if found.value is None else found.value, "reachable": found.reachable,
+            "limit": found.limit, "base_value": published}
+
+
+def _improvement(row: dict[str, Any]) -> float:
+    """How far a reached knob moved from its base value (a factor >= 1), for the figure."""
+    value, base = float(row["value_at_target"]), float(row["base_value"])
+    return max(value / base, base / value)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> Any:
+    """Per workload and method, the factor by which each knob must move from the base device to
+    reach each target (log axis), over digital K-FAC and over Adam; a knob that never reaches a
+    target is marked at the top. Returns the (closed) Figure."""
+    # matplotlib is imported where a figure is drawn: at module level it would slow every
+    # `tcd` command (even --help) by about half a second
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["workload"], r["method"]) for r in rows})
+    knobs = [k for k in KNOBS if any(r["knob"] == k for r in rows)]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, (workload, method) in zip(axes[0], panels):
+        ys: list[float] = [1.0]
+        for (baseline, target), marker in zip(sorted({(r["baseline"], float(r["target_speedup"])) for r in rows}),
+                                             "osD^v<>ph*"):
+            pts = [(knobs.index(r["knob"]), _improvement(r)) for r in rows
+                   if (r["workload"], r["method"], r["baseline"], float(r["target_speedup"])) == (workload, method, baseline, target)
+                   and r["knob"] in knobs and str(r["reachable"]) == "True"]
+            if pts:
+                ax.plot(*zip(*pts), marker=marker, ls="none", label=f"{target:g}x over {baseline}")
+                ys += [p[1] for p in pts]
+        never = [knobs.index(r["knob"]) for r in rows if (r["workload"], r["method"]) == (workload, method)
+                 and r["knob"] in knobs and str(r["reachable"]) != "True"]
+        top = max(ys) * 3
+        if never:
+            ax.plot(never, [top] * len(never), "x", color="grey", ls="none", label="never (bound or saturation)")
+            ys.append(top)
+        ax.set_xticks(range(len(knobs)), knobs, rotation=30, fontsize=7)
+        set_scale(ax, "y", ys)
+        ax.set_xlabel("device knob (name)", fontsize=8)
+        ax.set_ylabel("change from the base device to reach the target (x)", fontsize=7)
+        ax.set_title(f"{workload}, {method} method", fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
+
+
+def _cell(row: dict[str, Any]) -> str:
+    if str(row["reachable"]) == "True":
+        value = row["value_at_target"]
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+    return f"never ({row['limit']})"
+
+
+def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig) -> None:
+    knobs = [k for k in cfg.knobs if any(r["knob"] == k for r in rows)]
+    lines = ["# Break-even frontier: the device that makes thermodynamic K-FAC pay", "",
+             f"![knob changes to break even]({path.with_suffix('.png').name})", "", "## Assumptions",
+             f"- Base system: {describe_system(_system(cfg))}; {cfg.n_gpus} data-parallel GPUs; the GPU anchored to "
+             "AlgoPerf's published Adam step (see the projections study).",
+             f"- Both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps at factor and inverse interval "
+             f"{cfg.interval} (the frequent-inversion setting the paper's claims rest on); planned analog error "
+             f"{cfg.target_rel_error:g} unless the knob is that error.",
+             "- Each knob moves alone, the others at the base device; the search assumes the speedup does not fall as "
+             f"the knob improves, and stops within {100 * cfg.rel_tol:g}%. Ranges searched: "
+             + "; ".join(f"{k}: base to {KNOBS[k].best:g}" for k in knobs if k in KNOBS)
+             + (f"; coupling_delivery: {', '.join(DELIVERIES)}" if "coupling_delivery" in knobs else "") + ".",
+             "- never (bound): the share of digital K-FAC the device replaces caps every device's speedup below the "
+             "target (Amdahl); never (saturates): the knob's best value leaves another resource in charge.", ""]
+    for workload in cfg.workloads:
+        for method in cfg.methods:
+            sub = [r for r in rows if (r["workload"], r["method"]) == (workload, method)]
+            if not sub:
+                continue
+            first = sub[0]
+            lines += [f"## {workload}, {method} method", "",
+                      f"At the base device: {float(next(r['base_speedup'] for r in sub if r['baseline'] == 'kfac')):.3g}x "
+                      f"digital K-FAC" if any(r["baseline"] == "kfac" for r in sub) else f"At the base device: "
+                      f"{float(first['base_speedup']):.3g}x over {first['baseline']}", "",
+                      "| baseline | target | bound | " + " | ".join(knobs) + " |",
+                      "|---|---|---|" + "---|" * len(knobs)]
+            for baseline in cfg.baselines:
+                for target in cfg.targets:
+                    cells = {r["knob"]: r for r in sub if r["baseline"] == baseline and float(r["target_speedup"]) == target}
+                    if not cells:
+                        continue
+                    bound = float(next(iter(cells.values()))["bound"])
+                    lines.append(f"| {baseline} | {target:g}x | {bound:.3g}x | "
+                                 + " | ".join(_cell(cells[k]) if k in cells else "-" for k in knobs) + " |")
+            lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+class BreakevenStudy(Study[BreakevenConfig]):
+    """The break-even study under the study protocol."""
+
+    name = NAME
+    help = "break-even frontier: per device knob, the value at which thermodynamic K-FAC reaches 1x, 2x, 10x"
+    description = ("For each AlgoPerf workload, thermodynamic K-FAC method and baseline, the value of each device knob "
+                   "(time constant, link bandwidth, chips, bits, planned error, coupling delivery) at which the "
+                   "projected speedup reaches each target, or never with its reason (the Amdahl bound, or another "
+                   "resource that saturates). Finished points are kept; a rerun skips them.")
+    config_type = BreakevenConfig
+    swept = ("workloads", "methods", "baselines", "targets", "knobs")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--full", action="store_true", help="a finer search (0.5%% instead of 2%%)")
+        parser.add_argument("--workloads", type=strings, default=None, help="vit-imagenet,gnn-molpcba (default both)")
+        parser.add_argument("--methods", type=strings, default=None, help="inverse,solve (default both)")
+        parser.add_argument("--targets", type=positive_floats, default=None, help="target speedups (default 1,2,10)")
+        parser.add_argument("--knobs", type=strings, default=None,
+                            help=f"knobs searched: {', '.join((*KNOBS, 'coupling_delivery'))} (default all)")
+        parser.add_argument("--interval", type=positive_int, default=None,
+                            help="factor and inverse interval of both K-FACs (default 1)")
+        parser.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
+        parser.add_argument("--device", default="published", help=DEVICE_HELP + " of the base system (default published)")
+        parser.add_argument("--system", default=None, help=SYSTEM_HELP)
+        add_sweep_arguments(parser, f"results/{self.name}")
+
+    def config_from_args(self, args: argparse.Namespace) -> BreakevenConfig:
+        overrides = {**sweep_options(args), **given(args, "workloads", "methods", "targets", "knobs", "interval", "device",
+                                                    "system"), "gpu": args.gpu}
+        return self.config(args.full, **overrides)
+
+    def points(self, cfg: BreakevenConfig) -> list[dict[str, Any]]:
+        return points(cfg)
+
+    def evaluate(self, cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
+        return evaluate(cfg, point)
+
+    def plot(self, cfg: BreakevenConfig, results: Any, path: Path) -> Any:
+        return plot(results, path)
+
+    def report(self, cfg: BreakevenConfig, results: Any, path: Path) -> None:
+        report(results, path, cfg)
+
+    def outcome(self, cfg: BreakevenConfig, csv_path: Path) -> list[str]:
+        rows = sweep.read_rows(csv_path, last_run=True)
+        out = []
+        for r in rows:
+            if float(r["target_speedup"]) in (1.0, 2.0):
+                out.append(f"{r['workload']:<13} {r['method']:<8} {float(r['target_speedup']):g}x over {r['baseline']:<5} "
+                           f"{r['knob']:<17} {_cell(r)}")
+        return out
+
+
+STUDY = BreakevenStudy()
