@@ -55,7 +55,7 @@ def test_the_registry_holds_each_study_once_in_order() -> None:
     with pytest.raises(UnknownStudyError, match="unknown study 'shampoo'"):
         STUDIES.get("shampoo")
     assert timed_names() == ("asymptotic", "tngd-runtime")
-    assert in_words(names) == "asymptotic, noise, projections, designspace and the six tngd-* studies"
+    assert in_words(names) == "asymptotic, noise, projections, breakeven, designspace and the six tngd-* studies"
     assert in_words(("a",)) == "a" and in_words(("a", "b")) == "a and b"
 
 
