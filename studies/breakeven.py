@@ -34,7 +34,7 @@ from .options import (
     add_sweep_arguments,
     given,
     positive_floats,
-    positive_int,
+    positive_ints,
     strings,
     sweep_options,
 )
@@ -107,9 +107,9 @@ class BreakevenConfig:
     """A system file replacing ``gpu``, ``device`` and ``n_chips``."""
     step_ratio: float = 0.5
     """K-FAC's steps over the baseline's (the published 0.5-0.75 range's favourable end)."""
-    interval: int = 1
-    """Factor and inverse interval of both K-FACs: 1, the frequent-inversion setting the paper's
-    claims rest on (its digital breakdown has inversion dominating)."""
+    intervals: tuple[int, ...] = (1, 10)
+    """Factor and inverse intervals of both K-FACs: 1, the frequent-inversion setting the paper's
+    claims rest on (its digital breakdown has inversion dominating), and 10, K-FAC's usual one."""
     target_rel_error: float = 1e-2
     rel_tol: float = 0.02
     """The bisection stops when its bracket's ratio is within ``1 + rel_tol``."""
@@ -136,7 +136,7 @@ class BreakevenConfig:
             n_gpus=checks.integer(owner, "n_gpus", self.n_gpus),
             n_chips=None if self.n_chips is None else checks.integer(owner, "n_chips", self.n_chips),
             step_ratio=checks.real(owner, "step_ratio", self.step_ratio, 0.0, math.inf, True),
-            interval=checks.integer(owner, "interval", self.interval),
+            intervals=checks.integers(owner, "intervals", self.intervals, distinct=True),
             target_rel_error=checks.real(owner, "target_rel_error", self.target_rel_error, 0.0, 1.0, True, True),
             rel_tol=checks.real(owner, "rel_tol", self.rel_tol, 0.0, 1.0, True, True),
             workers=checks.workers(owner, self.workers),
@@ -148,7 +148,7 @@ def _system(cfg: BreakevenConfig) -> Any:
 
 
 @functools.lru_cache(maxsize=4096)
-def projected(cfg: BreakevenConfig, workload: str, method: str, knob: str, value: float | str) -> dict[str, Any]:
+def projected(cfg: BreakevenConfig, workload: str, method: str, interval: int, knob: str, value: float | str) -> dict[str, Any]:
     """:func:`studies.projections.project_methods` on the base system with one knob moved
     (cached: the searches of one process share their projections)."""
     system, error = _system(cfg), cfg.target_rel_error
@@ -158,28 +158,30 @@ def projected(cfg: BreakevenConfig, workload: str, method: str, knob: str, value
         error = float(value)
     elif knob != "base":
         system = KNOBS[knob].apply(system, float(value))
-    return project_methods(workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus, interval=cfg.interval,
+    return project_methods(workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus, interval=interval,
                            analog_op=method, target_rel_error=error)
 
 
 def points(cfg: BreakevenConfig) -> list[dict[str, Any]]:
-    return [{"workload": w, "method": m, "baseline": b, "target_speedup": float(t), "knob": k}
-            for w in cfg.workloads for m in cfg.methods for b in cfg.baselines for t in cfg.targets for k in cfg.knobs]
+    return [{"workload": w, "method": m, "interval": i, "baseline": b, "target_speedup": float(t), "knob": k}
+            for w in cfg.workloads for m in cfg.methods for i in cfg.intervals for b in cfg.baselines
+            for t in cfg.targets for k in cfg.knobs]
 
 
 def evaluate(cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
     """The knob value at which one target is reached, or never with its reason."""
     workload, method, baseline, knob = point["workload"], point["method"], point["baseline"], point["knob"]
+    interval = int(point["interval"])
     target = float(point["target_speedup"])
     key = f"speedup_vs_{baseline}"
-    base = projected(cfg, workload, method, "base", 0.0)
+    base = projected(cfg, workload, method, interval, "base", 0.0)
     bound = float(base[f"bound_vs_{baseline}"])
     out = {"base_speedup": float(base[key]), "bound": bound, "base_bottleneck": base["tkfac_bottleneck"]}
     if knob == "coupling_delivery":
         if bound < target:
             return {**out, "value_at_target": "", "reachable": False, "limit": f"bound: no device beats {bound:.3g}x",
                     "base_value": _system(cfg).device.coupling_delivery.value}
-        runs = {d: projected(cfg, workload, method, knob, d) for d in DELIVERIES}
+        runs = {d: projected(cfg, workload, method, interval, knob, d) for d in DELIVERIES}
         reached = next((d for d in DELIVERIES if runs[d][key] >= target), None)
         best = max(DELIVERIES, key=lambda d: runs[d][key])
         limit = "" if reached else f"saturates at {runs[best][key]:.3g}x with {best} ({runs[best]['tkfac_bottleneck']} bound)"
@@ -189,7 +191,7 @@ def evaluate(cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
     published = spec.base(_system(cfg), cfg.target_rel_error)
 
     def speedup(value: float) -> tuple[float, str]:
-        row = projected(cfg, workload, method, knob, float(value))
+        row = projected(cfg, workload, method, interval, knob, float(value))
         return float(row[key]), str(row["tkfac_bottleneck"])
 
     found = crossing(speedup, target, published, spec.best, bound=bound, rel_tol=cfg.rel_tol, integer=spec.integer)
@@ -214,20 +216,26 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["workload"], r["method"]) for r in rows})
+    panels = sorted({(r["workload"], r["method"], int(r["interval"])) for r in rows})
     knobs = [k for k in KNOBS if any(r["knob"] == k for r in rows)]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 3.6), squeeze=False)
-    for ax, (workload, method) in zip(axes[0], panels):
+    columns = min(4, max(1, len(panels)))
+    n_rows = math.ceil(max(1, len(panels)) / columns)
+    fig, grid = plt.subplots(n_rows, columns, figsize=(4.2 * columns, 3.6 * n_rows), squeeze=False)
+    axes = [list(grid.ravel())]
+    for ax in axes[0][len(panels):]:
+        ax.set_visible(False)
+    for ax, (workload, method, interval) in zip(axes[0], panels):
         ys: list[float] = [1.0]
         for (baseline, target), marker in zip(sorted({(r["baseline"], float(r["target_speedup"])) for r in rows}),
                                              "osD^v<>ph*"):
             pts = [(knobs.index(r["knob"]), _improvement(r)) for r in rows
-                   if (r["workload"], r["method"], r["baseline"], float(r["target_speedup"])) == (workload, method, baseline, target)
+                   if (r["workload"], r["method"], int(r["interval"]), r["baseline"], float(r["target_speedup"]))
+                   == (workload, method, interval, baseline, target)
                    and r["knob"] in knobs and str(r["reachable"]) == "True"]
             if pts:
                 ax.plot(*zip(*pts), marker=marker, ls="none", label=f"{target:g}x over {baseline}")
                 ys += [p[1] for p in pts]
-        never = [knobs.index(r["knob"]) for r in rows if (r["workload"], r["method"]) == (workload, method)
+        never = [knobs.index(r["knob"]) for r in rows if (r["workload"], r["method"], int(r["interval"])) == (workload, method, interval)
                  and r["knob"] in knobs and str(r["reachable"]) != "True"]
         top = max(ys) * 3
         if never:
@@ -237,7 +245,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Any:
         set_scale(ax, "y", ys)
         ax.set_xlabel("device knob (name)", fontsize=8)
         ax.set_ylabel("change from the base device to reach the target (x)", fontsize=7)
-        ax.set_title(f"{workload}, {method} method", fontsize=8)
+        ax.set_title(f"{workload}, {method} method, interval {interval}", fontsize=8)
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -258,9 +266,9 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig) -> None
              f"![knob changes to break even]({path.with_suffix('.png').name})", "", "## Assumptions",
              f"- Base system: {describe_system(_system(cfg))}; {cfg.n_gpus} data-parallel GPUs; the GPU anchored to "
              "AlgoPerf's published Adam step (see the projections study).",
-             f"- Both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps at factor and inverse interval "
-             f"{cfg.interval} (the frequent-inversion setting the paper's claims rest on); planned analog error "
-             f"{cfg.target_rel_error:g} unless the knob is that error.",
+             f"- Both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps at factor and inverse intervals "
+             f"{', '.join(map(str, cfg.intervals))} (1: the frequent-inversion setting the paper's claims rest on); "
+             f"planned analog error {cfg.target_rel_error:g} unless the knob is that error.",
              "- Each knob moves alone, the others at the base device; the search assumes the speedup does not fall as "
              f"the knob improves, and stops within {100 * cfg.rel_tol:g}%. Ranges searched: "
              + "; ".join(f"{k}: base to {KNOBS[k].best:g}" for k in knobs if k in KNOBS)
@@ -268,12 +276,12 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig) -> None
              "- never (bound): the share of digital K-FAC the device replaces caps every device's speedup below the "
              "target (Amdahl); never (saturates): the knob's best value leaves another resource in charge.", ""]
     for workload in cfg.workloads:
-        for method in cfg.methods:
-            sub = [r for r in rows if (r["workload"], r["method"]) == (workload, method)]
+        for method, interval in ((m, i) for m in cfg.methods for i in cfg.intervals):
+            sub = [r for r in rows if (r["workload"], r["method"], int(r["interval"])) == (workload, method, interval)]
             if not sub:
                 continue
             first = sub[0]
-            lines += [f"## {workload}, {method} method", "",
+            lines += [f"## {workload}, {method} method, interval {interval}", "",
                       f"At the base device: {float(next(r['base_speedup'] for r in sub if r['baseline'] == 'kfac')):.3g}x "
                       f"digital K-FAC" if any(r["baseline"] == "kfac" for r in sub) else f"At the base device: "
                       f"{float(first['base_speedup']):.3g}x over {first['baseline']}", "",
@@ -301,7 +309,7 @@ class BreakevenStudy(Study[BreakevenConfig]):
                    "projected speedup reaches each target, or never with its reason (the Amdahl bound, or another "
                    "resource that saturates). Finished points are kept; a rerun skips them.")
     config_type = BreakevenConfig
-    swept = ("workloads", "methods", "baselines", "targets", "knobs")
+    swept = ("workloads", "methods", "intervals", "baselines", "targets", "knobs")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--full", action="store_true", help="a finer search (0.5%% instead of 2%%)")
@@ -310,15 +318,15 @@ class BreakevenStudy(Study[BreakevenConfig]):
         parser.add_argument("--targets", type=positive_floats, default=None, help="target speedups (default 1,2,10)")
         parser.add_argument("--knobs", type=strings, default=None,
                             help=f"knobs searched: {', '.join((*KNOBS, 'coupling_delivery'))} (default all)")
-        parser.add_argument("--interval", type=positive_int, default=None,
-                            help="factor and inverse interval of both K-FACs (default 1)")
+        parser.add_argument("--intervals", type=positive_ints, default=None,
+                            help="factor and inverse intervals of both K-FACs (default 1,10)")
         parser.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
         parser.add_argument("--device", default="published", help=DEVICE_HELP + " of the base system (default published)")
         parser.add_argument("--system", default=None, help=SYSTEM_HELP)
         add_sweep_arguments(parser, f"results/{self.name}")
 
     def config_from_args(self, args: argparse.Namespace) -> BreakevenConfig:
-        overrides = {**sweep_options(args), **given(args, "workloads", "methods", "targets", "knobs", "interval", "device",
+        overrides = {**sweep_options(args), **given(args, "workloads", "methods", "targets", "knobs", "intervals", "device",
                                                     "system"), "gpu": args.gpu}
         return self.config(args.full, **overrides)
 
@@ -339,7 +347,8 @@ class BreakevenStudy(Study[BreakevenConfig]):
         out = []
         for r in rows:
             if float(r["target_speedup"]) in (1.0, 2.0):
-                out.append(f"{r['workload']:<13} {r['method']:<8} {float(r['target_speedup']):g}x over {r['baseline']:<5} "
+                out.append(f"{r['workload']:<13} {r['method']:<8} interval {int(r['interval']):<4} "
+                           f"{float(r['target_speedup']):g}x over {r['baseline']:<5} "
                            f"{r['knob']:<17} {_cell(r)}")
         return out
 

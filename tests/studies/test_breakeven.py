@@ -13,7 +13,8 @@ from studies.sweep import read_rows
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("breakeven")
     cfg = breakeven.BreakevenConfig(workloads=("gnn-molpcba",), methods=("solve",), targets=(1.0, 2.0),
-                                    knobs=("tau_scale", "n_chips", "coupling_delivery"), workers=1, out_dir=out)
+                                    knobs=("tau_scale", "n_chips", "coupling_delivery"), intervals=(1,), workers=1,
+                                    out_dir=out)
     path = breakeven.STUDY.run(cfg, progress=False)
     return cfg, path, read_rows(path)
 
@@ -33,10 +34,10 @@ def test_a_reached_target_is_reached_at_its_value_and_never_says_why(run):
         if bound < target:  # Amdahl rules it out before any projection
             assert str(r["reachable"]) == "False" and r["limit"].startswith("bound: no device beats")
         elif str(r["reachable"]) == "True" and r["knob"] == "tau_scale":
-            at = breakeven.projected(cfg, r["workload"], r["method"], "tau_scale", float(r["value_at_target"]))
+            at = breakeven.projected(cfg, r["workload"], r["method"], 1, "tau_scale", float(r["value_at_target"]))
             assert at[f"speedup_vs_{r['baseline']}"] >= target
             # just short of the value found (2% search tolerance) the target is missed
-            short = breakeven.projected(cfg, r["workload"], r["method"], "tau_scale", float(r["value_at_target"]) * 1.03)
+            short = breakeven.projected(cfg, r["workload"], r["method"], 1, "tau_scale", float(r["value_at_target"]) * 1.03)
             assert short[f"speedup_vs_{r['baseline']}"] < target
         elif str(r["reachable"]) == "False":
             assert "saturates" in r["limit"] and "bound)" in r["limit"]
@@ -51,7 +52,7 @@ def test_the_figure_is_labelled(run, tmp_path):
 
 
 @pytest.mark.parametrize("bad, field", [(dict(methods=("both",)), "methods"), (dict(knobs=("tau",)), "knobs"),
-                                        (dict(targets=(0.0,)), "targets"), (dict(interval=0), "interval")])
+                                        (dict(targets=(0.0,)), "targets"), (dict(intervals=(0,)), "intervals")])
 def test_bad_configurations_name_the_field(bad, field):
     with pytest.raises(ValueError, match=field):
         breakeven.BreakevenConfig(**bad)
