@@ -38,7 +38,6 @@ from .options import (
     strings,
     sweep_options,
 )
-from .plotting import set_scale
 from .projections import WORKLOADS, base_system, describe_system, project_methods
 from .protocol import Study
 
@@ -237,12 +236,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Any:
                 ys += [p[1] for p in pts]
         never = [knobs.index(r["knob"]) for r in rows if (r["workload"], r["method"], int(r["interval"])) == (workload, method, interval)
                  and r["knob"] in knobs and str(r["reachable"]) != "True"]
-        top = max(ys) * 3
+        top = max(10.0, max(ys) * 3)
         if never:
             ax.plot(never, [top] * len(never), "x", color="grey", ls="none", label="never (bound or saturation)")
-            ys.append(top)
+        if len(ys) == 1:
+            ax.text(0.5, 0.5, "no target reached by any knob", transform=ax.transAxes, ha="center", fontsize=7)
         ax.set_xticks(range(len(knobs)), knobs, rotation=30, fontsize=7)
-        set_scale(ax, "y", ys)
+        ax.set_yscale("log")  # factors of change from x1 to x10^4: always decades
+        ax.set_ylim(0.8, top * 2)
         ax.set_xlabel("device knob (name)", fontsize=8)
         ax.set_ylabel("change from the base device to reach the target (x)", fontsize=7)
         ax.set_title(f"{workload}, {method} method, interval {interval}", fontsize=8)
