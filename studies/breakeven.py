@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from thermo.device import CouplingDelivery
 
 from . import checks, sweep
@@ -112,6 +114,12 @@ class BreakevenConfig:
     target_rel_error: float = 1e-2
     rel_tol: float = 0.02
     """The bisection stops when its bracket's ratio is within ``1 + rel_tol``."""
+    map_knobs: tuple[str, ...] = ("tau_scale", "n_chips")
+    """The two knobs of the 2-D maps (the two that move the speedup most in the 1-D searches)."""
+    map_points: int = 7
+    """Values per knob of a map (geometric from the base value to the knob's best)."""
+    map_method: str = "solve"
+    map_interval: int = 1
     workers: int | None = None
     scheduler: str | None = None
     out_dir: Path = field(default=Path("results") / NAME)
@@ -127,6 +135,11 @@ class BreakevenConfig:
             values = getattr(self, name)
             if not values or set(values) - set(allowed):
                 raise checks.StudyConfigError(f"{owner}.{name} must be among {', '.join(allowed)}, got {values!r}")
+        if len(self.map_knobs) != 2 or set(self.map_knobs) - set(KNOBS) or len(set(self.map_knobs)) != 2:
+            raise checks.StudyConfigError(f"{owner}.map_knobs must be two different knobs among {', '.join(KNOBS)}, "
+                                          f"got {self.map_knobs!r}")
+        if self.map_method not in ("inverse", "solve"):
+            raise checks.StudyConfigError(f"{owner}.map_method must be inverse or solve, got {self.map_method!r}")
         checks.device(owner, "device", self.device)
         checks.system_file(owner, "system", self.system)
         checks.store(
@@ -138,6 +151,8 @@ class BreakevenConfig:
             intervals=checks.integers(owner, "intervals", self.intervals, distinct=True),
             target_rel_error=checks.real(owner, "target_rel_error", self.target_rel_error, 0.0, 1.0, True, True),
             rel_tol=checks.real(owner, "rel_tol", self.rel_tol, 0.0, 1.0, True, True),
+            map_points=checks.integer(owner, "map_points", self.map_points, minimum=2),
+            map_interval=checks.integer(owner, "map_interval", self.map_interval),
             workers=checks.workers(owner, self.workers),
         )
 
@@ -159,6 +174,77 @@ def projected(cfg: BreakevenConfig, workload: str, method: str, interval: int, k
         system = KNOBS[knob].apply(system, float(value))
     return project_methods(workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus, interval=interval,
                            analog_op=method, target_rel_error=error)
+
+
+def map_values(cfg: BreakevenConfig, knob: str) -> list[float]:
+    """The values of ``knob`` on a map's axis: geometric from its base value to its best."""
+    spec = KNOBS[knob]
+    base = spec.base(_system(cfg), cfg.target_rel_error)
+    values = [base * (spec.best / base) ** (i / (cfg.map_points - 1)) for i in range(cfg.map_points)]
+    return sorted(dict.fromkeys(float(round(v)) if spec.integer else v for v in values))
+
+
+def speedup_map(cfg: BreakevenConfig, workload: str) -> list[dict[str, Any]]:
+    """The projected speedups over digital K-FAC and over Adam on the grid of the two map knobs
+    (``map_method`` at ``map_interval``), one row per grid point."""
+    x_knob, y_knob = cfg.map_knobs
+    rows = []
+    for x in map_values(cfg, x_knob):
+        for y in map_values(cfg, y_knob):
+            system, error = _system(cfg), cfg.target_rel_error
+            for knob, value in ((x_knob, x), (y_knob, y)):
+                if knob == "target_rel_error":
+                    error = value
+                else:
+                    system = KNOBS[knob].apply(system, value)
+            row = project_methods(workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus, interval=cfg.map_interval,
+                                  analog_op=cfg.map_method, target_rel_error=error)
+            rows.append({"workload": workload, x_knob: x, y_knob: y, "speedup_vs_kfac": row["speedup_vs_kfac"],
+                         "speedup_vs_adam": row["speedup_vs_adam"], "bound_vs_kfac": row["bound_vs_kfac"],
+                         "bottleneck": row["tkfac_bottleneck"]})
+    return rows
+
+
+def plot_maps(maps: list[dict[str, Any]], path: Path, cfg: BreakevenConfig) -> Any:
+    """Per workload, the speedup over digital K-FAC on the two map knobs (log axes, log colour)
+    with the 1x and 2x contours where the map reaches them. Returns the (closed) Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    x_knob, y_knob = cfg.map_knobs
+    workloads = sorted({r["workload"] for r in maps})
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4.6 * len(workloads), 3.8), squeeze=False)
+    for ax, workload in zip(axes[0], workloads):
+        rows = [r for r in maps if r["workload"] == workload]
+        xs, ys = sorted({r[x_knob] for r in rows}), sorted({r[y_knob] for r in rows})
+        z = np.array([[next(r["speedup_vs_kfac"] for r in rows if r[x_knob] == x and r[y_knob] == y) for x in xs]
+                      for y in ys])
+        mesh = ax.pcolormesh(xs, ys, z, shading="nearest", norm=LogNorm(vmin=z.min(), vmax=max(z.max(), 1.0)))
+        fig.colorbar(mesh, ax=ax, label="speedup over digital K-FAC (x)")
+        levels = [v for v in (1.0, 2.0) if z.min() < v < z.max()]
+        if levels:
+            contours = ax.contour(xs, ys, z, levels=levels, colors="w", linewidths=1.2)
+            ax.clabel(contours, fmt=lambda v: f"{v:g}x", fontsize=7)
+        else:
+            ax.text(0.5, 0.9, f"no 1x contour: at most {z.max():.3g}x (bound {rows[0]['bound_vs_kfac']:.3g}x)",
+                    transform=ax.transAxes, ha="center", fontsize=7, color="w")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(KNOBS[x_knob].label, fontsize=7)
+        ax.set_ylabel(KNOBS[y_knob].label, fontsize=7)
+        ax.set_title(f"{workload}, {cfg.map_method} method, interval {cfg.map_interval}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
+
+
+def map_path(csv_path: Path) -> Path:
+    """The maps' table beside the study's CSV (``breakeven_map.csv``; its figure ``.png``)."""
+    return csv_path.with_name(f"{NAME}_map.csv")
 
 
 def points(cfg: BreakevenConfig) -> list[dict[str, Any]]:
@@ -261,7 +347,7 @@ def _cell(row: dict[str, Any]) -> str:
     return f"never ({row['limit']})"
 
 
-def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig) -> None:
+def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig, maps: list[dict[str, Any]] | None = None) -> None:
     knobs = [k for k in cfg.knobs if any(r["knob"] == k for r in rows)]
     lines = ["# Break-even frontier: the device that makes thermodynamic K-FAC pay", "",
              f"![knob changes to break even]({path.with_suffix('.png').name})", "", "## Assumptions",
@@ -297,6 +383,24 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig) -> None
                     lines.append(f"| {baseline} | {target:g}x | {bound:.3g}x | "
                                  + " | ".join(_cell(cells[k]) if k in cells else "-" for k in knobs) + " |")
             lines.append("")
+    if maps:
+        x_knob, y_knob = cfg.map_knobs
+        lines += [f"## Maps: {x_knob} against {y_knob}", "",
+                  f"![speedup maps]({map_path(path).with_suffix('.png').name})", "",
+                  f"The {cfg.map_method} method at interval {cfg.map_interval}, {cfg.map_points} values of each knob "
+                  f"(table: `{map_path(path).name}`). Per workload, the largest speedup on the map and where the 1x "
+                  "contour starts:", "", "| workload | largest speedup over digital K-FAC | at | bound | 1x first reached at |",
+                  "|---|---|---|---|---|"]
+        for workload in sorted({r["workload"] for r in maps}):
+            ws = [r for r in maps if r["workload"] == workload]
+            top = max(ws, key=lambda r: r["speedup_vs_kfac"])
+            reached = [r for r in ws if r["speedup_vs_kfac"] >= 1.0]
+            cheapest = min(reached, key=lambda r: (_improvement({"value_at_target": r[x_knob], "base_value": ws[0][x_knob]})
+                                                   * _improvement({"value_at_target": r[y_knob], "base_value": ws[0][y_knob]})),
+                           default=None)
+            where = "-" if cheapest is None else f"{x_knob} {cheapest[x_knob]:.3g}, {y_knob} {cheapest[y_knob]:.3g}"
+            lines.append(f"| {workload} | {top['speedup_vs_kfac']:.3g}x | {x_knob} {top[x_knob]:.3g}, {y_knob} "
+                         f"{top[y_knob]:.3g} | {top['bound_vs_kfac']:.3g}x | {where} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -337,11 +441,23 @@ class BreakevenStudy(Study[BreakevenConfig]):
     def evaluate(self, cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
         return evaluate(cfg, point)
 
+    def analyse(self, cfg: BreakevenConfig, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rows, and the 2-D maps (a grid of projections per workload, written beside the CSV)."""
+        maps = [r for w in cfg.workloads for r in speedup_map(cfg, w)]
+        sweep.write_table(map_path(self.csv_path(cfg.out_dir)), maps, self.context(cfg))
+        return rows, maps
+
     def plot(self, cfg: BreakevenConfig, results: Any, path: Path) -> Any:
-        return plot(results, path)
+        rows, maps = results
+        plot_maps(maps, map_path(path).with_suffix(".png"), cfg)
+        return plot(rows, path)
 
     def report(self, cfg: BreakevenConfig, results: Any, path: Path) -> None:
-        report(results, path, cfg)
+        rows, maps = results
+        report(rows, path, cfg, maps)
+
+    def written(self, cfg: BreakevenConfig, csv_path: Path) -> list[str]:
+        return [*super().written(cfg, csv_path), str(map_path(csv_path)), str(map_path(csv_path).with_suffix(".png"))]
 
     def outcome(self, cfg: BreakevenConfig, csv_path: Path) -> list[str]:
         rows = sweep.read_rows(csv_path, last_run=True)

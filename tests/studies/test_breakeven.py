@@ -13,8 +13,8 @@ from studies.sweep import read_rows
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("breakeven")
     cfg = breakeven.BreakevenConfig(workloads=("gnn-molpcba",), methods=("solve",), targets=(1.0, 2.0),
-                                    knobs=("tau_scale", "n_chips", "coupling_delivery"), intervals=(1,), workers=1,
-                                    out_dir=out)
+                                    knobs=("tau_scale", "n_chips", "coupling_delivery"), intervals=(1,), map_points=3,
+                                    workers=1, out_dir=out)
     path = breakeven.STUDY.run(cfg, progress=False)
     return cfg, path, read_rows(path)
 
@@ -45,14 +45,27 @@ def test_a_reached_target_is_reached_at_its_value_and_never_says_why(run):
     assert any(r["limit"].startswith("bound") for r in rows)
 
 
-def test_the_figure_is_labelled(run, tmp_path):
-    _, _, rows = run
+def test_the_figures_are_labelled(run, tmp_path):
+    cfg, path, rows = run
     fig = breakeven.plot(rows, tmp_path / "b.png")
     assert figure_problems(fig) == []
+    maps = read_rows(breakeven.map_path(path))
+    assert figure_problems(breakeven.plot_maps(maps, tmp_path / "m.png", cfg)) == []
+
+
+def test_the_map_is_the_grid_of_both_knobs_and_improves_towards_the_best_corner(run):
+    cfg, path, _ = run
+    maps = read_rows(breakeven.map_path(path))
+    assert len(maps) == 3 * 3 and {r["n_chips"] for r in maps} == {1.0, 64.0, 4096.0}
+    by = {(r["tau_scale"], r["n_chips"]): r["speedup_vs_kfac"] for r in maps}
+    assert by[(1e-4, 1.0)] > by[(1.0, 1.0)]  # a faster device helps
+    assert "## Maps: tau_scale against n_chips" in path.with_suffix(".md").read_text()
+    assert breakeven.map_path(path).with_suffix(".png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("bad, field", [(dict(methods=("both",)), "methods"), (dict(knobs=("tau",)), "knobs"),
-                                        (dict(targets=(0.0,)), "targets"), (dict(intervals=(0,)), "intervals")])
+                                        (dict(targets=(0.0,)), "targets"), (dict(intervals=(0,)), "intervals"),
+                                        (dict(map_knobs=("tau_scale", "tau_scale")), "map_knobs")])
 def test_bad_configurations_name_the_field(bad, field):
     with pytest.raises(ValueError, match=field):
         breakeven.BreakevenConfig(**bad)
