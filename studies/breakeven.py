@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from thermo import cost
 from thermo.device import CouplingDelivery
 
 from . import checks, sweep
@@ -40,7 +41,7 @@ from .options import (
     strings,
     sweep_options,
 )
-from .projections import WORKLOADS, base_system, describe_system, project_methods
+from .projections import WORKLOADS, base_system, describe_system, project_methods, published_step_s, workload_shape
 from .protocol import Study
 
 NAME = "breakeven"
@@ -242,6 +243,24 @@ def plot_maps(maps: list[dict[str, Any]], path: Path, cfg: BreakevenConfig) -> A
     return fig
 
 
+def tngd_limits(cfg: BreakevenConfig) -> list[dict[str, Any]]:
+    """Per workload, what TNGD's ``r (r + 2N)`` programmed values ask of the device: the device
+    part of one iteration on the base device (``thermo.cost``; t = 50 tau), against Adam's
+    published step, and the link at which the arrays and the gradient alone fit in that step."""
+    device = _system(cfg).device
+    out = []
+    for workload in cfg.workloads:
+        shape = workload_shape(workload, cfg.n_gpus)
+        rank = shape.batch_size * shape.output_dim
+        adam_s = published_step_s(workload)
+        t = cost.estimate_tngd_iteration(device, n_params=shape.n_params, rank=rank, analog_time_tau=50.0)
+        need = cost.tngd_link_needed_bps(device, n_params=shape.n_params, rank=rank, within_s=adam_s)
+        out.append({"workload": workload, "n_params": shape.n_params, "rank": rank,
+                    "values": cost.tngd_array_values(shape.n_params, rank), "device_s": t.total_s, "adam_step_s": adam_s,
+                    "link_needed_bps": need, "link_bps": device.link.bandwidth_bps})
+    return out
+
+
 def map_path(csv_path: Path) -> Path:
     """The maps' table beside the study's CSV (``breakeven_map.csv``; its figure ``.png``)."""
     return csv_path.with_name(f"{NAME}_map.csv")
@@ -383,6 +402,18 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig, maps: l
                     lines.append(f"| {baseline} | {target:g}x | {bound:.3g}x | "
                                  + " | ".join(_cell(cells[k]) if k in cells else "-" for k in knobs) + " |")
             lines.append("")
+    limits = tngd_limits(cfg)
+    lines += ["## Thermodynamic NGD: the programmed values rule it out", "",
+              "TNGD reprograms its arrays J_f, H_L and J_f^T, r (r + 2N) values with r = b d_z, on every iteration. "
+              "The device part of one iteration on the base device (priced by thermo.cost, t = 50 tau), against "
+              "Adam's published step, and the link on which the arrays and the gradient alone would fit in that step:",
+              "", "| workload | N | r = b d_z (per GPU) | programmed values | device part of one iteration | Adam step | "
+              "link needed | x the base link |", "|---|---|---|---|---|---|---|---|"]
+    for t in limits:
+        lines.append(f"| {t['workload']} | {t['n_params']:,} | {t['rank']:,} | {t['values']:.3g} | {t['device_s']:.3g} s | "
+                     f"{t['adam_step_s']:.3g} s | {t['link_needed_bps']:.3g} bit/s | "
+                     f"{t['link_needed_bps'] / t['link_bps']:.3g} |")
+    lines.append("")
     if maps:
         x_knob, y_knob = cfg.map_knobs
         lines += [f"## Maps: {x_knob} against {y_knob}", "",

@@ -577,6 +577,22 @@ def tngd_array_values(n_params: int, rank: int) -> int:
     return rank * (rank + 2 * n_params)
 
 
+def tngd_link_needed_bps(device: DeviceSpec | HardwareSpec, *, n_params: int, rank: int, within_s: float) -> float:
+    """The link bandwidth (bit/s) at which TNGD's arrays (:func:`tngd_array_values` at
+    ``bits_A``) and gradient (``bits_b``) cross the link within ``within_s`` seconds (after the
+    link's latency; infinite when the latency alone takes longer): the limit that the ``r (r +
+    2N)`` programmed values set on any TNGD iteration as fast as ``within_s``."""
+    dev = _device(device)
+    n = check_count(n_params, "n_params")
+    r = check_count(rank, "rank")
+    if not (math.isfinite(within_s) and within_s > 0):
+        raise InputError(f"within_s must be a finite number of seconds > 0, got {within_s!r}")
+    bits = _bits(dev.chip, [])
+    payload = tngd_array_values(n, r) * bits.coupling + n * bits.inputs
+    room = within_s - 2 * dev.link.latency_s
+    return payload / room if room > 0 else math.inf
+
+
 def estimate_tngd_iteration(
     device: DeviceSpec | HardwareSpec,
     *,

@@ -69,3 +69,12 @@ def test_the_map_is_the_grid_of_both_knobs_and_improves_towards_the_best_corner(
 def test_bad_configurations_name_the_field(bad, field):
     with pytest.raises(ValueError, match=field):
         breakeven.BreakevenConfig(**bad)
+
+
+def test_tngd_limits_are_the_cost_models_figures(run):
+    cfg, path, _ = run
+    (limit,) = breakeven.tngd_limits(cfg)
+    assert limit["values"] == limit["rank"] * (limit["rank"] + 2 * limit["n_params"])
+    assert limit["device_s"] > limit["adam_step_s"]  # programming alone outlasts Adam's step
+    assert limit["link_needed_bps"] > limit["link_bps"]
+    assert "## Thermodynamic NGD: the programmed values rule it out" in path.with_suffix(".md").read_text()

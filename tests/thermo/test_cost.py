@@ -333,3 +333,16 @@ def test_serial_readout_units_is_where_one_sample_outlasts_the_relaxation():
     # 2 ADC channels of 50 ns on a 1 us chip: 10 tau of relaxation is read in 10 us = 200 conversions = 400 units
     assert cost.serial_readout_units(small_hw(adc_channels=2), 10.0) == pytest.approx(400.0)
     assert cost.serial_readout_units(small_hw(), 10.0) == math.inf
+
+
+def test_the_link_tngd_needs_to_program_within_a_given_time():
+    from thermo.device import device_preset
+
+    paper = device_preset("paper-2024-tngd")  # no latency: the payload over the time
+    need = cost.tngd_link_needed_bps(paper, n_params=10_000, rank=640, within_s=1e-3)
+    assert need == pytest.approx((640 * (640 + 20_000) + 10_000) * 16 / 1e-3, rel=1e-12)
+    # at that bandwidth the programming and the gradient take exactly the time given
+    fast = paper.replace(link=paper.link.replace(bandwidth_bps=need))
+    t = cost.estimate_tngd_iteration(fast, n_params=10_000, rank=640, analog_time_tau=0)
+    assert t.program_s + t.input_s == pytest.approx(1e-3, rel=1e-9)
+    assert cost.tngd_link_needed_bps(device_preset("published"), n_params=10, rank=1, within_s=1e-6) == math.inf
