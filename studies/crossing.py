@@ -38,15 +38,19 @@ def crossing(
     rel_tol: float = 1e-3,
     max_evaluations: int = 60,
     integer: bool = False,
+    scan: int = 0,
 ) -> Crossing:
     """The first knob value between ``published`` and ``best_value`` at which ``speedup(value)``
     (a speedup and the name of the resource that bounds it) reaches ``target``.
 
-    ``speedup`` must not decrease as the value moves from ``published`` to ``best_value`` (either
-    direction). The search brackets the crossing in log space until the bracket's ratio is
-    within ``1 + rel_tol`` (``integer``: until it holds consecutive integers) and returns the end
-    that reaches the target. ``bound`` (Amdahl) below ``target`` answers "never" without a
-    projection.
+    Without ``scan``, ``speedup`` must not decrease as the value moves from ``published`` to
+    ``best_value`` (either direction). With ``scan = k``, ``k`` values geometric from
+    ``published`` to ``best_value`` are tried first and the search brackets the first one that
+    reaches the target: a knob whose speedup peaks inside its range (more chips that end up
+    waiting on one shared link) is searched correctly as long as the peak is that wide. The
+    search brackets the crossing in log space until the bracket's ratio is within ``1 + rel_tol``
+    (``integer``: until it holds consecutive integers) and returns the end that reaches the
+    target. ``bound`` (Amdahl) below ``target`` answers "never" without a projection.
     """
     if not (math.isfinite(target) and target > 0):
         raise ValueError(f"target must be a finite number > 0, got {target!r}")
@@ -65,10 +69,23 @@ def crossing(
     ok, s0, _ = reaches(published)
     if ok:
         return Crossing(published, True, "", evaluations)
-    ok, s_best, resource = reaches(best_value)
-    if not ok:
-        return Crossing(None, False, f"saturates at {s_best:.3g}x at {best_value:g} ({resource} bound)", evaluations)
-    lo, hi = published, best_value  # lo misses the target, hi reaches it
+    grid = [published * (best_value / published) ** (i / scan) for i in range(1, scan + 1)] if scan > 0 else [best_value]
+    if integer:
+        grid = list(dict.fromkeys(float(round(v)) for v in grid))
+    lo, hi = published, None
+    peak = (s0, published, "")
+    for value in grid:
+        ok, s, resource = reaches(value)
+        if s >= peak[0]:  # ties go to the value further along the knob
+            peak = (s, value, resource)
+        if ok:
+            hi = value
+            break
+        lo = value
+    if hi is None:
+        word = "saturates" if peak[1] == grid[-1] else "peaks"
+        return Crossing(None, False, f"{word} at {peak[0]:.3g}x at {peak[1]:g} ({peak[2]} bound)", evaluations)
+    # lo misses the target, hi reaches it
     while evaluations < max_evaluations:
         if integer and abs(hi - lo) <= 1:
             break

@@ -39,3 +39,15 @@ def test_never_with_its_reason_and_integer_knobs():
     assert found.value == 23.0
     with pytest.raises(ValueError, match="target"):
         crossing(f, math.nan, published=1.0, best_value=2.0)
+
+
+def test_a_scan_finds_a_crossing_inside_a_peaked_range():
+    # more chips help until one shared link saturates: the speedup peaks at 64 chips
+    peaked = lambda n: (min(n / 16.0, 64.0 / n * 4.0), "link" if n > 64 else "analog")  # noqa: E731
+    assert peaked(64.0)[0] == 4.0 and peaked(4096.0)[0] < 1.0
+    blind = crossing(peaked, 2.0, published=1.0, best_value=4096.0, integer=True)
+    assert not blind.reachable and "saturates" in blind.limit  # the best end alone misses the peak
+    found = crossing(peaked, 2.0, published=1.0, best_value=4096.0, integer=True, scan=6)
+    assert found.reachable and found.value == 32.0 and peaked(found.value)[0] >= 2.0
+    never = crossing(peaked, 5.0, published=1.0, best_value=4096.0, integer=True, scan=6)
+    assert not never.reachable and never.limit.startswith("peaks at 4x at 64")
