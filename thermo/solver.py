@@ -293,7 +293,10 @@ class ThermodynamicSolver:
     def _resident(self, a: np.ndarray, chip_index: int) -> bool:
         """Whether chip ``chip_index`` already holds the couplings of ``a`` (priced without a
         programming phase when the device keeps them, ``DeviceSpec.resident_couplings``);
-        records ``a`` as the chip's couplings."""
+        records ``a`` as the chip's couplings. A device that does not keep its couplings is
+        never resident: nothing is hashed for it (the hash reads the whole matrix)."""
+        if not self.device.resident_couplings:
+            return False
         digest = hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).hexdigest()
         resident = self._programmed.get(chip_index) == digest
         self._programmed[chip_index] = digest
