@@ -184,9 +184,8 @@ def projected(cfg: BreakevenConfig, workload: str, method: str, interval: int, k
 def map_values(cfg: BreakevenConfig, knob: str) -> list[float]:
     """The values of ``knob`` on a map's axis: geometric from its base value to its best."""
     spec = KNOBS[knob]
-    base = spec.base(_system(cfg), cfg.target_rel_error)
-    values = [base * (spec.best / base) ** (i / (cfg.map_points - 1)) for i in range(cfg.map_points)]
-    return sorted(dict.fromkeys(float(round(v)) if spec.integer else v for v in values))
+    values = np.geomspace(spec.base(_system(cfg), cfg.target_rel_error), spec.best, cfg.map_points)
+    return sorted(dict.fromkeys(float(round(v)) if spec.integer else float(v) for v in values))
 
 
 def speedup_map(cfg: BreakevenConfig, workload: str) -> list[dict[str, Any]]:
@@ -308,10 +307,14 @@ def evaluate(cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
             "limit": found.limit, "base_value": published}
 
 
-def _improvement(row: dict[str, Any]) -> float:
-    """How far a reached knob moved from its base value (a factor >= 1), for the figure."""
-    value, base = float(row["value_at_target"]), float(row["base_value"])
+def _factor(value: float, base: float) -> float:
+    """How far a knob moved from its base value, either way (a factor >= 1)."""
     return max(value / base, base / value)
+
+
+def _improvement(row: dict[str, Any]) -> float:
+    """How far a reached knob moved from its base value, for the figure."""
+    return _factor(float(row["value_at_target"]), float(row["base_value"]))
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Any:
@@ -436,9 +439,7 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig, maps: l
             top = max(ws, key=lambda r: r["speedup_vs_kfac"])
             reached = [r for r in ws if r["speedup_vs_kfac"] >= 1.0]
             # the grid point reaching 1x whose knobs move least from the base device (product of the factors)
-            cheapest = min(reached, key=lambda r: (_improvement({"value_at_target": r[x_knob], "base_value": base_x})
-                                                   * _improvement({"value_at_target": r[y_knob], "base_value": base_y})),
-                           default=None)
+            cheapest = min(reached, key=lambda r: _factor(r[x_knob], base_x) * _factor(r[y_knob], base_y), default=None)
             where = "-" if cheapest is None else f"{x_knob} {cheapest[x_knob]:.3g}, {y_knob} {cheapest[y_knob]:.3g}"
             lines.append(f"| {workload} | {top['speedup_vs_kfac']:.3g}x | {x_knob} {top[x_knob]:.3g}, {y_knob} "
                          f"{top[y_knob]:.3g} | {top['bound_vs_kfac']:.3g}x | {where} |")

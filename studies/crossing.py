@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 Best = Literal["low", "high"]
 
 
@@ -69,7 +71,7 @@ def crossing(
     ok, s0, _ = reaches(published)
     if ok:
         return Crossing(published, True, "", evaluations)
-    grid = [published * (best_value / published) ** (i / scan) for i in range(1, scan + 1)] if scan > 0 else [best_value]
+    grid = [float(v) for v in np.geomspace(published, best_value, scan + 1)[1:]] if scan > 0 else [best_value]
     if integer:
         grid = list(dict.fromkeys(float(round(v)) for v in grid))
     lo, hi = published, None
@@ -92,12 +94,8 @@ def crossing(
         if not integer and max(lo, hi) / min(lo, hi) <= 1 + rel_tol:
             break
         mid = math.sqrt(lo * hi)
-        if integer:
-            mid = float(round(mid))
-            if mid in (lo, hi):
-                mid = float(math.floor(mid) if hi < lo else math.ceil(mid))
-                if mid in (lo, hi):
-                    break
+        if integer:  # a whole value strictly inside the bracket (its ends are more than 1 apart)
+            mid = float(min(max(round(mid), min(lo, hi) + 1), max(lo, hi) - 1))
         ok, _, _ = reaches(mid)
         if ok:
             hi = mid
