@@ -417,8 +417,10 @@ def _cmd_project(args: argparse.Namespace) -> int:
     for p in projections:
         step = runs[p.label][0]
         if step.method == "kfac" and step.inverse_on == "analog":
-            # the digital K-FAC it replaces work of: same intervals, same steps
-            digital = project_run(shape, system, dataclasses.replace(step, inverse_on="gpu"), p.n_steps, "kfac")
+            # the digital K-FAC it replaces work of: same intervals, same steps (projected already when listed)
+            twin = dataclasses.replace(step, inverse_on="gpu")
+            digital = next((q for q in projections if runs[q.label] == (twin, p.n_steps)), None) \
+                or project_run(shape, system, twin, p.n_steps, "kfac")
             bound = offload_bound(digital, step.analog_op, adam)
             print(f"bound of {p.label}: the device replaces {100 * bound.share:.3g}% of digital K-FAC's run; no device "
                   f"beats {_ratio(bound.vs_kfac)} over digital K-FAC" + (
