@@ -32,7 +32,6 @@ from thermo.config_files import file_format, read_table
 from thermo.device import (
     CouplingDelivery,
     DeviceSpec,
-    apply_legacy_chip_keys,
     chip_from,
     device_from_table,
     device_preset,
@@ -300,20 +299,8 @@ class SystemSpec:
         (a link preset), its chip (``hardware``: a hardware preset or file; ``units_per_chip``
         its ``n_units``), ``n_chips`` and any other :class:`thermo.DeviceSpec` knob replaced
         where given."""
-        dev = device_preset(device)
-        changes: dict[str, object] = dict(knobs)
-        if link is not None:
-            changes["link"] = link_from(link)
-        if hardware is not None:
-            chip, legacy = chip_from(hardware, "hardware")
-            changes["chip"] = chip
-        else:
-            legacy = {}
-        if n_chips is not None:
-            changes["n_chips"] = n_chips
-        dev = dev.replace(**changes) if changes else dev
-        if legacy:
-            dev = apply_legacy_chip_keys(dev, {k: v for k, v in legacy.items() if k not in changes}, f"hardware {hardware}")
+        table = {"preset": device, "chip": hardware, "link": link, "n_chips": n_chips, **knobs}
+        dev = device_from_table({k: v for k, v in table.items() if v is not None}, section="presets")
         if units_per_chip is not None:
             dev = dev.with_chip(n_units=units_per_chip)
         return cls(gpu=gpu_preset(gpu), device=dev, name=name, notes=notes)

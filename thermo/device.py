@@ -35,7 +35,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -365,23 +365,33 @@ def chip_from(value: object, section: str = "device.chip") -> tuple[HardwareSpec
     return hardware_from_table(data, section=section), legacy
 
 
-def apply_legacy_chip_keys(device: DeviceSpec, legacy: Mapping[str, Any], where: str) -> DeviceSpec:
+def apply_legacy_chip_keys(device: DeviceSpec, legacy: Mapping[str, Any], where: str,
+                           given: Iterable[str] = ()) -> DeviceSpec:
     """Move old device keys of a chip table (``n_chips``, ``link_*``) onto ``device``, with one
-    :class:`~thermo.errors.LegacyFormatWarning` naming them and their new place."""
+    :class:`~thermo.errors.LegacyFormatWarning` naming them and their new place. A key whose
+    place the caller ``given`` explicitly (``n_chips``, ``link``) is not applied, and the warning
+    says so: the explicit value wins."""
     if not legacy:
         return device
-    places = ", ".join(f"{k} -> device.{LEGACY_CHIP_KEYS[k]}" for k in sorted(legacy))
-    warnings.warn(f"{where}: the chip description carries device keys ({places}); they were read into the "
-                  "device. Move them to the [device] table (and its [device.link]).", LegacyFormatWarning,
+    given = set(given)
+    superseded = sorted(k for k in legacy if LEGACY_CHIP_KEYS[k].split(".")[0] in given)
+    applied = {k: v for k, v in legacy.items() if k not in superseded}
+    places = ", ".join(f"{k} -> device.{LEGACY_CHIP_KEYS[k]}" for k in sorted(applied))
+    message = f"{where}: the chip description carries device keys"
+    if applied:
+        message += f" ({places}); they were read into the device"
+    if superseded:
+        message += f"{';' if applied else ''} {', '.join(superseded)} ignored: given for the device itself"
+    warnings.warn(message + ". Move them to the [device] table (and its [device.link]).", LegacyFormatWarning,
                   stacklevel=3)
     link = device.link
-    if "link_bandwidth_bps" in legacy:
-        link = link.replace(bandwidth_bps=legacy["link_bandwidth_bps"], name="")
-    if "link_latency_s" in legacy:
-        link = link.replace(latency_s=legacy["link_latency_s"], name="")
+    if "link_bandwidth_bps" in applied:
+        link = link.replace(bandwidth_bps=applied["link_bandwidth_bps"], name="")
+    if "link_latency_s" in applied:
+        link = link.replace(latency_s=applied["link_latency_s"], name="")
     changes: dict[str, Any] = {"link": link}
-    if "n_chips" in legacy:
-        changes["n_chips"] = legacy["n_chips"]
+    if "n_chips" in applied:
+        changes["n_chips"] = applied["n_chips"]
     return device.replace(**changes)
 
 
@@ -411,7 +421,7 @@ def device_from_table(data: Mapping[str, Any], section: str = "device") -> Devic
     if "link" in data:
         data["link"] = link_from(data["link"], f"{section}.link")
     device = base.replace(**data) if data else base
-    return apply_legacy_chip_keys(device, legacy, f"[{section}]")
+    return apply_legacy_chip_keys(device, legacy, f"[{section}]", given=data)
 
 
 def _check_chip_keys(table: Mapping[str, Any], section: str) -> None:

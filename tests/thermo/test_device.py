@@ -109,3 +109,9 @@ def test_old_device_keys_in_a_chip_table_move_to_the_device_with_a_warning():
     assert dev.n_chips == 3 and dev.link.bandwidth_bps == 1e9 and dev.chip == HardwareSpec.published()
     fields = {f.name for f in dataclasses.fields(HardwareSpec)}
     assert not {"n_chips", "link_bandwidth_bps", "link_latency_s"} & fields
+
+
+def test_an_explicit_device_field_wins_over_the_old_key_of_its_chip():
+    with pytest.warns(LegacyFormatWarning, match=r"link_bandwidth_bps -> device.link.bandwidth_bps.*n_chips ignored"):
+        dev = device_from_table({"chip": {"preset": "published", "n_chips": 3, "link_bandwidth_bps": 1e9}, "n_chips": 2})
+    assert dev.n_chips == 2 and dev.link.bandwidth_bps == 1e9
