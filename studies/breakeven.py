@@ -162,7 +162,9 @@ class BreakevenConfig:
         )
 
 
+@functools.lru_cache(maxsize=8)
 def _system(cfg: BreakevenConfig) -> Any:
+    """The base system (read once per configuration: every search and map point starts from it)."""
     return base_system(cfg.gpu, None, None, cfg.n_chips, cfg.system, device=cfg.device)
 
 
