@@ -26,6 +26,7 @@ sample). Writes ``asymptotic.csv``, ``asymptotic.png`` and ``asymptotic.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -174,6 +175,7 @@ def evaluate(cfg: AsymptoticConfig, point: dict[str, Any]) -> dict[str, Any]:
             "source": f"thermo.cost on {cfg.system or device_label(cfg)}", **NOT_MEASURED}
 
 
+@functools.lru_cache(maxsize=8)
 def device_of(cfg: AsymptoticConfig) -> DeviceSpec:
     """The device the analog series are priced on: the system file's, or the ``device`` preset
     with ``hardware`` and ``n_chips`` where given; ``converter_channels`` applies to either."""
