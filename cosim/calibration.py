@@ -28,10 +28,12 @@ factors phase). Expect agreement within a small factor per phase, not percent-le
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import torch
@@ -68,6 +70,9 @@ _FIXED_KFAC_OPTIONS: dict[str, Any] = {
 
 __all__ = [
     "PHASES",
+    "Anchor",
+    "AnchorMode",
+    "anchor_to_step",
     "CalibrationReport",
     "calibrate_from_training",
     "calibrate_from_training_runs",
@@ -345,7 +350,7 @@ def phase_work(
 
 
 def _named(work: Work, name: str) -> Work:
-    return Work(work.flops, work.bytes, work.kernels, work.precision, name)
+    return Work(work.flops, work.bytes, work.kernels, work.precision, name, work.kind)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -542,33 +547,67 @@ def calibrate_from_training(
     )
 
 
+class AnchorMode(str, Enum):
+    """How a measured step time is imposed on the step model."""
+
+    SCALE = "scale"
+    """Every GPU kernel is slower than its roofline by the same factor (real kernels reach a
+    fraction of peak): K-FAC's extra kernels inherit the factor."""
+    RESIDUAL = "residual"
+    """The kernels stay at their roofline; the step holds work the model does not cover (memory
+    bound gather / scatter...), a fixed number of seconds every method pays alike."""
+
+
 @dataclass(frozen=True)
 class Anchor:
-    """One scale on every GPU kernel (``GPUSpec.anchor_scale``) that makes a projected step
-    equal a measured one. Times in seconds per step."""
+    """How a projected step was made equal to a measured one. Times in seconds per step."""
 
     scale: float
+    """``GPUSpec.anchor_scale`` set (1 in residual mode)."""
     modelled_step_s: float
-    """The roofline's step before anchoring (``anchor_scale`` 1)."""
+    """The roofline's step before anchoring (``anchor_scale`` 1, no residual)."""
     measured_step_s: float
     source: str = ""
+    mode: AnchorMode = AnchorMode.SCALE
+    residual_s: float = 0.0
+    """``ModelShape.unmodelled_step_s`` set (0 in scale mode)."""
+
+    @property
+    def modelled_share(self) -> float:
+        """The share of the measured step the model accounts for (the rest is anchored)."""
+        return self.modelled_step_s / self.measured_step_s
 
 
 def anchor_to_step(
-    shape: ModelShape, system: SystemSpec, measured_step_s: float, step: StepModel | None = None, source: str = ""
-) -> tuple[SystemSpec, Anchor]:
-    """``system`` with its GPU anchored so that the projected step of ``step`` (default Adam)
-    on ``shape`` takes ``measured_step_s`` (a published or measured step time), and the anchor.
+    shape: ModelShape, system: SystemSpec, measured_step_s: float, step: StepModel | None = None, source: str = "",
+    mode: AnchorMode | str = AnchorMode.SCALE,
+) -> tuple[ModelShape, SystemSpec, Anchor]:
+    """``shape`` and ``system`` anchored so that the projected step of ``step`` (default Adam) on
+    ``shape`` takes ``measured_step_s`` (a published or measured step time), and the anchor.
 
-    Every GPU kernel is scaled alike, so the other methods' digital work inherits the anchor;
-    the device's times are not touched (they come from :mod:`thermo.cost`).
+    ``mode`` (:class:`AnchorMode`): ``scale`` multiplies every GPU kernel alike, so the other
+    methods' digital work inherits it; ``residual`` adds the missing seconds to every step as
+    unmodelled work (``ModelShape.unmodelled_step_s``), so K-FAC's extra kernels keep their
+    roofline times. The device's times are never touched (they come from :mod:`thermo.cost`).
     """
     if not (isinstance(measured_step_s, (int, float)) and math.isfinite(measured_step_s) and measured_step_s > 0):
         raise RooflineError(f"measured_step_s must be a finite number of seconds > 0, got {measured_step_s!r}")
+    try:
+        mode = AnchorMode(mode)
+    except ValueError:
+        raise RooflineError(f"anchor mode must be one of {[m.value for m in AnchorMode]}, got {mode!r}") from None
     step = StepModel(method="adam") if step is None else step
     plain = system.replace(gpu=system.gpu.replace(anchor_scale=1.0))
-    modelled = project_run(shape, plain, step, 100).time_per_step_s
+    bare = dataclasses.replace(shape, unmodelled_step_s=0.0)
+    modelled = project_run(bare, plain, step, 100).time_per_step_s
+    if mode is AnchorMode.RESIDUAL:
+        residual = measured_step_s - modelled
+        if residual < 0:
+            raise RooflineError(f"the modelled {step.method} step ({modelled:.4g} s) is already longer than the measured "
+                                f"{measured_step_s:.4g} s: a residual anchor cannot remove time; use mode 'scale'")
+        anchor = Anchor(1.0, modelled, float(measured_step_s), source, mode, residual)
+        return dataclasses.replace(shape, unmodelled_step_s=residual), plain, anchor
     scale = measured_step_s / modelled
     note = f"anchored x{scale:.4g} to a {measured_step_s:.4g} s {step.method} step" + (f" ({source})" if source else "")
     gpu = plain.gpu.replace(anchor_scale=scale, source=f"{plain.gpu.source}; {note}" if plain.gpu.source else note)
-    return system.replace(gpu=gpu), Anchor(scale, modelled, float(measured_step_s), source)
+    return bare, system.replace(gpu=gpu), Anchor(scale, modelled, float(measured_step_s), source, mode)

@@ -27,7 +27,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy.optimize import least_squares
 
-from .system import PRECISIONS, GPUSpec, SystemSpecError
+from .system import KERNEL_KINDS, PRECISIONS, GPUSpec, SystemSpecError
 
 Bound = Literal["compute", "memory", "launch"]
 
@@ -74,8 +74,11 @@ class Work:
     """What a kernel (or a sequence of fused kernels) does: FLOPs, memory traffic, launches.
 
     ``flops`` counts floating-point operations (a fused multiply-add is 2), ``bytes`` the bytes
-    read from plus written to device memory, ``kernels`` the launches. Items of the same
-    precision add up with ``+`` (``sum(items)`` works too).
+    read from plus written to device memory, ``kernels`` the launches, ``kind`` the kernel class
+    (:data:`cosim.system.KERNEL_KINDS`; ``""`` unclassified) whose relative efficiency the GPU
+    applies. Items of the same precision add up with ``+`` (``sum(items)`` works too); a sum of
+    two classes is unclassified and runs at the GEMM rate, so time classes apart when their
+    efficiencies differ.
     """
 
     flops: float
@@ -84,6 +87,7 @@ class Work:
     kernels: int = 1
     precision: str = "float32"
     name: str = ""
+    kind: str = ""
 
     def __post_init__(self) -> None:
         _check_count("Work", "flops", self.flops)
@@ -94,6 +98,8 @@ class Work:
         _check_precision("Work", self.precision)
         if not isinstance(self.name, str):
             raise RooflineError(f"Work.name must be a string, got {self.name!r}")
+        if self.kind not in ("", *KERNEL_KINDS):
+            raise RooflineError(f"Work.kind must be one of {list(KERNEL_KINDS)} or '', got {self.kind!r}")
 
     def __add__(self, other: object) -> Work:
         if not isinstance(other, Work):
@@ -110,6 +116,7 @@ class Work:
             self.kernels + other.kernels,
             self.precision,
             name,
+            _joined_kind(self, other),
         )
 
     def __radd__(self, other: object) -> Work:
@@ -123,7 +130,7 @@ class Work:
         if isinstance(times, bool) or not isinstance(times, int) or times < 0:
             raise RooflineError(f"times must be an integer >= 0, got {times!r}")
         return Work(
-            self.flops * times, self.bytes * times, self.kernels * times, self.precision, self.name
+            self.flops * times, self.bytes * times, self.kernels * times, self.precision, self.name, self.kind
         )
 
     @property
@@ -132,6 +139,15 @@ class Work:
         if self.bytes == 0:
             return math.inf if self.flops > 0 else 0.0
         return self.flops / self.bytes
+
+
+def _joined_kind(a: Work, b: Work) -> str:
+    """The class of ``a + b``: theirs when they share one (empty work joins any class)."""
+    if a.kind == b.kind or (b.flops == 0 and b.bytes == 0):
+        return a.kind
+    if a.flops == 0 and a.bytes == 0:
+        return b.kind
+    return ""
 
 
 class RooflineTerms(NamedTuple):
@@ -162,7 +178,8 @@ class RooflineModel:
         gpu = self.gpu
         return RooflineTerms(
             launch_s=work.kernels * gpu.launch_overhead_s,
-            compute_s=work.flops / (gpu.peak(work.precision) * gpu.compute_efficiency),
+            compute_s=work.flops / (gpu.peak(work.precision) * gpu.compute_efficiency
+                                    * gpu.kernel_efficiency.get(work.kind, 1.0)),
             memory_s=work.bytes / (gpu.memory_bandwidth_bps * gpu.memory_efficiency),
         )
 
@@ -229,7 +246,7 @@ def gemm(
     m, n, k = _check_dim("m", m), _check_dim("n", n), _check_dim("k", k)
     b = _element_bytes(precision, bytes_per_element)
     return Work(
-        2.0 * m * n * k, (m * k + k * n + m * n) * b, kernels, precision, f"gemm{m}x{n}x{k}"
+        2.0 * m * n * k, (m * k + k * n + m * n) * b, kernels, precision, f"gemm{m}x{n}x{k}", "gemm"
     )
 
 
@@ -241,7 +258,7 @@ def cholesky(
     implementations launch several kernels per block column: pass ``kernels`` to model it."""
     d = _check_dim("d", d)
     b = _element_bytes(precision, bytes_per_element)
-    return Work(d**3 / 3.0, 2.0 * d * d * b, kernels, precision, f"cholesky{d}")
+    return Work(d**3 / 3.0, 2.0 * d * d * b, kernels, precision, f"cholesky{d}", "cholesky")
 
 
 def cholesky_inverse(
@@ -253,7 +270,7 @@ def cholesky_inverse(
     matrix once)."""
     d = _check_dim("d", d)
     b = _element_bytes(precision, bytes_per_element)
-    return Work(float(d) ** 3, 4.0 * d * d * b, kernels, precision, f"cholesky_inverse{d}")
+    return Work(float(d) ** 3, 4.0 * d * d * b, kernels, precision, f"cholesky_inverse{d}", "cholesky_inverse")
 
 
 def eigh(
@@ -266,7 +283,7 @@ def eigh(
     eigenvector entries: ``2 d^2 + d`` elements."""
     d = _check_dim("d", d)
     b = _element_bytes(precision, bytes_per_element)
-    return Work(9.0 * float(d) ** 3, (2.0 * d * d + d) * b, kernels, precision, f"eigh{d}")
+    return Work(9.0 * float(d) ** 3, (2.0 * d * d + d) * b, kernels, precision, f"eigh{d}", "eigh")
 
 
 def elementwise(
@@ -286,7 +303,7 @@ def elementwise(
     _check_count("elementwise", "flops_per_element", flops_per_element)
     b = _element_bytes(precision, bytes_per_element)
     return Work(
-        n * flops_per_element, n * (reads + writes) * b, kernels, precision, f"elementwise{n}"
+        n * flops_per_element, n * (reads + writes) * b, kernels, precision, f"elementwise{n}", "elementwise"
     )
 
 

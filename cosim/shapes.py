@@ -57,6 +57,10 @@ class ModelShape:
     output_dim: int
     other_params: int = 0
     name: str = ""
+    unmodelled_step_s: float = 0.0
+    """Seconds per step of digital work the layer model does not cover (a GNN's message gather
+    and scatter, ...), charged to every method's forward-backward on the GPU: an anchor's
+    residual (:func:`cosim.calibration.anchor_to_step` with ``mode="residual"``), not a model."""
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -66,6 +70,9 @@ class ModelShape:
                 raise WorkloadError(f"ModelShape.{f} must be an integer >= 1, got {getattr(self, f)!r}")
         if self.other_params < 0:
             raise WorkloadError(f"ModelShape.other_params must be >= 0, got {self.other_params!r}")
+        if not (isinstance(self.unmodelled_step_s, (int, float)) and math.isfinite(self.unmodelled_step_s)
+                and self.unmodelled_step_s >= 0):
+            raise WorkloadError(f"ModelShape.unmodelled_step_s must be finite seconds >= 0, got {self.unmodelled_step_s!r}")
 
     @property
     def n_params(self) -> int:

@@ -264,6 +264,8 @@ def _forward_backward(shape: ModelShape, c: StepCoster, first_dep: tuple[str, ..
         name = _prefixed("backward", layer)
         tasks.append(c.gpu_task(name, c.gpu_s(c.backward(layer)), prev, "backward"))
         prev = (name,)
+    if shape.unmodelled_step_s > 0:  # anchored, not modelled: the same for every method
+        tasks.append(c.gpu_task("unmodelled", shape.unmodelled_step_s, prev, "unmodelled"))
     return tasks
 
 

@@ -46,6 +46,10 @@ class SystemSpecError(ValueError):
 
 
 PRECISIONS: tuple[str, ...] = ("float64", "float32", "tf32", "bfloat16", "float16")
+
+KERNEL_KINDS: tuple[str, ...] = ("gemm", "cholesky", "cholesky_inverse", "eigh", "elementwise")
+"""The kernel classes the roofline prices (``cosim.roofline.Work.kind``); a GPU may state how
+efficient each is relative to its dense GEMMs (:attr:`GPUSpec.kernel_efficiency`)."""
 """Precision keys a :class:`GPUSpec` may list (``tf32``: tensor-core math on float32 data)."""
 
 DEFAULT_LAUNCH_OVERHEAD_S = 5e-6
@@ -120,6 +124,11 @@ class GPUSpec:
     anchor_scale: float = 1.0
     """Multiplies every kernel time the roofline predicts: the anchor of a whole digital step to a
     measured one (:func:`cosim.calibration.anchor_to_step`; 1: the roofline as it is)."""
+    kernel_efficiency: Mapping[str, float] = field(default_factory=dict, hash=False)
+    """Per kernel class (:data:`KERNEL_KINDS`), the FLOP rate it reaches relative to a dense GEMM
+    (``compute_efficiency`` is the GEMM's): a factorization at ``0.2`` runs its FLOPs at a fifth
+    of the GEMM rate. A class not listed runs at the GEMM rate. Measured by
+    :func:`cosim.kernels.calibrate_kernels`; read-only and left out of the hash."""
 
     def __post_init__(self) -> None:
         owner = "GPUSpec"
@@ -149,6 +158,16 @@ class GPUSpec:
         if self.power_w is not None:
             _check_positive_finite(owner, "power_w", self.power_w)
         _check_positive_finite(owner, "anchor_scale", self.anchor_scale)
+        if not isinstance(self.kernel_efficiency, Mapping):
+            raise SystemSpecError(f"{owner}.kernel_efficiency must be a mapping kernel class -> relative "
+                                  f"FLOP rate, got {self.kernel_efficiency!r}")
+        for key, value in self.kernel_efficiency.items():
+            if key not in KERNEL_KINDS:
+                raise SystemSpecError(f"{owner}.kernel_efficiency has unknown kernel class {key!r}; "
+                                      f"known classes: {list(KERNEL_KINDS)}")
+            _check_positive_finite(owner, f"kernel_efficiency[{key!r}]", value)
+        object.__setattr__(self, "kernel_efficiency", _ReadOnlyDict(
+            {k: float(self.kernel_efficiency[k]) for k in KERNEL_KINDS if k in self.kernel_efficiency}))
         _check_str(owner, "source", self.source)
 
     @property
@@ -409,6 +428,9 @@ def _dataclass_to_dict(obj: object, skip: tuple[str, ...] = ()) -> dict[str, Any
 def _gpu_to_dict(gpu: GPUSpec) -> dict[str, Any]:
     out = _dataclass_to_dict(gpu)
     out["peak_flops"] = dict(gpu.peak_flops)
+    out["kernel_efficiency"] = dict(gpu.kernel_efficiency)
+    if not out["kernel_efficiency"]:
+        del out["kernel_efficiency"]
     return out
 
 
@@ -454,6 +476,8 @@ def _gpu_from(value: object) -> GPUSpec:
     _reject_unknown(data, ("preset", *_field_names(GPUSpec)), "gpu")
     if "peak_flops" in data:
         data["peak_flops"] = _as_table(data["peak_flops"], "gpu.peak_flops")
+    if "kernel_efficiency" in data:
+        data["kernel_efficiency"] = _as_table(data["kernel_efficiency"], "gpu.kernel_efficiency")
     if "preset" in data:
         base = gpu_preset(data.pop("preset"))
         if "peak_flops" in data:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cosim.calibration import anchor_to_step
+from cosim.kernels import KernelCalibration, calibrate_kernels, factor_sizes
 from cosim.runs import REPLACED_PHASES, compare, offload_bound, steps_to_target
 from cosim.shapes import LayerShape, ModelShape
 from cosim.step_graphs import StepModel
@@ -59,6 +60,8 @@ def _vit_s16() -> dict[str, Any]:
     other = depth * 2 * 2 * dim + 2 * dim + (tokens * dim) + dim  # LayerNorms, final norm, positions, class token
     return {"layers": layers, "batch_size": 1024, "output_dim": 1000, "other_params": other,
             "baseline_steps": 153_837, "baseline_s": 70_197.0, "target": "top-1 error 0.22691",
+            "anchor_mode": "scale", "anchor_reason": "its step is dense GEMMs: the gap to the published step is kernel "
+                                                     "efficiency, which K-FAC's extra kernels share",
             "notes": "ViT-S/16 (dim 384, depth 12, 6 heads, MLP 1536), global batch 1024"}
 
 
@@ -72,6 +75,10 @@ def _ogbg_gnn() -> dict[str, Any]:
     layers.append(("decoder", latent, 128, 1))
     return {"layers": layers, "batch_size": 512, "output_dim": 128, "other_params": steps * 6 * 2 * latent,
             "baseline_steps": 24_123, "baseline_s": 7_696.0, "target": "mAP 0.28098",
+            "anchor_mode": "residual", "anchor_reason": "the layer model holds only its dense MLPs; the message "
+                                                        "gather / scatter, graph batching and input pipeline are "
+                                                        "memory-bound work it does not model, which K-FAC's extra "
+                                                        "kernels do not share",
             "notes": "approximation of the AlgoPerf GraphNet: latent 256, 5 message-passing steps with "
                      "two-layer edge, node and global MLPs, ~26 nodes and ~56 edges per graph, batch 512"}
 
@@ -124,6 +131,11 @@ class ProjectionConfig:
     """The published thermodynamic K-FAC methods of the base table; the sweep uses ``solve``."""
     anchor: bool = True
     """Anchor the GPU so that the projected Adam step equals AlgoPerf's published one."""
+    kernels: str = "measure"
+    """The kernel rates relative to a GEMM (``GPUSpec.kernel_efficiency``): ``measure`` them on this
+    machine at the workloads' factor sizes (once, kept as ``kernels.json`` in ``out_dir``), ``none``
+    (every kernel at the GEMM rate: the uncalibrated roofline), or a kernel calibration file
+    (``tcd calibrate --kernels``, e.g. measured on a GPU)."""
     workers: int | None = None
     scheduler: str | None = None
     out_dir: Path = field(default=Path("results") / NAME)
@@ -148,6 +160,7 @@ class ProjectionConfig:
         owner = "ProjectionConfig"
         checks.hardware(owner, "hardware", self.hardware)
         checks.system_file(owner, "system", self.system)
+        kernels_option(owner, self.kernels)
         checks.store(
             self,
             n_gpus=checks.integer(owner, "n_gpus", self.n_gpus),
@@ -219,10 +232,57 @@ def points(cfg: ProjectionConfig, ratios: tuple[float, ...]) -> list[dict[str, A
     return out
 
 
+KERNEL_CHOICES = ("measure", "none")
+KERNELS_HELP = ("kernel rates relative to a GEMM: 'measure' them here at the workloads' factor sizes (default; "
+                "kept in the output folder), 'none' (the uncalibrated roofline) or a file from tcd calibrate --kernels")
+
+
+def kernels_option(owner: str, value: object) -> None:
+    """Check a ``kernels`` option: ``measure``, ``none`` or an existing calibration file."""
+    if not isinstance(value, str) or not value:
+        raise checks.StudyConfigError(f"{owner}.kernels must be 'measure', 'none' or a file, got {value!r}")
+    if value not in KERNEL_CHOICES and not Path(value).is_file():
+        raise checks.StudyConfigError(f"{owner}.kernels: {value!r} is neither 'measure', 'none' nor an existing "
+                                      "kernel calibration file (write one with tcd calibrate --kernels)")
+
+
+KERNELS_FILE = "kernels.json"
+"""The kernel calibration a study measured, beside its CSV (reused by every later run there)."""
+
+
+@functools.lru_cache(maxsize=8)
+def kernel_rates(kernels: str, out_dir: Path, workloads: tuple[str, ...], n_gpus: int) -> KernelCalibration | None:
+    """The kernel calibration a study uses (see ``ProjectionConfig.kernels``): None for ``none``;
+    for ``measure``, the one kept in ``out_dir`` or, the first time, a new measurement of float32
+    GEMM, Cholesky, Cholesky inverse and eigh at every factor size of ``workloads`` on this
+    machine's CPU (about ten seconds), saved there."""
+    if kernels == "none":
+        return None
+    if kernels != "measure":
+        return KernelCalibration.load(kernels)
+    path = Path(out_dir) / KERNELS_FILE
+    if path.is_file():
+        return KernelCalibration.load(path)
+    sizes = factor_sizes(workload_shape(w, n_gpus) for w in workloads)
+    calibration = calibrate_kernels(sizes, source=f"factor sizes of {', '.join(workloads)}")
+    calibration.save(path)
+    return calibration
+
+
+def calibrated(system: Any, calibration: KernelCalibration | None) -> Any:
+    """``system`` with its GPU's kernel rates from ``calibration`` (unchanged for None)."""
+    return system if calibration is None else system.replace(gpu=calibration.apply(system.gpu))
+
+
+def config_kernels(cfg: Any) -> KernelCalibration | None:
+    """The kernel calibration of a study config with ``kernels``, ``out_dir``, ``workloads``, ``n_gpus``."""
+    return kernel_rates(cfg.kernels, Path(cfg.out_dir), tuple(cfg.workloads), cfg.n_gpus)
+
+
 def evaluate(cfg: ProjectionConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Projected time to target of the three methods for one workload, knob value, ratio,
     interval and thermodynamic method."""
-    system = _system(cfg, point["knob"], float(point["value"]))
+    system = calibrated(_system(cfg, point["knob"], float(point["value"])), config_kernels(cfg))
     return project_methods(point["workload"], system, float(point["step_ratio"]), n_gpus=cfg.n_gpus,
                            interval=int(point["interval"]), analog_op=str(point["method"]),
                            target_rel_error=cfg.target_rel_error, anchor=cfg.anchor)
@@ -262,10 +322,11 @@ def project_methods(
     kfac_steps = max(1, round(base * step_ratio))
     roofline_system = system.replace(gpu=system.gpu.replace(anchor_scale=1.0))
     if anchor:
-        system, anchored = anchor_to_step(shape, roofline_system, published_step_s(workload), source="AlgoPerf NAdamW")
-        scale = anchored.scale
+        shape, system, anchored = anchor_to_step(shape, roofline_system, published_step_s(workload),
+                                                 source="AlgoPerf NAdamW", mode=spec["anchor_mode"])
+        scale, unmodelled, roofline_step_s = anchored.scale, anchored.residual_s, anchored.modelled_step_s
     else:
-        system, scale = roofline_system, 1.0
+        system, scale, unmodelled, roofline_step_s = roofline_system, 1.0, 0.0, None
     common = dict(inv_update_steps=interval, factor_update_steps=interval, target_rel_error=target_rel_error)
     adam, digital, thermo = compare(shape, system, {
         "adam": (StepModel(method="adam"), base),
@@ -278,7 +339,9 @@ def project_methods(
         "speedup_vs_adam": adam.total_s / thermo.total_s, "speedup_vs_kfac": digital.total_s / thermo.total_s,
         "kfac_vs_adam": adam.total_s / digital.total_s, "tkfac_bottleneck": max(thermo.utilization, key=thermo.utilization.get),
         "replaced_share": bound.share, "bound_vs_kfac": bound.vs_kfac, "bound_vs_adam": bound.vs_adam,
-        "anchor_scale": scale, "roofline_adam_s": adam.total_s / scale,  # every GPU kernel scaled alike
+        "anchor_scale": scale, "unmodelled_step_s": unmodelled, "roofline_adam_s": adam.total_s if roofline_step_s is None else roofline_step_s * base,
+        "anchor_mode": spec["anchor_mode"] if anchor else "none",
+        "inversion_share": digital.phase_s.get("invert", 0.0) / digital.total_s,
         "n_params": shape.n_params, "algoperf_adam_s": spec["baseline_s"],
     }
 

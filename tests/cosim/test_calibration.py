@@ -285,7 +285,8 @@ def test_an_anchor_makes_the_projected_step_the_measured_one_and_scales_every_ke
 
     shape = ModelShape((LayerShape("a", 512, 512, 16), LayerShape("b", 512, 10)), batch_size=64, output_dim=10)
     system = SystemSpec.from_presets(gpu="V100")
-    anchored, anchor = anchor_to_step(shape, system, 0.25, source="a published step")
+    same_shape, anchored, anchor = anchor_to_step(shape, system, 0.25, source="a published step")
+    assert same_shape == shape and anchor.modelled_share == pytest.approx(anchor.modelled_step_s / 0.25)
     adam = project_run(shape, anchored, StepModel(method="adam"), 1000)
     assert adam.time_per_step_s == pytest.approx(0.25, rel=1e-9)
     assert anchor.modelled_step_s == pytest.approx(project_run(shape, system, StepModel(method="adam"), 1000).time_per_step_s)
@@ -294,6 +295,28 @@ def test_an_anchor_makes_the_projected_step_the_measured_one_and_scales_every_ke
     kfac = StepModel(method="kfac", inverse_on="gpu")
     ratio = project_run(shape, anchored, kfac, 1000).total_s / project_run(shape, system, kfac, 1000).total_s
     assert ratio == pytest.approx(anchor.scale, rel=1e-9)
-    assert anchor_to_step(shape, anchored, 0.25)[1].scale == pytest.approx(anchor.scale)
+    assert anchor_to_step(shape, anchored, 0.25)[2].scale == pytest.approx(anchor.scale)
     with pytest.raises(SystemSpecError, match="measured_step_s"):
         anchor_to_step(shape, system, 0.0)
+
+
+def test_a_residual_anchor_adds_the_missing_seconds_to_every_method_and_leaves_the_kernels_alone():
+    from cosim.calibration import anchor_to_step
+    from cosim.runs import project_run
+
+    shape = ModelShape((LayerShape("a", 512, 512, 16), LayerShape("b", 512, 10)), batch_size=64, output_dim=10)
+    system = SystemSpec.from_presets(gpu="V100")
+    adam, kfac = StepModel(method="adam"), StepModel(method="kfac", inverse_on="gpu")
+    modelled = project_run(shape, system, adam, 1000).time_per_step_s
+    anchored_shape, same_system, anchor = anchor_to_step(shape, system, modelled + 0.1, mode="residual")
+    assert same_system.gpu.anchor_scale == 1.0 and anchor.mode == "residual"
+    assert anchored_shape.unmodelled_step_s == pytest.approx(0.1) and anchor.residual_s == pytest.approx(0.1)
+    assert project_run(anchored_shape, system, adam, 1000).time_per_step_s == pytest.approx(modelled + 0.1, rel=1e-9)
+    # K-FAC pays the same 0.1 s per step and nothing more: its own kernels keep their roofline times
+    before, after = (project_run(s, system, kfac, 1000) for s in (shape, anchored_shape))
+    assert after.time_per_step_s - before.time_per_step_s == pytest.approx(0.1, rel=1e-9)
+    assert after.phase_s["unmodelled"] == pytest.approx(100.0, rel=1e-9)  # 1000 steps of 0.1 s
+    with pytest.raises(SystemSpecError, match="residual anchor cannot remove time"):
+        anchor_to_step(shape, system, modelled / 2, mode="residual")
+    with pytest.raises(SystemSpecError, match="anchor mode"):
+        anchor_to_step(shape, system, 0.25, mode="stretch")
