@@ -177,10 +177,20 @@ class KernelCalibration:
         return cls.from_dict(data)
 
 
+def _cpu_name() -> str:
+    try:  # Linux names the model here; platform.processor() is often empty there
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _machine(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(torch.device(device))} (CUDA)"
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} torch thread(s)"
+    return f"{_cpu_name()}, {torch.get_num_threads()} torch thread(s)"
 
 
 def calibrate_kernels(

@@ -41,7 +41,18 @@ from .options import (
     strings,
     sweep_options,
 )
-from .projections import WORKLOADS, base_system, describe_system, project_methods, published_step_s, workload_shape
+from .projections import (
+    KERNELS_HELP,
+    WORKLOADS,
+    base_system,
+    calibrated,
+    config_kernels,
+    describe_system,
+    kernels_option,
+    project_methods,
+    published_step_s,
+    workload_shape,
+)
 from .protocol import Study
 
 NAME = "breakeven"
@@ -88,7 +99,42 @@ KNOBS: dict[str, Knob] = {
 to the most favourable value named here)."""
 
 DELIVERIES = tuple(d.value for d in CouplingDelivery)
-"""The coupling-delivery knob is a choice: the first of these (in order) that reaches a target."""
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A device knob that is a choice, not a number: its label, the values tried (in order: the
+    first that reaches a target is the answer), the base device's value, and how one is applied
+    (raising ``ValueError`` where the base device cannot take it)."""
+
+    label: str
+    values: tuple[str, ...]
+    base: Callable[[Any], str]
+    apply: Callable[[Any, str], Any]
+
+
+def _device(system: Any, **changes: Any) -> Any:
+    return system.replace(device=system.device.replace(**changes))
+
+
+def _channels_of(system: Any) -> str:
+    d = system.device
+    return "one-per-unit" if d.dac_channels is None and d.adc_channels is None else f"{d.dac_channels}/{d.adc_channels}"
+
+
+CHOICES: dict[str, Choice] = {
+    "coupling_delivery": Choice("how the couplings reach the chips", DELIVERIES,
+                                lambda s: s.device.coupling_delivery.value,
+                                lambda s, v: _device(s, coupling_delivery=v)),
+    "converter_channels": Choice("DAC and ADC channels per chip", ("one-per-unit",), _channels_of,
+                                 lambda s, v: s.replace(device=s.device.with_converter_channels(None))),
+    "resident_couplings": Choice("couplings stay on the chip until they change", ("off", "on"),
+                                 lambda s: "on" if s.device.resident_couplings else "off",
+                                 lambda s, v: _device(s, resident_couplings=v == "on")),
+    "replicas": Choice("copies of a small matrix on a larger chip", ("off", "on"),
+                       lambda s: "on" if s.device.replicas else "off", lambda s, v: _device(s, replicas=v == "on")),
+}
+"""The choice knobs, tried value by value."""
 
 BASELINES = ("kfac", "adam")
 """Digital K-FAC at the same factor and inverse interval, and Adam."""
@@ -100,7 +146,7 @@ class BreakevenConfig:
     methods: tuple[str, ...] = ("inverse", "solve")
     baselines: tuple[str, ...] = BASELINES
     targets: tuple[float, ...] = (1.0, 2.0, 10.0)
-    knobs: tuple[str, ...] = (*KNOBS, "coupling_delivery")
+    knobs: tuple[str, ...] = (*KNOBS, *CHOICES)
     gpu: str = "V100"
     n_gpus: int = 8
     device: str = "published"
@@ -113,6 +159,9 @@ class BreakevenConfig:
     """Factor and inverse intervals of both K-FACs: 1, the frequent-inversion setting the paper's
     claims rest on (its digital breakdown has inversion dominating), and 10, K-FAC's usual one."""
     target_rel_error: float = 1e-2
+    kernels: str = "measure"
+    """The GPU's kernel rates relative to a GEMM, as in the projections study (``measure``,
+    ``none`` or a kernel calibration file)."""
     rel_tol: float = 0.02
     """The bisection stops when its bracket's ratio is within ``1 + rel_tol``."""
     scan: int = 6
@@ -135,7 +184,7 @@ class BreakevenConfig:
     def __post_init__(self) -> None:
         owner = "BreakevenConfig"
         for name, allowed in (("workloads", tuple(WORKLOADS)), ("methods", ("inverse", "solve")),
-                              ("baselines", BASELINES), ("knobs", (*KNOBS, "coupling_delivery"))):
+                              ("baselines", BASELINES), ("knobs", (*KNOBS, *CHOICES))):
             values = getattr(self, name)
             if not values or set(values) - set(allowed):
                 raise checks.StudyConfigError(f"{owner}.{name} must be among {', '.join(allowed)}, got {values!r}")
@@ -146,6 +195,7 @@ class BreakevenConfig:
             raise checks.StudyConfigError(f"{owner}.map_method must be inverse or solve, got {self.map_method!r}")
         checks.device(owner, "device", self.device)
         checks.system_file(owner, "system", self.system)
+        kernels_option(owner, self.kernels)
         checks.store(
             self,
             targets=checks.reals(owner, "targets", self.targets, 0.0, low_open=True),
@@ -165,7 +215,7 @@ class BreakevenConfig:
 @functools.lru_cache(maxsize=8)
 def _system(cfg: BreakevenConfig) -> Any:
     """The base system (read once per configuration: every search and map point starts from it)."""
-    return base_system(cfg.gpu, None, None, cfg.n_chips, cfg.system, device=cfg.device)
+    return calibrated(base_system(cfg.gpu, None, None, cfg.n_chips, cfg.system, device=cfg.device), config_kernels(cfg))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -173,8 +223,8 @@ def projected(cfg: BreakevenConfig, workload: str, method: str, interval: int, k
     """:func:`studies.projections.project_methods` on the base system with one knob moved
     (cached: the searches of one process share their projections)."""
     system, error = _system(cfg), cfg.target_rel_error
-    if knob == "coupling_delivery":
-        system = system.replace(device=system.device.replace(coupling_delivery=value))
+    if knob in CHOICES:
+        system = CHOICES[knob].apply(system, str(value))
     elif knob == "target_rel_error":
         error = float(value)
     elif knob != "base":
@@ -286,16 +336,8 @@ def evaluate(cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
     base = projected(cfg, workload, method, interval, "base", 0.0)
     bound = float(base[f"bound_vs_{baseline}"])
     out = {"base_speedup": float(base[key]), "bound": bound, "base_bottleneck": base["tkfac_bottleneck"]}
-    if knob == "coupling_delivery":
-        if bound < target:
-            return {**out, "value_at_target": "", "reachable": False, "limit": f"bound: no device beats {bound:.3g}x",
-                    "base_value": _system(cfg).device.coupling_delivery.value}
-        runs = {d: projected(cfg, workload, method, interval, knob, d) for d in DELIVERIES}
-        reached = next((d for d in DELIVERIES if runs[d][key] >= target), None)
-        best = max(DELIVERIES, key=lambda d: runs[d][key])
-        limit = "" if reached else f"saturates at {runs[best][key]:.3g}x with {best} ({runs[best]['tkfac_bottleneck']} bound)"
-        return {**out, "value_at_target": reached or "", "reachable": reached is not None, "limit": limit,
-                "base_value": _system(cfg).device.coupling_delivery.value}
+    if knob in CHOICES:
+        return {**out, **_choose(cfg, workload, method, interval, knob, key, target, bound)}
     spec = KNOBS[knob]
     published = spec.base(_system(cfg), cfg.target_rel_error)
 
@@ -307,6 +349,32 @@ def evaluate(cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
                      scan=cfg.scan)
     return {**out, "value_at_target": "" if found.value is None else found.value, "reachable": found.reachable,
             "limit": found.limit, "base_value": published}
+
+
+def _choose(cfg: BreakevenConfig, workload: str, method: str, interval: int, knob: str, key: str, target: float,
+            bound: float) -> dict[str, Any]:
+    """A choice knob: the first of its values that reaches ``target``, or never with its reason."""
+    choice = CHOICES[knob]
+    base_value = choice.base(_system(cfg))
+    if bound < target:
+        return {"value_at_target": "", "reachable": False, "limit": f"bound: no device beats {bound:.3g}x",
+                "base_value": base_value}
+    runs, refused = {}, {}
+    for value in choice.values:
+        try:
+            runs[value] = projected(cfg, workload, method, interval, knob, value)
+        except ValueError as exc:  # the base device cannot take this value
+            refused[value] = str(exc).split(":")[0] if len(str(exc)) > 90 else str(exc)
+    reached = next((v for v in choice.values if v in runs and runs[v][key] >= target), None)
+    if reached is not None:
+        return {"value_at_target": reached, "reachable": True, "limit": "", "base_value": base_value}
+    if not runs:
+        return {"value_at_target": "", "reachable": False, "base_value": base_value,
+                "limit": "; ".join(f"{v} not possible: {why}" for v, why in refused.items())}
+    best = max(runs, key=lambda v: runs[v][key])
+    limit = f"saturates at {runs[best][key]:.3g}x with {best} ({runs[best]['tkfac_bottleneck']} bound)"
+    limit += "".join(f"; {v} not possible: {why}" for v, why in refused.items())
+    return {"value_at_target": "", "reachable": False, "limit": limit, "base_value": base_value}
 
 
 def _factor(value: float, base: float) -> float:
@@ -390,7 +458,7 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig, maps: l
              f"peaks inside the range, as with more chips on one shared link, is found), and stops within "
              f"{100 * cfg.rel_tol:g}%. Ranges searched: "
              + "; ".join(f"{k}: base to {KNOBS[k].best:g}" for k in knobs if k in KNOBS)
-             + (f"; coupling_delivery: {', '.join(DELIVERIES)}" if "coupling_delivery" in knobs else "") + ".",
+             + "".join(f"; {k}: {', '.join(CHOICES[k].values)}" for k in knobs if k in CHOICES) + ".",
              "- never (bound): the share of digital K-FAC the device replaces caps every device's speedup below the "
              "target (Amdahl); never (saturates / peaks): the knob's best value, or its best value tried, leaves "
              "another resource in charge.", ""]
@@ -454,7 +522,8 @@ class BreakevenStudy(Study[BreakevenConfig]):
     name = NAME
     help = "break-even frontier: per device knob, the value at which thermodynamic K-FAC reaches 1x, 2x, 10x"
     description = ("For each AlgoPerf workload, thermodynamic K-FAC method and baseline, the value of each device knob "
-                   "(time constant, link bandwidth, chips, bits, planned error, coupling delivery) at which the "
+                   "(time constant, link bandwidth, chips, bits, planned error, coupling delivery, converter channels, "
+                   "resident couplings, replicas) at which the "
                    "projected speedup reaches each target, or never with its reason (the Amdahl bound, or another "
                    "resource that saturates). Finished points are kept; a rerun skips them.")
     config_type = BreakevenConfig
@@ -466,20 +535,22 @@ class BreakevenStudy(Study[BreakevenConfig]):
         parser.add_argument("--methods", type=strings, default=None, help="inverse,solve (default both)")
         parser.add_argument("--targets", type=positive_floats, default=None, help="target speedups (default 1,2,10)")
         parser.add_argument("--knobs", type=strings, default=None,
-                            help=f"knobs searched: {', '.join((*KNOBS, 'coupling_delivery'))} (default all)")
+                            help=f"knobs searched: {', '.join((*KNOBS, *CHOICES))} (default all)")
         parser.add_argument("--intervals", type=positive_ints, default=None,
                             help="factor and inverse intervals of both K-FACs (default 1,10)")
         parser.add_argument("--gpu", default="V100", help="GPU preset (default V100, AlgoPerf's reference)")
         parser.add_argument("--device", default="published", help=DEVICE_HELP + " of the base system (default published)")
         parser.add_argument("--system", default=None, help=SYSTEM_HELP)
+        parser.add_argument("--kernels", default=None, help=KERNELS_HELP)
         add_sweep_arguments(parser, f"results/{self.name}")
 
     def config_from_args(self, args: argparse.Namespace) -> BreakevenConfig:
         overrides = {**sweep_options(args), **given(args, "workloads", "methods", "targets", "knobs", "intervals", "device",
-                                                    "system"), "gpu": args.gpu}
+                                                    "system", "kernels"), "gpu": args.gpu}
         return self.config(args.full, **overrides)
 
     def points(self, cfg: BreakevenConfig) -> list[dict[str, Any]]:
+        config_kernels(cfg)  # measured here, once, before the pool's workers read it
         return points(cfg)
 
     def evaluate(self, cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:

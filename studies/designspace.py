@@ -47,7 +47,16 @@ from .options import (
     sweep_options,
 )
 from .plotting import set_scale
-from .projections import WORKLOADS, base_system, describe_system, project_methods
+from .projections import (
+    KERNELS_HELP,
+    WORKLOADS,
+    base_system,
+    calibrated,
+    describe_system,
+    kernel_rates,
+    kernels_option,
+    project_methods,
+)
 from .protocol import Study
 
 NAME = "designspace"
@@ -82,6 +91,8 @@ class DesignSpaceConfig:
     system: str | None = None
     """A system file (``.toml``/``.yaml``) that replaces ``gpu``, ``link``, ``hardware`` and ``n_chips``."""
     inv_update_steps: int = 10
+    kernels: str = "measure"
+    """The GPU's kernel rates relative to a GEMM, as in the projections study."""
     workers: int | None = None
     scheduler: str | None = None
     out_dir: Path = field(default=Path("results") / NAME)
@@ -107,6 +118,7 @@ class DesignSpaceConfig:
             inv_update_steps=checks.integer(owner, "inv_update_steps", self.inv_update_steps),
             workers=checks.workers(owner, self.workers),
         )
+        kernels_option(owner, self.kernels)
 
     @classmethod
     def full(cls, **overrides: Any) -> DesignSpaceConfig:
@@ -137,6 +149,10 @@ def _hardware(cfg: DesignSpaceConfig, bits: int, mismatch_sigma: float = 0.0) ->
     return base.with_converter_bits(bits).replace(mismatch_sigma=mismatch_sigma)
 
 
+def _kernels(cfg: DesignSpaceConfig) -> Any:
+    return kernel_rates(cfg.kernels, cfg.out_dir, (cfg.workload,), cfg.n_gpus)
+
+
 def _system(cfg: DesignSpaceConfig) -> Any:
     return base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips, cfg.system)
 
@@ -153,7 +169,7 @@ def train_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any
 
 def project_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Projected times to target (s) and speedups of one design in the projections' system."""
-    system = _system(cfg)
+    system = calibrated(_system(cfg), _kernels(cfg))
     hw = _hardware(cfg, int(point["bits"]))
     hw = hw.replace(tau_s=hw.tau_s * float(point["tau_scale"]))
     system = dataclasses.replace(system, device=system.device.replace(chip=hw))
@@ -375,10 +391,12 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
         parser.add_argument("--workload", default=None, help="vit-imagenet or gnn-molpcba (default vit-imagenet)")
         parser.add_argument("--hardware", default=None, help=HARDWARE_HELP + " every design starts from (default published)")
         parser.add_argument("--system", default=None, help=SYSTEM_HELP)
+        parser.add_argument("--kernels", default=None, help=KERNELS_HELP)
         add_sweep_arguments(parser, f"results/{self.name}")
 
     def config_from_args(self, args: argparse.Namespace) -> DesignSpaceConfig:
-        overrides = {**sweep_options(args), **given(args, "task", "steps", "seeds", "workload", "bits", "hardware", "system")}
+        overrides = {**sweep_options(args), **given(args, "task", "steps", "seeds", "workload", "bits", "hardware", "system",
+                                                    "kernels")}
         for flag, name in (("target_errors", "target_rel_error"), ("mismatch", "mismatch_sigma"), ("tau_scales", "tau_scale")):
             if getattr(args, flag) is not None:
                 overrides[name] = getattr(args, flag)
@@ -386,6 +404,7 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
 
     def points(self, cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
         """The training sweep's points (:func:`training_points`)."""
+        _kernels(cfg)  # measured here, once, before the pool's workers read it
         return training_points(cfg)
 
     def evaluate(self, cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:

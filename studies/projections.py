@@ -43,6 +43,7 @@ from .options import (
     strings,
     sweep_options,
 )
+from .crossing import crossing
 from .plotting import set_scale
 from .protocol import Study
 
@@ -432,17 +433,19 @@ def report(
              + "; ".join(f"{w}: {WORKLOADS[w]()['baseline_steps']:,} steps to {WORKLOADS[w]()['target']}" for w in cfg.workloads),
              *[f"- {w}: {WORKLOADS[w]()['notes']}" for w in cfg.workloads]]
     if cfg.anchor:
-        lines += ["- Anchored digital baseline: every GPU kernel is scaled so that the projected Adam step equals "
-                  "AlgoPerf's published NAdamW step (baseline seconds over steps); the scale multiplies K-FAC's "
-                  "digital work too, the device's times are the cost model's. "
-                  + "; ".join(f"{w}: published {published_step_s(w):.4g} s per step, roofline "
-                              f"{a['roofline_adam_s'] / WORKLOADS[w]()['baseline_steps']:.4g} s (x{a['anchor_scale']:.3g})"
-                              for w, a in anchors.items()) + ". The scale stands for everything the dense-layer "
-                  "roofline leaves out (the GNN's gather/scatter of messages, data loading, optimizer and "
-                  "communication overheads): that share is anchored, not modelled."]
+        lines += ["- Anchored digital baseline: the projected Adam step equals AlgoPerf's published NAdamW step "
+                  "(baseline seconds over steps); the device's times are the cost model's."]
+        for w, a in anchors.items():
+            spec, roofline_step = WORKLOADS[w](), a["roofline_adam_s"] / WORKLOADS[w]()["baseline_steps"]
+            how = (f"every GPU kernel x{a['anchor_scale']:.3g}, K-FAC's extra kernels too" if a["anchor_mode"] == "scale"
+                   else f"{a['unmodelled_step_s']:.4g} s of unmodelled work per step, the same for every method "
+                        f"({100 * (1 - roofline_step / published_step_s(w)):.3g}% of the step is anchored, not modelled)")
+            lines.append(f"  - {w}: published {published_step_s(w):.4g} s per step, roofline {roofline_step:.4g} s; "
+                         f"anchored as a {a['anchor_mode']} ({how}), because {spec['anchor_reason']}.")
     else:
         lines += ["- The roofline is not anchored (datasheet peaks, dense layers only): compare the projected Adam time "
                   "with AlgoPerf's measured one (last column)."]
+    lines += kernel_lines(cfg, base_rows)
     lines += ["- Bound: the share of digital K-FAC's run that the device replaces (inversions; with the solve method "
               "also the preconditioning products) sets the largest speedup any device could give, over digital "
               "K-FAC and over Adam (Amdahl: the replaced work taking no time).", ""]
@@ -472,7 +475,59 @@ def report(
         if r["knob"] != "base":
             lines.append(f"| {r['workload']} | {r['knob']} | {r['value']:g} | {r['step_ratio']:g} | "
                          f"{r['speedup_vs_kfac']:.3g}x | {r['bound_vs_kfac']:.3g}x | {r['speedup_vs_adam']:.3g}x |")
+    lines += kernel_table(cfg)
     path.write_text("\n".join(lines) + "\n")
+
+
+def factorization_rate_for(workload: str, system: Any, target_bound: float, *, interval: int, n_gpus: int,
+                           step_ratio: float, anchor: bool = True) -> float | None:
+    """The Cholesky-inverse FLOP rate relative to a GEMM (``GPUSpec.kernel_efficiency``) at which
+    the inverse method's bound over digital K-FAC reaches ``target_bound`` (a slower factorization
+    weighs more in digital K-FAC, so the bound grows as the rate falls); None when even a rate of
+    1e-4 leaves it below."""
+    def bound_at(rate: float) -> tuple[float, str]:
+        gpu = system.gpu.replace(kernel_efficiency={**system.gpu.kernel_efficiency, "cholesky_inverse": rate})
+        row = project_methods(workload, system.replace(gpu=gpu), step_ratio, n_gpus=n_gpus, interval=interval,
+                              analog_op="inverse", target_rel_error=1e-2, anchor=anchor)
+        return float(row["bound_vs_kfac"]), "gpu"
+
+    found = crossing(bound_at, target_bound, 1.0, 1e-4, rel_tol=0.02)
+    return found.value
+
+
+def kernel_lines(cfg: ProjectionConfig, base_rows: list[dict[str, Any]]) -> list[str]:
+    """The report's account of the kernel rates: where they come from, what they are, and the
+    factorization rate at which the bound would reach 2x."""
+    calibration = config_kernels(cfg)
+    if calibration is None:
+        lines = ["- Kernel rates: none (every kernel runs at the GEMM's FLOP rate; `--kernels measure` measures them)."]
+    else:
+        rates = ", ".join(f"{k} {v:.3g}" for k, v in calibration.relative().items())
+        lines = [f"- Kernel rates relative to a GEMM (FLOP rate, by the roofline's FLOP counts), measured on "
+                 f"{calibration.machine} at the workloads' factor sizes: {rates}. The GPU is assumed to keep these "
+                 "ratios; its own were not measured (no GPU here): a GPU's factorizations usually fall further behind "
+                 "its GEMMs, which raises the bound. The timings are in the table at the end."]
+    system = calibrated(base_system(cfg.gpu, cfg.link, cfg.hardware, cfg.n_chips, cfg.system), calibration)
+    ratio = min(cfg.step_ratios)
+    for w in cfg.workloads:
+        rows = [r for r in base_rows if r["workload"] == w and r["interval"] == min(cfg.intervals) and r["method"] == "inverse"]
+        if not rows:
+            continue
+        need = factorization_rate_for(w, system, 2.0, interval=min(cfg.intervals), n_gpus=cfg.n_gpus, step_ratio=ratio,
+                                      anchor=cfg.anchor)
+        have = system.gpu.kernel_efficiency.get("cholesky_inverse", 1.0)
+        lines.append(f"- {w}: inversions take {100 * rows[0]['inversion_share']:.3g}% of digital K-FAC at interval "
+                     f"{min(cfg.intervals)}; the bound over digital K-FAC would reach 2x only if the GPU inverted its "
+                     "factors at " + ("less than 1e-4 of its GEMM rate" if need is None else
+                                      f"{need:.3g} of its GEMM rate (assumed here: {have:.3g})") + ".")
+    return lines
+
+
+def kernel_table(cfg: ProjectionConfig) -> list[str]:
+    calibration = config_kernels(cfg)
+    if calibration is None:
+        return []
+    return ["", f"## Kernel timings on {calibration.machine}", "", calibration.table()]
 
 
 class ProjectionsStudy(Study[ProjectionConfig]):
@@ -504,10 +559,12 @@ class ProjectionsStudy(Study[ProjectionConfig]):
                             help=f"thermodynamic K-FAC methods of that table: {', '.join(REPLACED_PHASES)} (default both)")
         parser.add_argument("--no-anchor", action="store_true",
                             help="keep the roofline's own Adam step instead of anchoring it to AlgoPerf's published one")
+        parser.add_argument("--kernels", default=None, help=KERNELS_HELP)
         add_sweep_arguments(parser, f"results/{self.name}")
 
     def config_from_args(self, args: argparse.Namespace) -> ProjectionConfig:
-        overrides = {**sweep_options(args), **given(args, "workloads", "knobs", "hardware", "system", "intervals", "methods"),
+        overrides = {**sweep_options(args), **given(args, "workloads", "knobs", "hardware", "system", "intervals", "methods",
+                                                    "kernels"),
                      "gpu": args.gpu, "n_chips": args.chips, "measure_ratio": not args.no_measure,
                      "anchor": not args.no_anchor,
                      **({} if args.sweep_interval is None else {"inv_update_steps": args.sweep_interval})}
@@ -515,6 +572,7 @@ class ProjectionsStudy(Study[ProjectionConfig]):
 
     def points(self, cfg: ProjectionConfig) -> list[dict[str, Any]]:
         """Every (workload, knob value, step ratio, interval, method), the measured ratio among the ratios."""
+        config_kernels(cfg)  # measured here, once, before the pool's workers read it
         return points(cfg, step_ratios(cfg)[0])
 
     def evaluate(self, cfg: ProjectionConfig, point: dict[str, Any]) -> dict[str, Any]:

@@ -150,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--tasks", type=strings, default=("digits-mlp", "digits-cnn"), help="comma-separated tasks to time (default digits-mlp,digits-cnn)")
     cal.add_argument("--batch-size", type=positive_int, default=64, help="examples per step (default 64)")
     cal.add_argument("--out", type=Path, default=Path("results/calibration/system.toml"), help="system file to write (.toml or .yaml)")
+    cal.add_argument("--kernels", action="store_true", help="also time float32 GEMM, Cholesky, Cholesky inverse and eigh at "
+                     "every factor size of the AlgoPerf workloads, write kernels.json beside the system file and give "
+                     "the system's GPU those rates (use it with: tcd study projections --kernels FILE)")
+    cal.add_argument("--on", default="cpu", choices=("cpu", "cuda"), help="where --kernels times them (default cpu)")
 
     study = sub.add_parser("study", help="run a study: CSV of every point, a PNG plot and a Markdown report")
     studies = study.add_subparsers(dest="study", required=True, metavar="STUDY")
@@ -324,9 +328,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         labels.append(name)
     report = calibrate_from_training_runs(runs, labels=labels)
     print(report.table())
-    system = dataclasses.replace(SystemSpec.default(), gpu=report.after, name="this machine",
-                                 notes=f"GPU replaced by this machine, calibrated on {', '.join(labels)}")
+    gpu = report.after
     _output_dir(args.out.parent)
+    if args.kernels:
+        from cosim.kernels import calibrate_kernels, factor_sizes
+        from studies.projections import WORKLOADS, workload_shape
+
+        sizes = factor_sizes(workload_shape(w, 8) for w in WORKLOADS)
+        kernels = calibrate_kernels(sizes, device=args.on, source=f"factor sizes of {', '.join(WORKLOADS)}")
+        print(kernels.table())
+        print(f"wrote {kernels.save(args.out.parent / 'kernels.json')} (rates relative to GEMM: "
+              + ", ".join(f"{k} {v:.3g}" for k, v in kernels.relative().items()) + ")")
+        gpu = kernels.apply(gpu)
+    system = dataclasses.replace(SystemSpec.default(), gpu=gpu, name="this machine",
+                                 notes=f"GPU replaced by this machine, calibrated on {', '.join(labels)}")
     path = system.save(args.out)
     print(f"wrote {path} (use it with: tcd project --system {path})")
     return EXIT_OK

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from studies import breakeven
@@ -12,7 +14,7 @@ from studies.sweep import read_rows
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("breakeven")
-    cfg = breakeven.BreakevenConfig(workloads=("gnn-molpcba",), methods=("solve",), targets=(1.0, 2.0),
+    cfg = breakeven.BreakevenConfig(kernels="none", workloads=("gnn-molpcba",), methods=("solve",), targets=(1.0, 2.0),
                                     knobs=("tau_scale", "n_chips", "coupling_delivery"), intervals=(1,), map_points=3,
                                     workers=1, out_dir=out)
     path = breakeven.STUDY.run(cfg, progress=False)
@@ -78,3 +80,27 @@ def test_tngd_limits_are_the_cost_models_figures(run):
     assert limit["device_s"] > limit["adam_step_s"]  # programming alone outlasts Adam's step
     assert limit["link_needed_bps"] > limit["link_bps"]
     assert "## Thermodynamic NGD: the programmed values rule it out" in path.with_suffix(".md").read_text()
+
+
+def test_choice_knobs_say_what_the_base_device_cannot_take_and_what_a_choice_gives():
+    cfg = breakeven.BreakevenConfig(kernels="none", workloads=("vit-imagenet",), methods=("solve",), targets=(1e-6, 1e9),
+                                    intervals=(10,), knobs=tuple(breakeven.CHOICES))
+    point = {"workload": "vit-imagenet", "method": "solve", "interval": 10, "baseline": "kfac"}
+    # the published chip is unbounded: it has no spare units to hold replicas, and says so
+    replicas = breakeven.evaluate(cfg, {**point, "target_speedup": 1e-6, "knob": "replicas"})
+    assert replicas["base_value"] == "off" and replicas["value_at_target"] == "off"  # already reached at the base
+    unreachable = breakeven.evaluate(cfg, {**point, "target_speedup": 1e9, "knob": "replicas"})
+    assert not unreachable["reachable"] and unreachable["limit"].startswith("bound")
+    # resident couplings let the solve method program its factors once per interval, not every
+    # step, but only with a chip for every factor: on the one-chip base device they change nothing
+    one_chip = [breakeven.projected(cfg, "vit-imagenet", "solve", 10, "resident_couplings", v) for v in ("off", "on")]
+    assert one_chip[0]["tkfac_s"] == pytest.approx(one_chip[1]["tkfac_s"], rel=1e-12)
+    cfg = dataclasses.replace(cfg, n_chips=2 * 74)  # ViT-S/16 has 74 K-FAC layers
+    off = breakeven.projected(cfg, "vit-imagenet", "solve", 10, "resident_couplings", "off")
+    on = breakeven.projected(cfg, "vit-imagenet", "solve", 10, "resident_couplings", "on")
+    assert on["tkfac_s"] < off["tkfac_s"] and on["kfac_s"] == pytest.approx(off["kfac_s"])
+    target = (on["speedup_vs_kfac"] * off["speedup_vs_kfac"]) ** 0.5  # between the two: only "on" reaches it
+    found = breakeven._choose(cfg, "vit-imagenet", "solve", 10, "resident_couplings", "speedup_vs_kfac", target, 1e9)
+    assert found["reachable"] and found["value_at_target"] == "on"
+    refused = breakeven._choose(cfg, "vit-imagenet", "solve", 10, "replicas", "speedup_vs_kfac", 1e3, 1e9)
+    assert not refused["reachable"] and "on not possible" in refused["limit"] and "n_units" in refused["limit"]

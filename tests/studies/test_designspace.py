@@ -15,7 +15,7 @@ from studies.sweep import read_rows
 
 
 def _config(out):
-    return designspace.DesignSpaceConfig(steps=10, seeds=2, bits=(4, 12), target_rel_error=(0.3, 0.03),
+    return designspace.DesignSpaceConfig(kernels="none", steps=10, seeds=2, bits=(4, 12), target_rel_error=(0.3, 0.03),
                                          mismatch_sigma=(0.0,), tau_scale=(1.0, 0.1), workload="gnn-molpcba",
                                          workers=1, out_dir=out)
 

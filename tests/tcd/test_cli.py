@@ -173,6 +173,18 @@ def test_calibrate_writes_a_system_that_project_reads(tmp_path, capsys):
     assert "this machine (cpu)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_calibrate_kernels_gives_the_system_its_measured_rates(tmp_path, capsys):
+    system = tmp_path / "system.toml"
+    assert main(["calibrate", "--tasks", "digits-mlp", "--kernels", "--out", str(system)]) == 0
+    assert "rate / GEMM rate" in capsys.readouterr().out
+    from cosim import SystemSpec
+    from cosim.kernels import KernelCalibration
+
+    rates = KernelCalibration.load(tmp_path / "kernels.json").relative()
+    assert SystemSpec.load(system).gpu.kernel_efficiency == pytest.approx(rates)
+
+
 def test_study_asymptotic_runs_and_resumes(tmp_path, capsys):
     args = ["study", "asymptotic", "--sizes", "32,64,128", "--kappas", "10", "--out", str(tmp_path), "--no-progress"]
     assert main(args) == 0
@@ -197,7 +209,9 @@ def test_study_projections_prints_the_base_system(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "gnn-molpcba" in out and "thermodynamic K-FAC" in out
-    assert "AlgoPerf NAdamW measured" in (tmp_path / "projections.md").read_text()
+    report = (tmp_path / "projections.md").read_text()
+    assert "AlgoPerf NAdamW measured" in report and "## Kernel timings on" in report
+    assert (tmp_path / "kernels.json").is_file()  # measured here by default, kept for the next run
 
 
 def test_study_designspace_prints_the_pareto_front(tmp_path, capsys):
@@ -419,7 +433,7 @@ def test_system_files_work_in_the_studies_that_project(tmp_path, capsys):
     system = SystemSpec.from_presets(gpu="H100", link="pcie5-x16", hardware="published", n_chips=4).replace(
         name="my lab")
     path = system.save(tmp_path / "lab.toml")
-    assert main(["study", "projections", "--system", str(path), "--workloads", "gnn-molpcba", "--knobs", "bits", "--intervals", "1", "--sweep-interval", "1",
+    assert main(["study", "projections", "--system", str(path), "--kernels", "none", "--workloads", "gnn-molpcba", "--knobs", "bits", "--intervals", "1", "--sweep-interval", "1",
                  "--no-measure", "--workers", "1", "--out", str(tmp_path / "pr"), "--no-progress"]) == 0
     report = (tmp_path / "pr" / "projections.md").read_text()
     assert "H100" in report and "pcie5-x16" in report and "4 analog chip(s)" in report
