@@ -139,14 +139,27 @@ class KernelCalibration:
         return gpu.replace(kernel_efficiency=self.relative(),
                            source=f"{gpu.source}; {note}" if gpu.source else note)
 
+    def gemm_rate_flops(self) -> float:
+        """The GEMM's FLOP rate over every size timed (FLOPs over seconds)."""
+        gemms = [t for t in self.timings if t.kind == "gemm"]
+        return sum(t.flops for t in gemms) / sum(t.seconds for t in gemms)
+
+    def modelled_s(self, timing: KernelTiming) -> float:
+        """What the one-rate-per-class model says ``timing`` took: its FLOPs at the GEMM's rate
+        times its class's relative rate (no launch or memory term)."""
+        return timing.flops / (self.gemm_rate_flops() * self.relative().get(timing.kind, 1.0))
+
     def table(self) -> str:
-        """Markdown: per class and size, the measured seconds, the FLOP rate and its ratio to the GEMM's."""
-        lines = ["| kernel | size | measured | spread | GFLOP/s | rate / GEMM rate |", "|---|---|---|---|---|---|"]
+        """Markdown: per class and size, the measured seconds (with their spread), the FLOP rate and
+        its ratio to the GEMM's at that size, and the model's seconds (one rate per class) beside them."""
+        lines = ["| kernel | size | measured | spread | GFLOP/s | rate / GEMM rate at this size | model (one rate per class) "
+                 "| model / measured |", "|---|---|---|---|---|---|---|---|"]
         for t in sorted(self.timings, key=lambda t: (TIMED_KINDS.index(t.kind) if t.kind in TIMED_KINDS else 99, t.size)):
-            g = self.seconds("gemm", t.size)
-            gemm_rate = _WORK_OF["gemm"](t.size).flops / g
+            gemm_rate = _WORK_OF["gemm"](t.size).flops / self.seconds("gemm", t.size)
+            model = self.modelled_s(t)
             lines.append(f"| {t.kind} | {t.size} | {t.seconds * 1e3:.3g} ms | {100 * t.spread:.0f}% | "
-                         f"{t.rate_flops / 1e9:.3g} | {t.rate_flops / gemm_rate:.3g} |")
+                         f"{t.rate_flops / 1e9:.3g} | {t.rate_flops / gemm_rate:.3g} | {model * 1e3:.3g} ms | "
+                         f"{model / t.seconds:.3g} |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,6 +23,8 @@ def test_the_relative_rate_is_flops_over_seconds_against_the_gemms_at_the_same_s
     assert cal.relative() == pytest.approx({"cholesky_inverse": 0.25})
     assert cal.sizes == (100, 200) and cal.seconds("gemm", 200) == 8e-3
     assert "| cholesky_inverse | 200 | 16 ms |" in cal.table()
+    # one rate per class: the model gives each size its FLOPs at a quarter of the GEMM rate
+    assert cal.modelled_s(cal.timings[3]) == pytest.approx(16e-3)
 
 
 def test_a_gpu_with_a_rate_runs_that_class_slower_and_nothing_else():
