@@ -437,6 +437,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Any:
     return fig
 
 
+def _kernel_note(cfg: BreakevenConfig) -> str:
+    calibration = config_kernels(cfg)
+    if calibration is None:
+        return "every GPU kernel at the GEMM's FLOP rate (uncalibrated)"
+    rates = ", ".join(f"{k} {v:.3g}" for k, v in calibration.relative().items())
+    return f"GPU kernel rates relative to a GEMM measured on {calibration.machine} ({rates}), assumed to carry to the GPU"
+
+
 def _cell(row: dict[str, Any]) -> str:
     if str(row["reachable"]) == "True":
         value = row["value_at_target"]
@@ -449,7 +457,7 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig, maps: l
     lines = ["# Break-even frontier: the device that makes thermodynamic K-FAC pay", "",
              f"![knob changes to break even]({path.with_suffix('.png').name})", "", "## Assumptions",
              f"- Base system: {describe_system(_system(cfg))}; {cfg.n_gpus} data-parallel GPUs; the GPU anchored to "
-             "AlgoPerf's published Adam step (see the projections study).",
+             "AlgoPerf's published Adam step (see the projections study); " + _kernel_note(cfg) + ".",
              f"- Both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps at factor and inverse intervals "
              f"{', '.join(map(str, cfg.intervals))} (1: the frequent-inversion setting the paper's claims rest on); "
              f"planned analog error {cfg.target_rel_error:g} unless the knob is that error.",
