@@ -85,6 +85,16 @@ preconditions with the inverses read back); the solve method replaces the invers
 preconditioning products (the device solves with the gradient's right-hand sides)."""
 
 
+DEVICE_PHASES: tuple[str, ...] = ("program", "analog", "readback")
+"""The phases of a step that are the device's (:func:`cosim.step_graphs.device_tasks`)."""
+
+
+def device_free_s(run: RunProjection) -> float:
+    """Seconds of ``run`` that are not the device's: what is left of a method that offloads to a
+    device once the device takes no time (its digital floor; the phases run one after another)."""
+    return sum(seconds for phase, seconds in run.phase_s.items() if phase not in DEVICE_PHASES)
+
+
 @dataclass(frozen=True)
 class OffloadBound:
     """How much any device could win (Amdahl): if the device's work took no time at all, the

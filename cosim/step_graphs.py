@@ -269,6 +269,17 @@ def _forward_backward(shape: ModelShape, c: StepCoster, first_dep: tuple[str, ..
     return tasks
 
 
+UNMODELLED_BACKWARD_SHARE = 2.0 / 3.0
+"""The share of a step's unmodelled work (``ModelShape.unmodelled_step_s``) that one more backward
+pass repeats: a backward costs about twice its forward (two GEMMs against one), an assumption."""
+
+
+def _backward_pass_s(shape: ModelShape, c: StepCoster) -> float:
+    """Seconds of one more backward pass through the model (a curvature or Jacobian column): its
+    layers' backward GEMMs and its share of the unmodelled work."""
+    return sum(c.gpu_s(c.backward(layer)) for layer in shape.layers) + UNMODELLED_BACKWARD_SHARE * shape.unmodelled_step_s
+
+
 def _gradient_and_curvature(shape: ModelShape, c: StepCoster, update_factors: bool = True) -> tuple[list[Task], str]:
     """Forward, backward and (on factor steps, for ``mc``/``type-2``) the curvature pass: one
     more backward per MC sample or loss-Hessian column. Returns the tasks and the last one."""
@@ -276,7 +287,7 @@ def _gradient_and_curvature(shape: ModelShape, c: StepCoster, update_factors: bo
     last = tasks[-1].name
     if c.step.fisher_type != "empirical" and update_factors:
         columns = 1 if c.step.fisher_type == "mc" else shape.output_dim
-        seconds = columns * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
+        seconds = columns * _backward_pass_s(shape, c)
         tasks.append(c.gpu_task("curvature", seconds, (last,), "curvature"))
         last = "curvature"
     return tasks, last
@@ -342,7 +353,7 @@ def _tngd_step(shape: ModelShape, c: StepCoster) -> StepGraph:
     # the GGN factor: r backward passes (one per output of each example), as in the paper
     tasks = _forward_backward(shape, c, ("prev:program_tngd",) if c.step.overlap else ("prev:update",))
     last = tasks[-1].name
-    jac_s = shape.output_dim * sum(c.gpu_s(c.backward(layer)) for layer in shape.layers)
+    jac_s = shape.output_dim * _backward_pass_s(shape, c)
     tasks.append(c.gpu_task("jacobian", jac_s, (last,), "curvature"))
     tasks += device_tasks("tngd", c.tngd_iteration(n, r), ("jacobian",))
     tasks.append(c.gpu_task("update", c.gpu_s(c.update()), ("readback_tngd",), "update"))

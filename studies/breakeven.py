@@ -50,6 +50,7 @@ from .projections import (
     describe_system,
     kernels_option,
     project_methods,
+    project_tngd,
     published_step_s,
     workload_shape,
 )
@@ -136,6 +137,9 @@ CHOICES: dict[str, Choice] = {
 }
 """The choice knobs, tried value by value."""
 
+METHODS = ("inverse", "solve", "tngd")
+"""The methods searched: thermodynamic K-FAC's inverse and solve methods, and TNGD."""
+
 BASELINES = ("kfac", "adam")
 """Digital K-FAC at the same factor and inverse interval, and Adam."""
 
@@ -143,7 +147,9 @@ BASELINES = ("kfac", "adam")
 @dataclass(frozen=True)
 class BreakevenConfig:
     workloads: tuple[str, ...] = ("vit-imagenet", "gnn-molpcba")
-    methods: tuple[str, ...] = ("inverse", "solve")
+    methods: tuple[str, ...] = ("inverse", "solve", "tngd")
+    """The two published thermodynamic K-FAC methods, and thermodynamic NGD (its ``r (r + 2N)``
+    programmed values per iteration, ``r = b d_z``; :func:`studies.projections.project_tngd`)."""
     baselines: tuple[str, ...] = BASELINES
     targets: tuple[float, ...] = (1.0, 2.0, 10.0)
     knobs: tuple[str, ...] = (*KNOBS, *CHOICES)
@@ -183,7 +189,7 @@ class BreakevenConfig:
 
     def __post_init__(self) -> None:
         owner = "BreakevenConfig"
-        for name, allowed in (("workloads", tuple(WORKLOADS)), ("methods", ("inverse", "solve")),
+        for name, allowed in (("workloads", tuple(WORKLOADS)), ("methods", METHODS),
                               ("baselines", BASELINES), ("knobs", (*KNOBS, *CHOICES))):
             values = getattr(self, name)
             if not values or set(values) - set(allowed):
@@ -229,6 +235,8 @@ def projected(cfg: BreakevenConfig, workload: str, method: str, interval: int, k
         error = float(value)
     elif knob != "base":
         system = KNOBS[knob].apply(system, float(value))
+    if method == "tngd":
+        return project_tngd(workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus, interval=interval)
     return project_methods(workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus, interval=interval,
                            analog_op=method, target_rel_error=error)
 
@@ -257,7 +265,7 @@ def speedup_map(cfg: BreakevenConfig, workload: str) -> list[dict[str, Any]]:
                                   analog_op=cfg.map_method, target_rel_error=error)
             rows.append({"workload": workload, x_knob: x, y_knob: y, "speedup_vs_kfac": row["speedup_vs_kfac"],
                          "speedup_vs_adam": row["speedup_vs_adam"], "bound_vs_kfac": row["bound_vs_kfac"],
-                         "bottleneck": row["tkfac_bottleneck"]})
+                         "bottleneck": row["bottleneck"]})
     return rows
 
 
@@ -335,7 +343,7 @@ def evaluate(cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
     key = f"speedup_vs_{baseline}"
     base = projected(cfg, workload, method, interval, "base", 0.0)
     bound = float(base[f"bound_vs_{baseline}"])
-    out = {"base_speedup": float(base[key]), "bound": bound, "base_bottleneck": base["tkfac_bottleneck"]}
+    out = {"base_speedup": float(base[key]), "bound": bound, "base_bottleneck": base["bottleneck"]}
     if knob in CHOICES:
         return {**out, **_choose(cfg, workload, method, interval, knob, key, target, bound)}
     spec = KNOBS[knob]
@@ -343,7 +351,7 @@ def evaluate(cfg: BreakevenConfig, point: dict[str, Any]) -> dict[str, Any]:
 
     def speedup(value: float) -> tuple[float, str]:
         row = projected(cfg, workload, method, interval, knob, float(value))
-        return float(row[key]), str(row["tkfac_bottleneck"])
+        return float(row[key]), str(row["bottleneck"])
 
     found = crossing(speedup, target, published, spec.best, bound=bound, rel_tol=cfg.rel_tol, integer=spec.integer,
                      scan=cfg.scan)
@@ -372,7 +380,7 @@ def _choose(cfg: BreakevenConfig, workload: str, method: str, interval: int, kno
         return {"value_at_target": "", "reachable": False, "base_value": base_value,
                 "limit": "; ".join(f"{v} not possible: {why}" for v, why in refused.items())}
     best = max(runs, key=lambda v: runs[v][key])
-    limit = f"saturates at {runs[best][key]:.3g}x with {best} ({runs[best]['tkfac_bottleneck']} bound)"
+    limit = f"saturates at {runs[best][key]:.3g}x with {best} ({runs[best]['bottleneck']} bound)"
     limit += "".join(f"; {v} not possible: {why}" for v, why in refused.items())
     return {"value_at_target": "", "reachable": False, "limit": limit, "base_value": base_value}
 
@@ -429,7 +437,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Any:
         ax.set_ylim(0.8, top * 2)
         ax.set_xlabel("device knob (name)", fontsize=8)
         ax.set_ylabel("change from the base device to reach the target (x)", fontsize=7)
-        ax.set_title(f"{workload}, {method} method, interval {interval}", fontsize=8)
+        ax.set_title(f"{workload}, TNGD (K-FAC interval {interval})" if method == "tngd"
+                     else f"{workload}, {method} method, interval {interval}", fontsize=8)
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -454,13 +463,16 @@ def _cell(row: dict[str, Any]) -> str:
 
 def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig, maps: list[dict[str, Any]] | None = None) -> None:
     knobs = [k for k in cfg.knobs if any(r["knob"] == k for r in rows)]
-    lines = ["# Break-even frontier: the device that makes thermodynamic K-FAC pay", "",
+    lines = ["# Break-even frontier: the device that makes thermodynamic K-FAC and NGD pay", "",
              f"![knob changes to break even]({path.with_suffix('.png').name})", "", "## Assumptions",
              f"- Base system: {describe_system(_system(cfg))}; {cfg.n_gpus} data-parallel GPUs; the GPU anchored to "
              "AlgoPerf's published Adam step (see the projections study); " + _kernel_note(cfg) + ".",
              f"- Both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps at factor and inverse intervals "
              f"{', '.join(map(str, cfg.intervals))} (1: the frequent-inversion setting the paper's claims rest on); "
-             f"planned analog error {cfg.target_rel_error:g} unless the knob is that error.",
+             f"planned analog error {cfg.target_rel_error:g} unless the knob is that error."
+             + (" TNGD takes as many steps as K-FAC (an assumption), t = 50 tau per iteration; its bound is its "
+                "digital floor (gradient and the d_z backward passes of its Jacobian with the device taking no time); "
+                "its interval is only digital K-FAC's." if "tngd" in cfg.methods else ""),
              f"- Each knob moves alone, the others at the base device; the search tries {cfg.scan} values geometric from "
              "the base value to the best, then bisects the first bracket that reaches the target (a speedup that "
              f"peaks inside the range, as with more chips on one shared link, is found), and stops within "
@@ -476,7 +488,9 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig, maps: l
             if not sub:
                 continue
             first = sub[0]
-            lines += [f"## {workload}, {method} method, interval {interval}", "",
+            title = (f"TNGD (digital K-FAC at interval {interval})" if method == "tngd"
+                     else f"{method} method, interval {interval}")
+            lines += [f"## {workload}, {title}", "",
                       f"At the base device: {float(next(r['base_speedup'] for r in sub if r['baseline'] == 'kfac')):.3g}x "
                       f"digital K-FAC" if any(r["baseline"] == "kfac" for r in sub) else f"At the base device: "
                       f"{float(first['base_speedup']):.3g}x over {first['baseline']}", "",
@@ -540,7 +554,7 @@ class BreakevenStudy(Study[BreakevenConfig]):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--full", action="store_true", help="a finer search (0.5%% instead of 2%%)")
         parser.add_argument("--workloads", type=strings, default=None, help="vit-imagenet,gnn-molpcba (default both)")
-        parser.add_argument("--methods", type=strings, default=None, help="inverse,solve (default both)")
+        parser.add_argument("--methods", type=strings, default=None, help=f"{','.join(METHODS)} (default all)")
         parser.add_argument("--targets", type=positive_floats, default=None, help="target speedups (default 1,2,10)")
         parser.add_argument("--knobs", type=strings, default=None,
                             help=f"knobs searched: {', '.join((*KNOBS, *CHOICES))} (default all)")

@@ -26,7 +26,7 @@ from typing import Any
 
 from cosim.calibration import anchor_to_step
 from cosim.kernels import KernelCalibration, calibrate_kernels, factor_sizes
-from cosim.runs import REPLACED_PHASES, compare, offload_bound, steps_to_target
+from cosim.runs import REPLACED_PHASES, compare, device_free_s, offload_bound, steps_to_target
 from cosim.shapes import LayerShape, ModelShape
 from cosim.step_graphs import StepModel
 from cosim.system import SystemSpec
@@ -340,11 +340,48 @@ def project_methods(
         "speedup_vs_adam": adam.total_s / thermo.total_s, "speedup_vs_kfac": digital.total_s / thermo.total_s,
         "kfac_vs_adam": adam.total_s / digital.total_s, "tkfac_bottleneck": max(thermo.utilization, key=thermo.utilization.get),
         "replaced_share": bound.share, "bound_vs_kfac": bound.vs_kfac, "bound_vs_adam": bound.vs_adam,
+        "bottleneck": max(thermo.utilization, key=thermo.utilization.get),
         "anchor_scale": scale, "unmodelled_step_s": unmodelled, "roofline_adam_s": adam.total_s if roofline_step_s is None else roofline_step_s * base,
         "anchor_mode": spec["anchor_mode"] if anchor else "none",
         "inversion_share": digital.phase_s.get("invert", 0.0) / digital.total_s,
         "n_params": shape.n_params, "algoperf_adam_s": spec["baseline_s"],
     }
+
+
+def _anchored(workload: str, system: Any, n_gpus: int, anchor: bool) -> tuple[ModelShape, Any]:
+    shape = workload_shape(workload, n_gpus)
+    system = system.replace(gpu=system.gpu.replace(anchor_scale=1.0))
+    if not anchor:
+        return shape, system
+    shape, system, _ = anchor_to_step(shape, system, published_step_s(workload), source="AlgoPerf NAdamW",
+                                      mode=WORKLOADS[workload]()["anchor_mode"])
+    return shape, system
+
+
+def project_tngd(
+    workload: str, system: Any, step_ratio: float, *, n_gpus: int, interval: int, analog_time_tau: float = 50.0,
+    anchor: bool = True,
+) -> dict[str, Any]:
+    """Time to target (s) of thermodynamic NGD (``analog_time_tau`` per iteration, the paper's 50
+    tau) beside Adam and digital K-FAC (at ``interval``) on a workload of :data:`WORKLOADS`, TNGD
+    and K-FAC at ``step_ratio`` times the baseline's steps (an assumption: TNGD converges in as
+    few steps as K-FAC). The bound is TNGD's digital floor (:func:`cosim.runs.device_free_s`: its
+    gradient and the ``d_z`` backward passes of its Jacobian, with the device taking no time)."""
+    shape, system = _anchored(workload, system, n_gpus, anchor)
+    base = WORKLOADS[workload]()["baseline_steps"]
+    steps = max(1, round(base * step_ratio))
+    adam, digital, tngd = compare(shape, system, {
+        "adam": (StepModel(method="adam"), base),
+        "kfac": (StepModel(method="kfac", inverse_on="gpu", inv_update_steps=interval, factor_update_steps=interval), steps),
+        "tngd": (StepModel(method="tngd", analog_time_tau=analog_time_tau), steps),
+    })
+    floor = device_free_s(tngd)
+    return {"adam_s": adam.total_s, "kfac_s": digital.total_s, "tngd_s": tngd.total_s,
+            "speedup_vs_adam": adam.total_s / tngd.total_s, "speedup_vs_kfac": digital.total_s / tngd.total_s,
+            "bottleneck": max(tngd.utilization, key=tngd.utilization.get),
+            "bound_vs_adam": adam.total_s / floor, "bound_vs_kfac": digital.total_s / floor,
+            "device_share": 1.0 - floor / tngd.total_s, "n_params": shape.n_params,
+            "rank": shape.batch_size * shape.output_dim}
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cosim.runs import REPLACED_PHASES, compare, offload_bound
+from cosim.runs import REPLACED_PHASES, compare, device_free_s, offload_bound
 from cosim.shapes import LayerShape, ModelShape
 from cosim.step_graphs import StepModel
 from cosim.system import SystemSpec
@@ -50,3 +50,14 @@ def test_the_published_device_stays_below_its_bound_and_bad_methods_are_named():
     assert digital.total_s / thermo.total_s < offload_bound(digital, "inverse").vs_kfac
     with pytest.raises(ValueError, match="analog_op must be one of inverse, solve"):
         offload_bound(digital, "both")
+
+
+def test_tngd_on_a_free_device_takes_its_digital_floor():
+    system = SystemSpec.from_presets(gpu="V100")
+    steps = {"tngd": (StepModel(method="tngd", overlap=False), 100)}
+    (free,) = compare(SHAPE, system.replace(device=free_device()), steps)
+    (published,) = compare(SHAPE, system, steps)
+    assert free.total_s == pytest.approx(device_free_s(free), rel=1e-6)
+    # the published device adds its own phases and leaves the digital floor as it was
+    assert device_free_s(published) == pytest.approx(device_free_s(free), rel=1e-9)
+    assert device_free_s(published) < published.total_s

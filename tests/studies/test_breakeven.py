@@ -104,3 +104,14 @@ def test_choice_knobs_say_what_the_base_device_cannot_take_and_what_a_choice_giv
     assert found["reachable"] and found["value_at_target"] == "on"
     refused = breakeven._choose(cfg, "vit-imagenet", "solve", 10, "replicas", "speedup_vs_kfac", 1e3, 1e9)
     assert not refused["reachable"] and "on not possible" in refused["limit"] and "n_units" in refused["limit"]
+
+
+def test_tngd_is_searched_like_the_k_facs_and_its_digital_floor_rules_it_out_on_vit():
+    cfg = breakeven.BreakevenConfig(kernels="none", workloads=("vit-imagenet",), methods=("tngd",), intervals=(1,),
+                                    knobs=("link_scale",))
+    found = breakeven.evaluate(cfg, {"workload": "vit-imagenet", "method": "tngd", "interval": 1, "baseline": "adam",
+                                     "target_speedup": 1.0, "knob": "link_scale"})
+    # d_z = 1000 backward passes for the Jacobian of each step: no device can bring TNGD to Adam
+    assert not found["reachable"] and found["limit"].startswith("bound") and found["bound"] < 0.01
+    row = breakeven.projected(cfg, "vit-imagenet", "tngd", 1, "base", 0.0)
+    assert row["speedup_vs_adam"] < row["bound_vs_adam"] and row["bottleneck"] == "link"
