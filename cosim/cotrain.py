@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -114,10 +114,17 @@ def record_training(config: TrainConfig, system: SystemSpec, progress: bool = Fa
         factor_steps.append(bool(optimizer.last_stats.get("factor_update", True)))
 
     run = train(thermo_config, progress=progress, observer=observe)
+    return RecordedRun(run, calls, factor_steps, kfac_step_model(run, "analog"))
+
+
+def kfac_step_model(run: TrainResult, inverse_on: Literal["gpu", "analog"], **fields: Any) -> StepModel:
+    """The step model of a trained K-FAC run: its optimizer's method (solve or inverse), factor
+    and inverse intervals, Fisher type and precision, with the inversions or solves on the GPU or
+    the device (``inverse_on``); ``fields``: other :class:`StepModel` fields."""
     kfac = run.optimizer.config
-    step = StepModel(method="kfac", inverse_on="analog", analog_op=kfac.mode, inv_update_steps=kfac.inv_update_steps,
-                     factor_update_steps=kfac.factor_update_steps, fisher_type=kfac.fisher_type, precision=config.dtype)
-    return RecordedRun(run, calls, factor_steps, step)
+    return StepModel(method="kfac", inverse_on=inverse_on, analog_op=kfac.mode, inv_update_steps=kfac.inv_update_steps,
+                     factor_update_steps=kfac.factor_update_steps, fisher_type=kfac.fisher_type,
+                     precision=run.config.dtype, **fields)
 
 
 def recorded_schedule(recorded: RecordedRun, shape: ModelShape, system: SystemSpec) -> Schedule:
