@@ -8,14 +8,15 @@ the realized matrix), and turns each step into a task graph: the digital phases 
 roofline model of the system's GPU, the device jobs with the recorded times on the link and the
 chips. The same configuration is trained with the exact backend, whose run is projected as
 digital K-FAC on the same GPU. The report puts accuracy and projected time side by side with the
-assumptions.
+assumptions. Its two parts serve other callers too: :func:`record_training` (the recorded run)
+and :func:`recorded_schedule` (its steps simulated on a system).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -74,9 +75,32 @@ class CoSimReport:
         return "\n".join(lines)
 
 
-def cosimulate_training(config: TrainConfig, system: SystemSpec, progress: bool = False) -> CoSimReport:
-    """Train ``config`` (a K-FAC configuration; its solver is replaced by the thermo simulator
-    of ``system``'s hardware) and its exact-backend twin; project both on ``system``."""
+@dataclass
+class RecordedRun:
+    """A K-FAC run trained through the simulated device, with what each step asked of it."""
+
+    result: TrainResult
+    calls: list[StepCalls]
+    """Per step: every solver call, by layer, in call order."""
+    factor_steps: list[bool]
+    """Per step: whether it updated the Kronecker factors."""
+    step: StepModel
+    """The run's step model (device solves or inversions at the optimizer's intervals)."""
+
+    @property
+    def analog_time_s(self) -> float:
+        """Simulated analog time summed over the run (s)."""
+        return sum(d.analog_time_s for c in self.calls for ds in c.values() for d in ds)
+
+    @property
+    def fallbacks(self) -> int:
+        """Calls that fell back to the exact backend."""
+        return sum(1 for c in self.calls for ds in c.values() for d in ds if d.backend != "thermo")
+
+
+def record_training(config: TrainConfig, system: SystemSpec, progress: bool = False) -> RecordedRun:
+    """Train ``config`` (a K-FAC configuration) with its solver replaced by the thermo simulator
+    of ``system``'s device, recording every step's solver calls."""
     if config.optimizer != "kfac":  # TrainConfig keeps the registered spelling
         raise ValueError(f"co-simulated training covers K-FAC runs, got optimizer {config.optimizer!r}")
     options = dict(config.solver_options)
@@ -89,26 +113,48 @@ def cosimulate_training(config: TrainConfig, system: SystemSpec, progress: bool 
         calls.append({name: list(ds) for name, ds in optimizer.last_diagnostics.items()})
         factor_steps.append(bool(optimizer.last_stats.get("factor_update", True)))
 
-    thermo_run = train(thermo_config, progress=progress, observer=observe)
+    run = train(thermo_config, progress=progress, observer=observe)
+    return RecordedRun(run, calls, factor_steps, kfac_step_model(run, "analog"))
+
+
+def kfac_step_model(run: TrainResult, inverse_on: Literal["gpu", "analog"], **fields: Any) -> StepModel:
+    """The step model of a trained K-FAC run: its optimizer's method (solve or inverse), factor
+    and inverse intervals, Fisher type and precision, with the inversions or solves on the GPU or
+    the device (``inverse_on``); ``fields``: other :class:`StepModel` fields."""
+    kfac = run.optimizer.config
+    return StepModel(method="kfac", inverse_on=inverse_on, analog_op=kfac.mode, inv_update_steps=kfac.inv_update_steps,
+                     factor_update_steps=kfac.factor_update_steps, fisher_type=kfac.fisher_type,
+                     precision=run.config.dtype, **fields)
+
+
+def recorded_schedule(recorded: RecordedRun, shape: ModelShape, system: SystemSpec) -> Schedule:
+    """The recorded steps as task graphs (:func:`_recorded_step`), simulated on ``system``."""
+    coster = StepCoster(shape, system, recorded.step)
+    mode = recorded.step.analog_op
+    graphs = [_recorded_step(shape, coster, step_calls, mode, f)
+              for step_calls, f in zip(recorded.calls, recorded.factor_steps)]
+    return simulate(graphs, system.resources())
+
+
+def cosimulate_training(config: TrainConfig, system: SystemSpec, progress: bool = False) -> CoSimReport:
+    """Train ``config`` (a K-FAC configuration; its solver is replaced by the thermo simulator
+    of ``system``'s hardware) and its exact-backend twin; project both on ``system``."""
+    recorded = record_training(config, system, progress)
+    thermo_run = recorded.result
     exact_run = train(dataclasses.replace(config, solver="exact", solver_options={}), progress=progress)
-    shape = _shape_of(thermo_run, config)
-    kfac = thermo_run.optimizer.config
-    step = StepModel(method="kfac", inverse_on="analog", analog_op=kfac.mode, inv_update_steps=kfac.inv_update_steps,
-                     factor_update_steps=kfac.factor_update_steps, fisher_type=kfac.fisher_type, precision=config.dtype)
-    coster = StepCoster(shape, system, step)
-    graphs = [_recorded_step(shape, coster, step_calls, kfac.mode, f) for step_calls, f in zip(calls, factor_steps)]
-    schedule = simulate(graphs, system.resources())
-    exact_step = dataclasses.replace(step, inverse_on="gpu")
+    shape = shape_of(thermo_run, config)
+    schedule = recorded_schedule(recorded, shape, system)
+    exact_step = dataclasses.replace(recorded.step, inverse_on="gpu")
     exact_projection = project_run(shape, system, exact_step, config.steps, "digital K-FAC")
-    analog = sum(d.analog_time_s for c in calls for ds in c.values() for d in ds)
-    fallbacks = sum(1 for c in calls for ds in c.values() for d in ds if d.backend != "thermo")
     return CoSimReport(
-        thermo_config, system, thermo_run.final, exact_run.final, schedule, exact_projection, analog, fallbacks,
-        {"model": config.task, "model.n_params": shape.n_params, **step.assumptions(system)},
+        thermo_run.config, system, thermo_run.final, exact_run.final, schedule, exact_projection,
+        recorded.analog_time_s, recorded.fallbacks,
+        {"model": config.task, "model.n_params": shape.n_params, **recorded.step.assumptions(system)},
     )
 
 
-def _shape_of(run: TrainResult, config: TrainConfig) -> ModelShape:
+def shape_of(run: TrainResult, config: TrainConfig) -> ModelShape:
+    """The layer shapes of a trained run's model at its batch size (one batch of its task)."""
     from digital.tasks import build_task
 
     task = build_task(config.task, seed=config.seed)

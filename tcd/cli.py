@@ -15,18 +15,23 @@ from pathlib import Path
 from typing import Any
 
 from cosim.step_graphs import METHODS
+from cosim.system import GPU_PRESETS
 from digital.optimizers import OPTIMIZERS
 from digital.solvers import SOLVERS
 from studies.registry import STUDIES, in_words, timed_names, write_index
 
 from .arguments import (
+    DEVICE_HELP,
     HARDWARE_HELP,
+    SYSTEM_HELP,
+    add_device_knobs,
     add_sweep_arguments,
     add_system_arguments,
     add_training_arguments,
+    device_knobs,
     key_values,
+    non_negative_int,
     positive_float,
-    positive_floats,
     positive_int,
     strings,
     system_from_args,
@@ -82,16 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="solve a random SPD system on simulated hardware; print accuracy and analog time, write CSV/PNG",
-        description="Accuracy of a thermodynamic solve against analog time for hardware presets. "
-        "Finished points are kept; a rerun skips them.",
+        help="the end-to-end answer: Adam, digital K-FAC, thermodynamic K-FAC and TNGD trained and co-simulated; "
+             "time to a loss target, speedups, break-even devices",
+        description="Trains the digits MLP with Adam, digital K-FAC, thermodynamic K-FAC (its solves on the simulated "
+        "device) and TNGD, same seed and epochs, co-simulates every step on one system, and reports each method's "
+        "projected time to a training-loss target, final test accuracy, speedup over Adam and, for the two "
+        "thermodynamic methods, the device that would break even with Adam and with digital K-FAC. Writes demo.csv, "
+        "demo.png and demo.md. Finished runs are kept; a rerun reuses them.",
     )
-    demo.add_argument("--size", type=positive_int, default=64, help="matrix size d (default 64)")
-    demo.add_argument("--kappa", type=positive_float, default=100.0, help="condition number (default 100)")
-    demo.add_argument("--presets", type=strings, default=("ideal", "published", "noisy"),
-                      help="comma-separated hardware presets or .toml/.yaml hardware files")
-    demo.add_argument("--windows", type=positive_floats, default=(1.0, 4.0, 16.0, 64.0, 256.0), help="sampling windows in tau, comma-separated")
-    demo.add_argument("--seeds", type=positive_int, default=3, help="noise seeds per point (default 3)")
+    demo.add_argument("--epochs", type=positive_float, default=20.0,
+                      help="training epochs of every method (default 20; a fraction trains part of an epoch)")
+    demo.add_argument("--batch-size", type=positive_int, default=None, help="examples per step (default: the task's, 64)")
+    demo.add_argument("--loss-target", type=positive_float, default=None,
+                      help="training loss (nats) to time every method to (default: the loss Adam ends at)")
+    demo.add_argument("--seed", type=non_negative_int, default=0, help="initialization, batch-order and device-noise seed")
+    demo.add_argument("--system", default=None, help=SYSTEM_HELP)
+    demo.add_argument("--gpu", default="A100", help=f"GPU preset when no --system ({', '.join(GPU_PRESETS)}; default A100)")
+    demo.add_argument("--device", default="published", help=DEVICE_HELP + " when no --system (default published)")
+    add_device_knobs(demo)
     demo.add_argument("--workers", type=positive_int, default=None, help="process-pool size (default: CPU count)")
     demo.add_argument("--out", type=Path, default=Path("results/demo"), help="output folder (default results/demo)")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -205,26 +218,20 @@ def _wrote(*paths: Path | str) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from studies import solver_demo
+    from studies import demo
+    from studies.projections import describe_system
 
-    cfg = solver_demo.DemoConfig(
-        size=args.size,
-        condition_number=args.kappa,
-        presets=args.presets,
-        windows_tau=args.windows,
-        seeds=args.seeds,
-        workers=args.workers,
-        out_dir=_output_dir(args.out),
+    cfg = demo.DemoConfig(
+        epochs=args.epochs, batch_size=args.batch_size, loss_target=args.loss_target, seed=args.seed,
+        gpu=args.gpu, device=args.device, system=args.system, knobs=tuple(sorted(device_knobs(args).items())),
+        workers=args.workers, out_dir=_output_dir(args.out),
     )
-    csv_path = solver_demo.run(cfg, progress=not args.no_progress)
-    rows = solver_demo.summarize(solver_demo.sweep.read_rows(csv_path, last_run=True))
-    print(f"{'preset':<10} {'window/tau':>10} {'rms rel err':>12} {'theory':>10} {'analog us':>10}")
-    for s in rows:
-        print(
-            f"{s['preset']:<10} {s['window_tau']:>10g} {s['rel_error_rms']:>12.3e} "
-            f"{s['predicted_rel_error']:>10.3e} {s['analog_time_us']:>10.1f}"
-        )
-    print(_wrote(csv_path, csv_path.with_suffix(".png"), csv_path.with_suffix(".md")))
+    out = demo.run(cfg, progress=not args.no_progress)
+    print(f"loss target {out.results.target:.4g} nats ({out.results.target_source}); projected on "
+          f"{describe_system(demo.system_of(cfg))}")
+    for line in demo.table_text(out.results):
+        print(line)
+    print(_wrote(out.csv, out.png, out.report))
     return EXIT_OK
 
 

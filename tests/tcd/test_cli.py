@@ -26,25 +26,38 @@ def test_presets_prints_every_field(capsys):
     assert "tau_s" in out and "bits_adc" in out and "1e-06" in out
 
 
-def test_demo_runs_writes_outputs_and_resumes(tmp_path, capsys):
-    args = ["demo", "--size", "6", "--kappa", "10", "--presets", "ideal,published", "--windows", "2,8",
+def test_study_solver_runs_writes_outputs_and_resumes(tmp_path, capsys):
+    args = ["study", "solver", "--size", "6", "--kappa", "10", "--presets", "ideal,published", "--windows", "2,8",
             "--seeds", "2", "--workers", "1", "--out", str(tmp_path), "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "rms rel err" in out and "published" in out
-    rows = list(csv.DictReader((tmp_path / "solver_demo.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "solver.csv").open()))
     assert len(rows) == 2 * 2 * 2
     assert all(0 <= float(r["rel_error"]) < 1 and float(r["analog_time_s"]) > 0 for r in rows)
-    assert (tmp_path / "solver_demo.png").stat().st_size > 0
-    assert "OU theory" in (tmp_path / "solver_demo.md").read_text()
+    assert (tmp_path / "solver.png").stat().st_size > 0
+    assert "OU theory" in (tmp_path / "solver.md").read_text()
     # a rerun finds every point done and appends nothing
     assert main(args) == 0
-    assert len(list(csv.DictReader((tmp_path / "solver_demo.csv").open()))) == 8
+    assert len(list(csv.DictReader((tmp_path / "solver.csv").open()))) == 8
 
 
 def test_bad_arguments_give_a_clear_error(tmp_path, capsys):
-    assert main(["demo", "--presets", "quantum", "--out", str(tmp_path)]) == 2
+    assert main(["study", "solver", "--presets", "quantum", "--out", str(tmp_path)]) == 2
     assert "unknown presets" in capsys.readouterr().err
+    assert main(["demo", "--device", "quantum", "--out", str(tmp_path)]) == 2
+    assert "DemoConfig.device" in capsys.readouterr().err
+
+
+def test_demo_help_names_the_methods_and_its_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "thermodynamic K-FAC" in out and "TNGD" in out
+    for option in ("--epochs", "--batch-size", "--loss-target", "--seed", "--workers", "--out", "--no-progress",
+                   "--system", "--gpu", "--device", "--converter-channels"):
+        assert option in out
 
 
 def test_train_writes_history_and_plot_and_resumes(tmp_path, capsys):
@@ -120,7 +133,7 @@ def test_ctrl_c_on_train_writes_the_history_and_says_how_to_resume(tmp_path):
 def test_ctrl_c_on_a_study_prints_what_was_saved_and_how_to_resume(tmp_path):
     # 2 workers on 30 points of the noisy preset (its stepwise runs take ~10 s in all here); interrupt once the
     # store exists, well before the last point
-    proc = subprocess.Popen([sys.executable, "-m", "tcd", "demo", "--size", "48", "--presets", "noisy", "--windows",
+    proc = subprocess.Popen([sys.executable, "-m", "tcd", "study", "solver", "--size", "48", "--presets", "noisy", "--windows",
                              "1,2,4,8,16,32,64,128,256,512", "--seeds", "3", "--workers", "2", "--out", str(tmp_path),
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -132,7 +145,7 @@ def test_ctrl_c_on_a_study_prints_what_was_saved_and_how_to_resume(tmp_path):
         proc.kill()
     assert proc.returncode == 130
     assert "Traceback" not in err
-    assert re.search(r"interrupted: \d+ of 30 points are saved in .*solver_demo.sqlite; rerun the same command", err)
+    assert re.search(r"interrupted: \d+ of 30 points are saved in .*solver.sqlite; rerun the same command", err)
 
 
 def test_train_reports_bad_options(capsys):
@@ -290,7 +303,9 @@ def test_version_names_the_package(capsys):
         ["study", "tngd-delay", "--epochs", "0"],
         ["study", "asymptotic", "--sizes", "64,0"],
         ["study", "noise", "--workers", "0"],
-        ["demo", "--size", "0"],
+        ["study", "solver", "--size", "0"],
+        ["demo", "--epochs", "0"],
+        ["demo", "--loss-target", "-1"],
         ["train", "--steps", "-3"],
         ["train", "--lr", "nan"],
         ["project", "--batch-size", "1.5"],
@@ -388,8 +403,8 @@ def test_project_speedups_keep_significant_digits_and_compare_with_digital_kfac(
 def test_hardware_files_work_wherever_a_preset_is_taken(tmp_path, capsys):
     hw = tmp_path / "hw.toml"
     hw.write_text('preset = "published"\nbits_A = 12\nbits_b = 12\nbits_adc = 12\n')
-    assert main(["demo", "--size", "6", "--kappa", "10", "--presets", str(hw), "--windows", "4", "--seeds", "1",
-                 "--workers", "1", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    assert main(["study", "solver", "--size", "6", "--kappa", "10", "--presets", str(hw), "--windows", "4", "--seeds",
+                 "1", "--workers", "1", "--out", str(tmp_path / "solver"), "--no-progress"]) == 0
     assert main(["project", "--hardware", str(hw), "--mlp", "32x2", "--steps", "tkfac=10",
                  "--out", str(tmp_path / "project")]) == 0
     assert main(["study", "asymptotic", "--sizes", "32,64", "--kappas", "10", "--hardware", str(hw),

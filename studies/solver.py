@@ -1,4 +1,4 @@
-"""Demo study: accuracy of a thermodynamic linear solve against simulated analog time.
+"""Study: accuracy of a thermodynamic linear solve against simulated analog time (``tcd study solver``).
 
 For one random SPD system (size ``d``, condition number ``kappa``) and each hardware preset,
 solve ``A x = b`` with sampling windows from ``windows_tau`` (burn-in planned by the timing
@@ -6,13 +6,12 @@ model) over several seeds, and record the relative error against ``numpy.linalg.
 analog time and the error the OU theory predicts. Points run through :mod:`studies.sweep` (a
 local process pool or a Dask cluster), are appended to the CSV as they finish, and a restarted
 run skips the points already in the CSV.
-Writes ``solver_demo.csv``, ``solver_demo.png`` and ``solver_demo.md`` into ``out_dir``.
+Writes ``solver.csv``, ``solver.png`` and ``solver.md`` into ``out_dir``.
 """
 
 from __future__ import annotations
 
-import functools
-import os
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,18 @@ from thermo.hardware import PRESETS, preset
 from thermo.matrices import random_spd
 
 from . import checks, sweep
+from .options import HARDWARE_HELP, add_sweep_arguments, given, positive_float, positive_floats, positive_int, strings, sweep_options
+from .protocol import Study
+
+NAME = "solver"
+"""``tcd study solver``: the stem of the study's files and the folder of its results."""
 
 BURN_IN_TARGET = 1e-4
 """Relative error that the planned burn-in reduces the initial transient to."""
 
 
 @dataclass(frozen=True)
-class DemoConfig:
+class SolverStudyConfig:
     size: int = 64
     condition_number: float = 100.0
     presets: tuple[str, ...] = ("ideal", "published", "noisy")
@@ -39,10 +43,16 @@ class DemoConfig:
     seeds: int = 3
     matrix_seed: int = 0
     workers: int | None = None
-    out_dir: Path = field(default=Path("results/demo"))
+    scheduler: str | None = None
+    out_dir: Path = field(default=Path("results") / NAME)
+
+    @classmethod
+    def full(cls, **overrides: Any) -> SolverStudyConfig:
+        return cls(**{"windows_tau": (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0), "seeds": 5,
+                      **overrides})
 
     def __post_init__(self) -> None:
-        owner = "DemoConfig"
+        owner = "SolverStudyConfig"
         checks.store(
             self,
             size=checks.integer(owner, "size", self.size),
@@ -60,13 +70,13 @@ class DemoConfig:
             preset(p)
 
 
-def _problem(cfg: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
+def _problem(cfg: SolverStudyConfig) -> tuple[np.ndarray, np.ndarray]:
     a = random_spd(cfg.size, cfg.condition_number, seed=cfg.matrix_seed)
     b = np.random.default_rng(cfg.matrix_seed + 1).standard_normal(cfg.size)
     return a, b
 
 
-def run_point(cfg: DemoConfig, preset_name: str, window_tau: float, seed: int) -> dict:
+def run_point(cfg: SolverStudyConfig, preset_name: str, window_tau: float, seed: int) -> dict:
     """One solve; returns a CSV row."""
     a, b = _problem(cfg)
     exact = np.linalg.solve(a, b)
@@ -91,7 +101,7 @@ def run_point(cfg: DemoConfig, preset_name: str, window_tau: float, seed: int) -
     }
 
 
-def _evaluate(cfg: DemoConfig, point: dict) -> dict:
+def _evaluate(cfg: SolverStudyConfig, point: dict) -> dict:
     """The measured fields of one sweep point (the point's own fields removed)."""
     row = run_point(cfg, point["preset"], point["window_tau"], point["seed"])
     return {k: v for k, v in row.items() if k not in point}
@@ -101,26 +111,16 @@ def read_rows(path: Path) -> list[dict]:
     return sweep.read_rows(path)
 
 
-def run(cfg: DemoConfig, progress: bool = True, scheduler: str | None = None) -> Path:
-    """Run the missing points (local process pool, or a Dask ``scheduler``), then write the
-    plot and report; return the CSV path."""
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = cfg.out_dir / "solver_demo.csv"
-    points = [
-        {"preset": p, "window_tau": float(w), "seed": s}
-        for p in cfg.presets
-        for w in cfg.windows_tau
-        for s in range(cfg.seeds)
-    ]
-    workers = cfg.workers or min(len(points), os.cpu_count() or 1) or 1
-    rows = sweep.run_sweep(
-        functools.partial(_evaluate, cfg), points, csv_path, workers=workers, scheduler=scheduler,
-        progress=progress, description="solves",
-        context=sweep.context_of(cfg, exclude=("presets", "windows_tau", "seeds", "workers", "out_dir")),
-    )
-    plot(rows, cfg.out_dir / "solver_demo.png", cfg)
-    report(rows, cfg.out_dir / "solver_demo.md", cfg)
-    return csv_path
+def points(cfg: SolverStudyConfig) -> list[dict[str, Any]]:
+    """One solve per preset, window and noise seed."""
+    return [{"preset": p, "window_tau": float(w), "seed": s} for p in cfg.presets for w in cfg.windows_tau
+            for s in range(cfg.seeds)]
+
+
+def run(cfg: SolverStudyConfig, progress: bool = True) -> Path:
+    """Run the missing points (local process pool, or the config's Dask ``scheduler``), then
+    write the plot and report; return the CSV path."""
+    return STUDY.run(cfg, progress)
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -144,7 +144,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def plot(rows: list[dict], path: Path, cfg: DemoConfig) -> Any:
+def plot(rows: list[dict], path: Path, cfg: SolverStudyConfig) -> Any:
     """Relative error against the window, log-log, measured and OU theory per preset; returns the
     (closed) Figure."""
     # matplotlib is imported where a figure is drawn: at module level it would slow every
@@ -174,9 +174,9 @@ def plot(rows: list[dict], path: Path, cfg: DemoConfig) -> Any:
     return fig
 
 
-def report(rows: list[dict], path: Path, cfg: DemoConfig) -> None:
+def report(rows: list[dict], path: Path, cfg: SolverStudyConfig) -> None:
     lines = [
-        "# Thermodynamic solve demo",
+        "# Thermodynamic solve: accuracy against analog time",
         "",
         f"Problem: random SPD matrix, d = {cfg.size}, condition number {cfg.condition_number:g}, "
         f"Gaussian right-hand side (matrix seed {cfg.matrix_seed}); {cfg.seeds} noise seeds per point.",
@@ -198,3 +198,56 @@ def report(rows: list[dict], path: Path, cfg: DemoConfig) -> None:
     lines.append("Hardware presets: see `thermo.hardware.HardwareSpec` (ideal, published, noisy).")
     path.write_text("\n".join(lines) + "\n")
 
+
+
+class SolverStudy(Study[SolverStudyConfig]):
+    """The solver sweep under the study protocol; each part hands over to this module's function
+    of the same name (which tests and notebooks call directly)."""
+
+    name = NAME
+    help = "solve a random SPD system on simulated hardware presets: accuracy against analog time"
+    description = ("Accuracy of a thermodynamic solve against the sampling window for hardware presets, with the "
+                   "OU theory's prediction. Finished points are kept; a rerun skips them.")
+    config_type = SolverStudyConfig
+    swept = ("presets", "windows_tau", "seeds")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--full", action="store_true", help="the full size (11 windows, 5 seeds)")
+        parser.add_argument("--size", type=positive_int, default=None, help="matrix size d (default 64)")
+        parser.add_argument("--kappa", type=positive_float, default=None, help="condition number (default 100)")
+        parser.add_argument("--presets", type=strings, default=None,
+                            help=f"comma-separated hardware, each {HARDWARE_HELP} (default ideal,published,noisy)")
+        parser.add_argument("--windows", type=positive_floats, default=None, help="sampling windows in tau, comma-separated")
+        parser.add_argument("--seeds", type=positive_int, default=None, help="noise seeds per point (default 3)")
+        add_sweep_arguments(parser, f"results/{self.name}")
+
+    def config_from_args(self, args: argparse.Namespace) -> SolverStudyConfig:
+        overrides = {**sweep_options(args), **given(args, "size", "presets", "seeds")}
+        if args.kappa is not None:
+            overrides["condition_number"] = args.kappa
+        if args.windows is not None:
+            overrides["windows_tau"] = args.windows
+        return self.config(args.full, **overrides)
+
+    def points(self, cfg: SolverStudyConfig) -> list[dict[str, Any]]:
+        return points(cfg)
+
+    def evaluate(self, cfg: SolverStudyConfig, point: dict[str, Any]) -> dict[str, Any]:
+        return _evaluate(cfg, point)
+
+    def plot(self, cfg: SolverStudyConfig, results: Any, path: Path) -> Any:
+        return plot(results, path, cfg)
+
+    def report(self, cfg: SolverStudyConfig, results: Any, path: Path) -> None:
+        report(results, path, cfg)
+
+    def outcome(self, cfg: SolverStudyConfig, csv_path: Path) -> list[str]:
+        """The summary table: rms error, OU theory and analog time per preset and window."""
+        lines = [f"{'preset':<10} {'window/tau':>10} {'rms rel err':>12} {'theory':>10} {'analog us':>10}"]
+        for s in summarize(sweep.read_rows(csv_path, last_run=True)):
+            lines.append(f"{s['preset']:<10} {s['window_tau']:>10g} {s['rel_error_rms']:>12.3e} "
+                         f"{s['predicted_rel_error']:>10.3e} {s['analog_time_us']:>10.1f}")
+        return lines
+
+
+STUDY = SolverStudy()
