@@ -457,7 +457,7 @@ def tngd_pricer(parts: Mapping[str, DigitalParts], n_params: int, rank: int,
         device = t.total_s
         tngd = digital + device
         ratio = tngd / p.adam_s
-        return {"host": s.host, "curvature": s.curvature, "device": s.device.name or "custom",
+        return {"host": s.host, "curvature": s.curvature,
                 "tngd_s": tngd, "adam_s": p.adam_s, "digital_s": digital, "device_s": device,
                 "program_s": t.program_s, "upload_s": t.input_s, "run_s": t.equilibrate_s + t.window_s,
                 "readout_s": t.readout_s + t.transfer_s, "ratio": ratio,
@@ -659,7 +659,7 @@ def analyse(cfg: TNGDPaperConfig, rows: list[dict[str, Any]]) -> Results:
     return Results(timings, tngd, kfac)
 
 
-ATTRIBUTION_COLUMNS = ("model", "step", "move", "before", "after", "host", "curvature", "device", "digital_s",
+ATTRIBUTION_COLUMNS = ("model", "step", "move", "before", "after", "host", "curvature", "digital_s",
                        "device_s", "program_s", "upload_s", "run_s", "readout_s", "tngd_s", "adam_s", "ratio", "digital_ratio", "device_share", "link_needed_bps",
                        "agrees")
 
