@@ -674,6 +674,11 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3g}"
 
 
+def _x(ratio: Any) -> str:
+    """A speedup or ratio, to four digits (a speedup of 0.998x must not read 1x)."""
+    return f"{float(ratio):.4g}x"
+
+
 def _gbps(bps: float) -> str:
     return "unreachable" if not math.isfinite(bps) else f"{bps / 1e9:.3g}"
 
@@ -712,8 +717,9 @@ def plot(cfg: TNGDPaperConfig, results: Results, path: Path) -> Any:
         names: list[str] = []
         for (method, interval), rows in sorted(results.kfac.items()):
             x = np.arange(len(rows))
-            ax.plot(x, [float(r[what]) for r in rows], marker="o", label=f"{method}, interval {interval}")
-            ax.plot(x, [float(r[bound]) for r in rows], ls=":", lw=0.8, label=f"bound ({method}, interval {interval})")
+            line = ax.plot(x, [float(r[what]) for r in rows], marker="o", label=f"{method}, interval {interval}")[0]
+            ax.plot(x, [float(r[bound]) for r in rows], ls=":", lw=1.0, color=line.get_color(),
+                    label=f"Amdahl bound ({method}, interval {interval})")
             ys += [float(r[what]) for r in rows] + [float(r[bound]) for r in rows]
             names = [str(r["move_label"]) for r in rows]
         ax.axhline(1.0, color="k", lw=0.8)
@@ -806,8 +812,8 @@ def report(cfg: TNGDPaperConfig, results: Results, path: Path) -> None:
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['step']} | {r['move_label'] if r['step'] else 'favourable device'} | {r['before'] or '-'} "
-                         f"| {r['after'] or '-'} | {float(r['speedup_vs_kfac']):.3g}x | {float(r['bound_vs_kfac']):.3g}x | "
-                         f"{float(r['speedup_vs_adam']):.3g}x | {float(r['bound_vs_adam']):.3g}x | {r['tkfac_bottleneck']} |")
+                         f"| {r['after'] or '-'} | {_x(r['speedup_vs_kfac'])} | {_x(r['bound_vs_kfac'])} | "
+                         f"{_x(r['speedup_vs_adam'])} | {_x(r['bound_vs_adam'])} | {r['tkfac_bottleneck']} |")
         lines.append("")
         lines.append(kfac_summary(rows))
     lines += ["", f"System of the K-FAC projections: {describe_system(base_system(cfg.kfac_gpu, None, None, None, None))}."]
@@ -841,10 +847,10 @@ def kfac_summary(rows: Sequence[Mapping[str, Any]]) -> str:
         if drop is None:
             parts.append(f"against {name}, thermodynamic K-FAC is faster at every row")
         elif int(drop["step"]) == 0:
-            parts.append(f"against {name}, it is slower already on the favourable device ({first:.3g}x)")
+            parts.append(f"against {name}, it is slower already on the favourable device ({_x(first)})")
         else:
             parts.append(f"against {name}, the move of the {drop['move_label']} first makes it slower "
-                         f"({float(drop[what]):.3g}x after it, {first:.3g}x on the favourable device)")
+                         f"({_x(drop[what])} after it, {_x(first)} on the favourable device)")
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
 
