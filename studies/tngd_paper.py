@@ -789,7 +789,8 @@ def report(cfg: TNGDPaperConfig, results: Results, path: Path) -> None:
                          f"{_ms(r['digital_s'])} | {_ms(r['device_s'])} | {_ms(r['tngd_s'])} | {_ms(r['adam_s'])} | "
                          f"{r['ratio']:.3g}x | {r['digital_ratio']:.3g}x | {100 * r['device_share']:.3g}% | "
                          f"{_gbps(r['link_needed_bps'])} | {'agrees' if r['agrees'] else 'does not agree'} |")
-        lines += ["", f"Verdict: {verdict_change(rows)}. The link column is the bandwidth at which that row's step "
+        lines += [f"| - | **verdict** | {verdict_change(rows)} |" + " |" * 10,
+                  "", f"Verdict: {verdict_change(rows)}. The link column is the bandwidth at which that row's step "
                   f"would take {CLAIMED_RATIO:g}x Adam's, everything else kept (unreachable: the digital part and "
                   "the device's fixed times alone exceed it)."]
         lines += ["", explanation(cfg, rows)]
