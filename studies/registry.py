@@ -11,7 +11,7 @@ from pathlib import Path
 
 from thermo.registry import Registry
 
-from . import asymptotic, breakeven, designspace, noise, projections, solver, tngd
+from . import asymptotic, breakeven, designspace, noise, projections, solver, tngd, tngd_paper
 from .protocol import Study
 
 
@@ -23,7 +23,7 @@ STUDIES: Registry[Study] = Registry("study", UnknownStudyError)
 """Every study, in the order ``tcd study --help`` lists them and ``tcd study all`` runs them."""
 
 _IN_ORDER: tuple[Study, ...] = (asymptotic.STUDY, noise.STUDY, projections.STUDY, breakeven.STUDY, designspace.STUDY,
-                                *tngd.VARIANTS.values(), solver.STUDY)
+                                *tngd.VARIANTS.values(), tngd_paper.STUDY, solver.STUDY)
 for _study in _IN_ORDER:
     STUDIES.add(_study.name, _study, _study.help)
 

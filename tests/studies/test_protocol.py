@@ -50,12 +50,12 @@ def test_the_registry_holds_each_study_once_in_order() -> None:
     names = STUDIES.names()
     assert names[:5] == ("asymptotic", "noise", "projections", "breakeven", "designspace")
     assert [n for n in names if n.startswith("tngd-")] == [f"tngd-{e}" for e in
-                                                           ("wallclock", "analog-time", "delay", "noise", "bits", "runtime")]
+                                                           ("wallclock", "analog-time", "delay", "noise", "bits", "runtime", "paper")]
     assert STUDIES.get("TNGD-Delay") is STUDIES.get("tngd-delay")
     with pytest.raises(UnknownStudyError, match="unknown study 'shampoo'"):
         STUDIES.get("shampoo")
-    assert timed_names() == ("asymptotic", "tngd-runtime")
-    assert in_words(names) == "asymptotic, noise, projections, breakeven, designspace and the six tngd-* studies"
+    assert timed_names() == ("asymptotic", "tngd-runtime", "tngd-paper")
+    assert in_words(names) == "asymptotic, noise, projections, breakeven, designspace, the seven tngd-* studies and solver"
     assert in_words(("a",)) == "a" and in_words(("a", "b")) == "a and b"
 
 
