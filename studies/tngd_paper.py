@@ -60,7 +60,16 @@ from . import checks, sweep
 from .breakeven import KNOBS
 from .options import add_sweep_arguments, given, positive_int, strings, sweep_options
 from .plotting import set_scale
-from .projections import WORKLOADS, base_system, describe_system, project_methods, published_step_s
+from .projections import (
+    WORKLOADS,
+    base_system,
+    calibrated,
+    describe_system,
+    kernel_rates,
+    kernels_option,
+    project_methods,
+    published_step_s,
+)
 from .protocol import Study
 from .tngd import EXPERIMENTS
 
@@ -523,10 +532,16 @@ def kfac_devices(start: str, target: str) -> tuple[tuple[str, str, str, DeviceSp
     return tuple((r["move"], r["before"], r["after"], r["scenario"]) for r in rows)
 
 
+def kfac_system(cfg: TNGDPaperConfig) -> Any:
+    """The K-FAC projections' system: the GPU with its kernel rates (``kernels``), the published device."""
+    rates = kernel_rates(cfg.kernels, Path(cfg.out_dir), (cfg.kfac_workload,), cfg.kfac_gpus)
+    return calibrated(base_system(cfg.kfac_gpu, None, None, None, None), rates)
+
+
 def kfac_point(cfg: TNGDPaperConfig, method: str, interval: int, step: int) -> dict[str, Any]:
     """:func:`studies.projections.project_methods` on the device after ``step`` K-FAC moves."""
     move, before, after, device = kfac_devices(cfg.kfac_start, cfg.our_device)[step]
-    system = base_system(cfg.kfac_gpu, None, None, None, None).replace(device=device)
+    system = kfac_system(cfg).replace(device=device)
     row = project_methods(cfg.kfac_workload, system, cfg.kfac_step_ratio, n_gpus=cfg.kfac_gpus, interval=interval,
                           analog_op=method, target_rel_error=cfg.target_rel_error)
     return {"move_label": move, "before": before, "after": after, **{k: row[k] for k in KFAC_FIELDS[3:]}}
@@ -563,6 +578,8 @@ class TNGDPaperConfig:
     kfac_gpus: int = 8
     kfac_step_ratio: float = 0.5
     target_rel_error: float = 1e-2
+    kernels: str = "measure"
+    """The V100's kernel rates relative to a GEMM in the K-FAC projections, as in the projections study."""
     workers: int | None = None
     scheduler: str | None = None
     out_dir: Path = field(default=Path("results") / NAME)
@@ -587,6 +604,7 @@ class TNGDPaperConfig:
             checks.device(owner, name, getattr(self, name))
         gpu_preset(self.gpu)
         gpu_preset(self.kfac_gpu)
+        kernels_option(owner, self.kernels)
         checks.store(
             self,
             analog_time_tau=checks.real(owner, "analog_time_tau", self.analog_time_tau, low=0.0),
@@ -817,7 +835,10 @@ def report(cfg: TNGDPaperConfig, results: Results, path: Path) -> None:
                          f"{_x(r['speedup_vs_adam'])} | {_x(r['bound_vs_adam'])} | {r['tkfac_bottleneck']} |")
         lines.append("")
         lines.append(kfac_summary(rows))
-    lines += ["", f"System of the K-FAC projections: {describe_system(base_system(cfg.kfac_gpu, None, None, None, None))}."]
+    rates = kfac_system(cfg).gpu.kernel_efficiency
+    lines += ["", f"System of the K-FAC projections: {describe_system(kfac_system(cfg))}; GPU kernel rates relative to "
+              "a GEMM: " + (", ".join(f"{k} {v:.3g}" for k, v in rates.items()) + " (measured on this machine, "
+                            "see the projections study)" if rates else "none (every kernel at the GEMM rate)") + "."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -887,6 +908,7 @@ class TNGDPaperStudy(Study[TNGDPaperConfig]):
         return self.config(args.full, **overrides)
 
     def points(self, cfg: TNGDPaperConfig) -> list[dict[str, Any]]:
+        kfac_system(cfg)  # the kernel rates, measured here once before the pool's workers read them
         return points(cfg)
 
     def evaluate(self, cfg: TNGDPaperConfig, point: dict[str, Any]) -> dict[str, Any]:

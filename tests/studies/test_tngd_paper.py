@@ -17,7 +17,7 @@ from studies.sweep import read_rows
 from thermo import cost
 from thermo.device import device_preset
 
-CFG = tp.TNGDPaperConfig(models=("paper-cnn",))
+CFG = tp.TNGDPaperConfig(models=("paper-cnn",), kernels="none")
 N_PARAMS, RANK = 17156, 640  # the paper CNN: conv 80 + fc1 16416 + fc2 660 parameters; b d_z = 32 x 20
 
 
@@ -136,7 +136,7 @@ def test_a_tiny_run_end_to_end(tmp_path) -> None:
     began = time.perf_counter()
     cfg = tp.TNGDPaperConfig(models=("paper-cnn",), components=("gradient", "jacobian", "update", "gram", "adam"),
                              repeats=1, budget_s=0.5, kfac_methods=("solve",), kfac_intervals=(1,), workers=1,
-                             out_dir=tmp_path)
+                             out_dir=tmp_path, kernels="none")
     path = tp.STUDY.run(cfg, progress=False)
     assert time.perf_counter() - began < 60
     rows = read_rows(path)
