@@ -61,6 +61,7 @@ from .breakeven import KNOBS
 from .options import add_sweep_arguments, given, positive_int, strings, sweep_options
 from .plotting import set_scale
 from .projections import (
+    KERNELS_HELP,
     WORKLOADS,
     base_system,
     calibrated,
@@ -901,10 +902,11 @@ class TNGDPaperStudy(Study[TNGDPaperConfig]):
         parser.add_argument("--repeats", type=positive_int, default=None, help="timed calls per part at least (default 5)")
         parser.add_argument("--threads", type=positive_int, default=None, help="pinned threads of the timings (default 1)")
         parser.add_argument("--kfac-methods", type=strings, default=None, help="solve,inverse (default both)")
+        parser.add_argument("--kernels", default=None, help=KERNELS_HELP)
         add_sweep_arguments(parser, f"results/{self.name}", workers_help="process-pool size (default 1: timed)")
 
     def config_from_args(self, args: argparse.Namespace) -> TNGDPaperConfig:
-        overrides = {**sweep_options(args), **given(args, "models", "repeats", "threads", "kfac_methods")}
+        overrides = {**sweep_options(args), **given(args, "models", "repeats", "threads", "kfac_methods", "kernels")}
         return self.config(args.full, **overrides)
 
     def points(self, cfg: TNGDPaperConfig) -> list[dict[str, Any]]:
