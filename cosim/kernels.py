@@ -215,11 +215,14 @@ def calibrate_kernels(
     budget_s: float = 3.0,
     tolerance: float = 0.15,
     source: str = "",
+    threads: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> KernelCalibration:
     """Time each of ``kinds`` (float32) at each of ``sizes`` on ``device`` (``"cpu"`` or a CUDA
     device) until the repeats agree (:func:`cosim.roofline.measure_stable`, at most ``budget_s``
-    seconds per kernel and size) and return the calibration. ``progress`` is told each kernel."""
+    seconds per kernel and size) and return the calibration. Torch runs on ``threads`` CPU threads
+    while timing (pinned: spinning pools on shared cores distort the rates), then as before.
+    ``progress`` is told each kernel."""
     if not sizes or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in sizes):
         raise RooflineError(f"sizes must be positive integers, got {sizes!r}")
     unknown = set(kinds) - set(TIMED_KINDS)
@@ -228,8 +231,19 @@ def calibrate_kernels(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RooflineError("device 'cuda' asked but CUDA is not available: calibrate on 'cpu'")
     generator = torch.Generator().manual_seed(seed)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        timings = _time_kernels(sorted(set(sizes)), kinds, device, generator, budget_s, tolerance, progress)
+        return KernelCalibration(tuple(timings), _machine(device), source)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_kernels(sizes: Sequence[int], kinds: Sequence[str], device: str, generator: torch.Generator, budget_s: float,
+                  tolerance: float, progress: Callable[[str], None] | None) -> list[KernelTiming]:
     timings = []
-    for size in sorted(set(sizes)):
+    for size in sizes:
         a = _spd(size, generator, device)
         for kind in dict.fromkeys(("gemm", *kinds)):
             if progress is not None:
@@ -238,4 +252,4 @@ def calibrate_kernels(
                                             tolerance=tolerance, budget_s=budget_s, min_repeats=3, warn=False)
             timings.append(KernelTiming(kind, size, timing.median_s, timing.spread, timing.repeats,
                                         _WORK_OF[kind](size).flops))
-    return KernelCalibration(tuple(timings), _machine(device), source)
+    return timings

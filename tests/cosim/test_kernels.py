@@ -54,7 +54,15 @@ def test_kernel_rates_travel_in_a_system_file(tmp_path):
 def test_calibrate_kernels_times_every_class_at_every_size_and_saves_them(tmp_path):
     shape = ModelShape((LayerShape("a", 31, 16), LayerShape("b", 16, 8, bias=False)), batch_size=4, output_dim=8)
     assert factor_sizes([shape]) == (8, 16, 32)
-    cal = calibrate_kernels((16, 32), budget_s=0.2)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cal = calibrate_kernels((16, 32), budget_s=0.2)
+        assert "1 torch thread(s)" in cal.machine and torch.get_num_threads() == 2  # pinned while timing, then restored
+    finally:
+        torch.set_num_threads(before)
     assert {(t.kind, t.size) for t in cal.timings} == {(k, d) for k in ("gemm", "cholesky", "cholesky_inverse", "eigh")
                                                        for d in (16, 32)}
     assert all(t.seconds > 0 and t.repeats >= 3 for t in cal.timings) and set(cal.relative()) == {"cholesky", "cholesky_inverse", "eigh"}
