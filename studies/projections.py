@@ -623,9 +623,11 @@ class ProjectionsStudy(Study[ProjectionConfig]):
 
     def outcome(self, cfg: ProjectionConfig, csv_path: Path) -> list[str]:
         """The base system's times to target, per workload and step ratio."""
-        return [f"{r['workload']:<13} K-FAC steps x{r['step_ratio']:<6g} Adam {r['adam_s'] / 3600:8.3g} h  "
+        return [f"{r['workload']:<13} K-FAC steps x{r['step_ratio']:<6g} interval {r['interval']:<4} {r['method']:<8} "
+                f"Adam {r['adam_s'] / 3600:8.3g} h  "
                 f"digital K-FAC {r['kfac_s'] / 3600:8.3g} h  thermodynamic K-FAC {r['tkfac_s'] / 3600:8.3g} h "
-                f"({r['speedup_vs_adam']:.3g}x Adam, bottleneck {r['tkfac_bottleneck']})"
+                f"({r['speedup_vs_adam']:.3g}x Adam, bound {r['bound_vs_kfac']:.3g}x digital K-FAC, "
+                f"bottleneck {r['tkfac_bottleneck']})"
                 for r in sweep.read_rows(csv_path, last_run=True) if r["knob"] == "base"]
 
 
