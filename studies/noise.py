@@ -1,13 +1,16 @@
 """Study: how much analog imprecision K-FAC training tolerates.
 
-K-FAC trains a small model (the digits MLP by default, and the CNN at full size) with its factor solves on the
-simulated device, starting from the ``published`` hardware and varying one non-ideality at a
-time: converter bit widths (DAC of the matrix and inputs and ADC of the readout together),
-thermal noise ``kT``, static mismatch, and the readout window. Every point is repeated over
-seeds; the final training loss and test accuracy are set against the exact backend and Adam
-(their settings: the tuned grids of ``digital.tuning``) with 95% confidence intervals, and the
-smallest bit width whose mean training loss stays below Adam's (the second-order benefit kept)
-is found automatically. Writes ``noise.csv``, ``noise.png`` and ``noise.md``.
+K-FAC trains small models (the digits MLP and CNN by default; with ``--full`` also the digits ViT
+and the graph GCN) with its factor inversions or solves on the simulated device (both published
+methods: ``inverse``, the factors inverted on the device, and ``solve``), starting from the
+``published`` hardware and varying one non-ideality at a time: converter bit widths (DAC of the
+matrix and inputs and ADC of the readout together), the planned relative error of the analog
+results, thermal noise ``kT``, static mismatch, and the readout window. Every point is repeated
+over seeds; the final training loss and test accuracy are set against the exact backend (in the
+same mode) and Adam (their settings: the tuned grids of ``digital.tuning``) with 95% confidence
+intervals, and per method and model the smallest bit width and the largest planned error whose
+mean training loss stays below Adam's (the second-order benefit kept) are found automatically.
+Writes ``noise.csv``, ``noise.png`` and ``noise.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,15 @@ from .protocol import Study
 NAME = "noise"
 """``tcd study noise``: the stem of the study's files and the folder of its results."""
 
-KNOBS = ("bits", "kT", "mismatch_sigma", "window_tau")
+KNOBS = ("bits", "target_rel_error", "kT", "mismatch_sigma", "window_tau")
+"""The non-idealities swept, one at a time."""
+
+METHODS = ("solve", "inverse")
+"""K-FAC's published thermodynamic methods (``KFAC(mode=...)``): solve with the gradient on the
+device every step, or invert the factors on the device at the inverse interval."""
+
+REDUCED_KNOBS = ("bits", "target_rel_error")
+"""The knobs a task of ``NoiseConfig.bits_only`` sweeps (the two the report's verdicts read)."""
 
 KFAC_SETTINGS = {"lr": 0.3, "damping": 1e-2, "kl_clip": 1e-2, "mode": "solve"}
 """K-FAC's settings (the best point of ``digital.tuning.DIGITS_MLP_GRIDS``) for every variant."""
@@ -45,13 +56,17 @@ ADAM_LR = 0.03
 @dataclass(frozen=True)
 class NoiseConfig:
     tasks: tuple[str, ...] = ("digits-mlp", "digits-cnn")
+    methods: tuple[str, ...] = METHODS
     bits_only: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"digits-cnn": (4, 8)})
-    """Tasks that sweep only these bit widths (with their Adam and exact references): the digits
-    CNN's 513-wide factor makes each simulated run ~10x slower than the MLP's (measured: about
-    0.5-0.9 s per step on 2 cores). ``full()`` sweeps every knob on every task."""
+    """Tasks that sweep only these bit widths and the planned errors (:data:`REDUCED_KNOBS`, with
+    their Adam and exact references): the digits CNN's 513-wide factor makes each simulated run
+    several times slower than the MLP's. ``full()`` sweeps every knob on every task."""
     steps: int = 100
     seeds: int = 3
     bits: tuple[int, ...] = (4, 6, 8, 12, 16)
+    planned_errors: tuple[float, ...] = (0.01, 0.05, 0.2, 0.5)
+    """The ``target_rel_error`` knob's values: the relative error the analog results are planned
+    for (the sampling window grows as its inverse square)."""
     kT: tuple[float, ...] = (1e-6, 1e-4, 1e-2)
     mismatch_sigma: tuple[float, ...] = (0.0, 0.01, 0.05)
     window_tau: tuple[float, ...] = (1.0, 10.0)
@@ -71,6 +86,8 @@ class NoiseConfig:
         if not self.tasks:
             raise checks.StudyConfigError(f"{owner}.tasks must name at least one built-in task")
         object.__setattr__(self, "tasks", tuple(checks.task(owner, "tasks", t) for t in self.tasks))
+        if not self.methods or set(self.methods) - set(METHODS):
+            raise checks.StudyConfigError(f"{owner}.methods must be among {', '.join(METHODS)}, got {self.methods!r}")
         if not isinstance(self.bits_only, dict):
             raise checks.StudyConfigError(f"{owner}.bits_only must map a task to its bit widths, got {self.bits_only!r}")
         checks.store(
@@ -80,6 +97,7 @@ class NoiseConfig:
             bits=checks.integers(owner, "bits", self.bits, minimum=2),
             bits_only={task: checks.integers(owner, f"bits_only[{task!r}] (bit widths)", widths, minimum=2)
                        for task, widths in self.bits_only.items()},
+            planned_errors=checks.reals(owner, "planned_errors", self.planned_errors, 0.0, 1.0, True, True),
             kT=checks.reals(owner, "kT", self.kT, low=0.0),
             mismatch_sigma=checks.reals(owner, "mismatch_sigma", self.mismatch_sigma, 0.0, 1.0, high_open=True),
             window_tau=checks.reals(owner, "window_tau", self.window_tau, 0.0, low_open=True),
@@ -90,20 +108,29 @@ class NoiseConfig:
 
     @classmethod
     def full(cls, **overrides: Any) -> NoiseConfig:
-        return cls(**{"tasks": ("digits-mlp", "digits-cnn"), "bits_only": {}, "steps": 600, "seeds": 5,
+        return cls(**{"tasks": ("digits-mlp", "digits-cnn", "digits-vit", "graphs-gnn"), "bits_only": {}, "steps": 600, "seeds": 5,
                       "bits": (3, 4, 5, 6, 7, 8, 10, 12, 14, 16), "window_tau": (1.0, 10.0, 100.0), **overrides})
 
 
+def _values(cfg: NoiseConfig, knob: str) -> tuple[float, ...]:
+    return cfg.planned_errors if knob == "target_rel_error" else getattr(cfg, knob)
+
+
 def points(cfg: NoiseConfig) -> list[dict[str, Any]]:
+    """Adam once per task and seed; per method, the exact backend and every knob value."""
     out = []
     for task in cfg.tasks:
+        if task in cfg.bits_only:
+            grids = {"bits": cfg.bits_only[task], **{k: _values(cfg, k) for k in REDUCED_KNOBS if k != "bits"}}
+        else:
+            grids = {k: _values(cfg, k) for k in KNOBS}
         for seed in range(cfg.seeds):
-            out.append({"task": task, "variant": "adam", "value": 0.0, "seed": seed})
-            out.append({"task": task, "variant": "exact", "value": 0.0, "seed": seed})
-            grids = {"bits": cfg.bits_only[task]} if task in cfg.bits_only else {k: getattr(cfg, k) for k in KNOBS}
-            for knob, values in grids.items():
-                for value in values:
-                    out.append({"task": task, "variant": knob, "value": float(value), "seed": seed})
+            out.append({"task": task, "method": "-", "variant": "adam", "value": 0.0, "seed": seed})
+            for method in cfg.methods:
+                out.append({"task": task, "method": method, "variant": "exact", "value": 0.0, "seed": seed})
+                for knob, values in grids.items():
+                    for value in values:
+                        out.append({"task": task, "method": method, "variant": knob, "value": float(value), "seed": seed})
     return out
 
 
@@ -118,32 +145,35 @@ def _hardware(cfg: NoiseConfig, knob: str, value: float) -> Any:
 
 def evaluate(cfg: NoiseConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Train one variant for one seed; final training loss, test accuracy and what went wrong."""
-    variant, value = point["variant"], float(point["value"])
+    variant, value, mode = point["variant"], float(point["value"]), str(point["method"])
     if variant == "adam":
         return train_variant(point["task"], cfg.steps, int(point["seed"]), optimizer="adam")
     if variant == "exact":
-        return train_variant(point["task"], cfg.steps, int(point["seed"]))
-    solver_options: dict[str, Any] = {"hardware": _hardware(cfg, variant, value), "target_rel_error": cfg.target_rel_error}
+        return train_variant(point["task"], cfg.steps, int(point["seed"]), mode=mode)
+    error = value if variant == "target_rel_error" else cfg.target_rel_error
+    solver_options: dict[str, Any] = {"hardware": _hardware(cfg, variant, value), "target_rel_error": error}
     if variant == "window_tau":
         solver_options["window_tau"] = value
     elif variant == "kT":
         solver_options["window_tau"] = cfg.noise_window_tau
-    return train_variant(point["task"], cfg.steps, int(point["seed"]), solver="thermo", solver_options=solver_options)
+    return train_variant(point["task"], cfg.steps, int(point["seed"]), solver="thermo", solver_options=solver_options,
+                         mode=mode)
 
 
 def train_variant(
     task: str, steps: int, seed: int, *, optimizer: str = "kfac", solver: str = "exact",
-    solver_options: dict[str, Any] | None = None,
+    solver_options: dict[str, Any] | None = None, mode: str = KFAC_SETTINGS["mode"],
 ) -> dict[str, Any]:
-    """Train ``task`` for ``steps`` with Adam (lr :data:`ADAM_LR`) or K-FAC (:data:`KFAC_SETTINGS`)
-    whose factor solves go to ``solver``; the thermo solver's noise is seeded with ``seed``.
+    """Train ``task`` for ``steps`` with Adam (lr :data:`ADAM_LR`) or K-FAC (:data:`KFAC_SETTINGS`,
+    in ``mode``: ``solve`` or ``inverse``) whose factor solves or inversions go to ``solver``; the
+    thermo solver's noise is seeded with ``seed``.
     Returns the final training loss, test accuracy, exact fallbacks, warnings, analog time (s)
     and a status (``ok``, or ``failed: <error>`` for a diverged or refused run, which is a result)."""
     common = dict(task=task, steps=steps, seed=seed, eval_every=0, checkpoint_every=0)
     if optimizer == "adam":
         config = TrainConfig(optimizer="adam", lr=ADAM_LR, **common)
     else:
-        options = {k: v for k, v in KFAC_SETTINGS.items() if k != "lr"}
+        options = {**{k: v for k, v in KFAC_SETTINGS.items() if k != "lr"}, "mode": mode}
         solver_options = dict(solver_options or {})
         if solver == "thermo":
             solver_options.setdefault("seed", seed)
@@ -163,13 +193,13 @@ def train_variant(
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and 95% confidence half-width (Student t) over seeds per (task, variant, value)."""
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    """Mean and 95% confidence half-width (Student t) over seeds per (task, method, variant, value)."""
+    groups: dict[tuple[str, str, str, float], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["task"], r["variant"], float(r["value"])), []).append(r)
+        groups.setdefault((r["task"], str(r.get("method", "solve")), r["variant"], float(r["value"])), []).append(r)
     out = []
-    for (task, variant, value), rs in sorted(groups.items()):
-        entry: dict[str, Any] = {"task": task, "variant": variant, "value": value, "n": len(rs)}
+    for (task, method, variant, value), rs in sorted(groups.items()):
+        entry: dict[str, Any] = {"task": task, "method": method, "variant": variant, "value": value, "n": len(rs)}
         for metric in ("train_loss", "test_accuracy"):
             entry[metric], entry[f"{metric}_ci"] = mean_ci([float(r[metric]) for r in rs])
         entry["fallbacks"] = sum(int(r["fallbacks"]) for r in rs)
@@ -178,22 +208,37 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def smallest_precision(summary: list[dict[str, Any]], task: str) -> int | None:
-    """Smallest bit width from which on every larger width keeps K-FAC's mean final training
-    loss below Adam's (the second-order benefit kept) on the device alone: a width whose runs
-    needed the exact fallback (the realized matrix lost definiteness) or failed does not count.
-    None if even the widest does not."""
+def _keeps_benefit(summary: list[dict[str, Any]], task: str, method: str | None, knob: str,
+                   descending: bool) -> float | None:
+    """The start of the run of ``knob`` values, from its most favourable end, whose mean final
+    training loss stays below Adam's on the device alone (a value whose runs needed the exact
+    fallback or failed does not count); None if even the most favourable does not."""
     adam = next(s["train_loss"] for s in summary if s["task"] == task and s["variant"] == "adam")
-    bits = sorted(
+    values = sorted(
         (s["value"], s["train_loss"], s.get("fallbacks", 0) + s.get("failed", 0))
-        for s in summary if s["task"] == task and s["variant"] == "bits"
+        for s in summary if s["task"] == task and s["variant"] == knob
+        and (method is None or s.get("method", "solve") == method)
     )
     keeps = None
-    for value, loss, problems in reversed(bits):
+    for value, loss, problems in (reversed(values) if descending else values):
         if not (loss < adam and problems == 0):
             break
-        keeps = int(value)
+        keeps = value
     return keeps
+
+
+def smallest_precision(summary: list[dict[str, Any]], task: str, method: str | None = None) -> int | None:
+    """Smallest bit width from which on every larger width keeps K-FAC's mean final training
+    loss below Adam's (the second-order benefit kept) with ``method`` (None: the only one in
+    ``summary``). None if even the widest does not."""
+    keeps = _keeps_benefit(summary, task, method, "bits", descending=True)
+    return None if keeps is None else int(keeps)
+
+
+def largest_error(summary: list[dict[str, Any]], task: str, method: str | None = None) -> float | None:
+    """Largest planned relative error up to which every smaller planned error keeps K-FAC's mean
+    final training loss below Adam's with ``method``. None if even the smallest does not."""
+    return _keeps_benefit(summary, task, method, "target_rel_error", descending=False)
 
 
 def run(cfg: NoiseConfig, progress: bool = True) -> Path:
@@ -203,6 +248,7 @@ def run(cfg: NoiseConfig, progress: bool = True) -> Path:
 
 AXIS_LABELS = {
     "bits": "converter bit width (bits)",
+    "target_rel_error": "planned relative error of the analog results (fraction)",
     "kT": "thermal noise kT (V^2)",
     "mismatch_sigma": "static mismatch sigma (relative)",
     "window_tau": "readout window (tau)",
@@ -228,21 +274,30 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> Any:
         ys: list[float] = []
         fell_back: list[tuple[float, float]] = []
         for task in cfg.tasks:
-            entries = sorted((s for s in summary if s["task"] == task and s["variant"] == knob
-                              and math.isfinite(s["train_loss"])), key=lambda s: s["value"])
-            if not entries:
-                continue
-            x = [s["value"] for s in entries]
-            y = [s["train_loss"] for s in entries]
-            e = [0 if math.isnan(s["train_loss_ci"]) else s["train_loss_ci"] for s in entries]
-            line = ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=f"{task} thermo")
-            xs += x
-            ys += y
-            fell_back += [(s["value"], s["train_loss"]) for s in entries if s.get("fallbacks", 0) > 0]
-            for ref, style in (("exact", "--"), ("adam", ":")):
-                level = next(s["train_loss"] for s in summary if s["task"] == task and s["variant"] == ref)
-                ax.axhline(level, ls=style, color=line[0].get_color(), lw=1, label=f"{task} {ref}")
-                ys.append(level)
+            adam = next(s["train_loss"] for s in summary if s["task"] == task and s["variant"] == "adam")
+            drawn = False
+            for method in cfg.methods:
+                entries = sorted((s for s in summary if s["task"] == task and s["variant"] == knob
+                                  and s.get("method", "solve") == method and math.isfinite(s["train_loss"])),
+                                 key=lambda s: s["value"])
+                if not entries:
+                    continue
+                x = [s["value"] for s in entries]
+                y = [s["train_loss"] for s in entries]
+                e = [0 if math.isnan(s["train_loss_ci"]) else s["train_loss_ci"] for s in entries]
+                line = ax.errorbar(x, y, yerr=e, marker="o" if method == "solve" else "s", capsize=3,
+                                   label=f"{task} {method}")
+                xs += x
+                ys += y
+                fell_back += [(s["value"], s["train_loss"]) for s in entries if s.get("fallbacks", 0) > 0]
+                exact = next(s["train_loss"] for s in summary if s["task"] == task and s["variant"] == "exact"
+                             and s.get("method", "solve") == method)
+                ax.axhline(exact, ls="--", color=line[0].get_color(), lw=1, label=f"{task} exact ({method})")
+                ys.append(exact)
+                drawn = True
+            if drawn:
+                ax.axhline(adam, ls=":", color="grey", lw=1, label=f"{task} adam")
+                ys.append(adam)
         if fell_back:
             ax.plot(*zip(*fell_back), ls="none", marker="X", ms=10, mfc="none", mec="crimson", mew=1.5, zorder=5,
                     label="runs fell back to the exact solver")
@@ -264,22 +319,30 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> None:
         "# Noise tolerance of thermodynamic K-FAC", "",
         f"![final training loss against each non-ideality]({path.with_suffix('.png').name})", "",
         "## Assumptions",
-        f"- Start from hardware `{cfg.hardware}`; vary one knob at a time (bits: DAC of A and b and the ADC together).",
+        f"- Start from hardware `{cfg.hardware}`; vary one knob at a time (bits: DAC of A and b and the ADC together; "
+        "target_rel_error: the relative error the analog results are planned for).",
+        f"- K-FAC methods: {', '.join(cfg.methods)} (`KFAC(mode=...)`: the device solves with the gradient every step, "
+        "or inverts the factors at the inverse interval); the exact reference runs in the same mode.",
         f"- K-FAC settings {KFAC_SETTINGS}; Adam lr = {ADAM_LR} (best points of the digits-MLP grids); "
         f"{cfg.steps} steps, {cfg.seeds} seeds, solver target relative error {cfg.target_rel_error:g}; "
         f"the kT points read a fixed window of {cfg.noise_window_tau:g} tau.",
         "- Confidence intervals: 95%, Student t over seeds. A solver failure falls back to the exact backend "
         "(counted in `fallbacks`).", "",
     ]
+    lines += ["## What keeps K-FAC ahead of Adam, per method and model", "",
+              "| model | method | smallest bit width | largest planned error |", "|---|---|---|---|"]
     for task in cfg.tasks:
-        smallest = smallest_precision(summary, task)
-        lines.append(f"## {task}: smallest bit width keeping K-FAC ahead of Adam: "
-                     f"{smallest if smallest is not None else 'none in the sweep'}")
-        lines += ["", "| variant | value | train loss (95% CI) | test accuracy (95% CI) | fallbacks | failed |",
-                  "|---|---|---|---|---|---|"]
+        for method in cfg.methods:
+            bits, error = smallest_precision(summary, task, method), largest_error(summary, task, method)
+            lines.append(f"| {task} | {method} | {bits if bits is not None else 'none in the sweep'} | "
+                         f"{f'{error:g}' if error is not None else 'none in the sweep'} |")
+    lines.append("")
+    for task in cfg.tasks:
+        lines += [f"## {task}", "", "| method | variant | value | train loss (95% CI) | test accuracy (95% CI) | fallbacks | failed |",
+                  "|---|---|---|---|---|---|---|"]
         for s in summary:
             if s["task"] == task:
-                lines.append(f"| {s['variant']} | {s['value']:g} | {s['train_loss']:.4g} ± {s['train_loss_ci']:.2g} | "
+                lines.append(f"| {s['method']} | {s['variant']} | {s['value']:g} | {s['train_loss']:.4g} ± {s['train_loss_ci']:.2g} | "
                              f"{s['test_accuracy']:.4f} ± {s['test_accuracy_ci']:.2g} | {s['fallbacks']} | {s['failed']} |")
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
@@ -294,7 +357,7 @@ class NoiseStudy(Study[NoiseConfig]):
     description = ("Final loss and accuracy with seeds and 95%% confidence intervals, and the smallest bit width "
                    "that keeps K-FAC ahead of Adam. Finished points are kept; a rerun skips them.")
     config_type = NoiseConfig
-    swept = (*KNOBS, "tasks", "seeds", "bits_only")
+    swept = ("bits", "planned_errors", "kT", "mismatch_sigma", "window_tau", "tasks", "methods", "seeds", "bits_only")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--full", action="store_true", help="the full size (every knob on MLP and CNN, 600 steps, 5 seeds, more widths)")
@@ -302,12 +365,14 @@ class NoiseStudy(Study[NoiseConfig]):
                             "the CNN sweeps bit widths only)")
         parser.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
         parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per point")
+        parser.add_argument("--methods", type=strings, default=None, help="K-FAC methods through the device: "
+                            f"{','.join(METHODS)} (default both)")
         parser.add_argument("--bits", type=positive_ints, default=None, help="bit widths, comma-separated whole numbers")
         parser.add_argument("--hardware", default=None, help=HARDWARE_HELP + " the sweeps start from (default published)")
         add_sweep_arguments(parser, f"results/{self.name}")
 
     def config_from_args(self, args: argparse.Namespace) -> NoiseConfig:
-        overrides = {**sweep_options(args), **given(args, "tasks", "steps", "seeds", "hardware")}
+        overrides = {**sweep_options(args), **given(args, "tasks", "steps", "seeds", "hardware", "methods")}
         if args.bits is not None:  # every task sweeps the widths given
             overrides["bits"] = args.bits
             overrides["bits_only"] = {task: args.bits for task in NoiseConfig().bits_only}
@@ -333,9 +398,11 @@ class NoiseStudy(Study[NoiseConfig]):
         summary = summarize(sweep.read_rows(csv_path, last_run=True))
         lines = []
         for task in cfg.tasks:
-            smallest = smallest_precision(summary, task)
-            lines.append(f"{task}: smallest bit width keeping K-FAC ahead of Adam: "
-                         f"{smallest if smallest is not None else 'none'}")
+            for method in cfg.methods:
+                smallest, error = smallest_precision(summary, task, method), largest_error(summary, task, method)
+                lines.append(f"{task} ({method}): smallest bit width keeping K-FAC ahead of Adam: "
+                             f"{smallest if smallest is not None else 'none'}; largest planned error: "
+                             f"{f'{error:g}' if error is not None else 'none'}")
         return lines
 
 

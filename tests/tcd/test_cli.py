@@ -208,7 +208,7 @@ def test_study_asymptotic_runs_and_resumes(tmp_path, capsys):
 
 
 def test_study_noise_reports_the_smallest_precision(tmp_path, capsys):
-    args = ["study", "noise", "--tasks", "digits-mlp", "--steps", "10", "--seeds", "2", "--bits", "6,16", "--workers", "1",
+    args = ["study", "noise", "--tasks", "digits-mlp", "--methods", "solve", "--steps", "10", "--seeds", "2", "--bits", "6,16", "--workers", "1",
             "--out", str(tmp_path),
             "--no-progress"]
     assert main(args) == 0
@@ -409,7 +409,7 @@ def test_hardware_files_work_wherever_a_preset_is_taken(tmp_path, capsys):
                  "--out", str(tmp_path / "project")]) == 0
     assert main(["study", "asymptotic", "--sizes", "32,64", "--kappas", "10", "--hardware", str(hw),
                  "--out", str(tmp_path / "asym"), "--no-progress"]) == 0
-    assert main(["study", "noise", "--tasks", "digits-mlp", "--steps", "3", "--seeds", "1", "--bits", "12",
+    assert main(["study", "noise", "--tasks", "digits-mlp", "--methods", "solve", "--steps", "3", "--seeds", "1", "--bits", "12",
                  "--hardware", str(hw), "--workers", "1", "--out", str(tmp_path / "noise"), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["project", "--hardware", str(tmp_path / "nope.yaml"), "--out", str(tmp_path)]) == 2
