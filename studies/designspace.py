@@ -6,12 +6,13 @@ DAC, input DAC and readout ADC together), the accuracy its solves are planned fo
 component mismatch (fabrication precision: it costs accuracy, not time) and a time constant
 (it costs time, not accuracy: the dynamics run in units of tau). For every design, over seeds:
 
-- accuracy: K-FAC trains a small model (the digits MLP) with its factor solves on that device;
-  the accuracy loss is the exact backend's mean test accuracy minus the design's (a positive
-  loss is worse than digital K-FAC);
+- accuracy: K-FAC trains a small model (the digits MLP) with its factor solves or inversions on
+  that device (both published methods, ``solve`` and ``inverse``, each a design of its own); the
+  accuracy loss is the exact backend's mean test accuracy (in the same mode) minus the design's
+  (a positive loss is worse than digital K-FAC);
 - speed: the same device, in the system of the projections study, projects the time to target
-  of an AlgoPerf workload (ViT-S/16 by default); the speedup is digital K-FAC's time over
-  thermodynamic K-FAC's (both at the same step ratio), and over Adam's.
+  of an AlgoPerf workload (ViT-S/16 by default) with the same method; the speedup is digital
+  K-FAC's time over thermodynamic K-FAC's (both at the same step ratio), and over Adam's.
 
 A design whose runs needed the exact fallback (quantization broke the factor's definiteness) or
 failed is infeasible: the device alone did not train. The Pareto front is the feasible designs
@@ -44,6 +45,7 @@ from .options import (
     positive_floats,
     positive_int,
     positive_ints,
+    strings,
     sweep_options,
 )
 from .plotting import set_scale
@@ -66,10 +68,15 @@ AXES = ("bits", "target_rel_error", "mismatch_sigma", "tau_scale")
 """The hardware parameters of a design."""
 
 
+METHODS = ("solve", "inverse")
+"""The published thermodynamic K-FAC methods, each trained and projected as its own designs."""
+
+
 @dataclass(frozen=True)
 class DesignSpaceConfig:
     task: str = "digits-mlp"
     """The model trained through each design (accuracy side)."""
+    methods: tuple[str, ...] = METHODS
     steps: int = 100
     seeds: int = 3
     bits: tuple[int, ...] = (4, 6, 8, 12)
@@ -99,6 +106,9 @@ class DesignSpaceConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task", checks.task("DesignSpaceConfig", "task", self.task))
+        if not self.methods or set(self.methods) - set(METHODS):
+            raise checks.StudyConfigError(f"DesignSpaceConfig.methods must be among {', '.join(METHODS)}, "
+                                          f"got {self.methods!r}")
         if self.workload not in WORKLOADS:
             raise ValueError(f"unknown workload {self.workload!r}; known: {', '.join(WORKLOADS)}")
         owner = "DesignSpaceConfig"
@@ -128,20 +138,23 @@ class DesignSpaceConfig:
 
 
 def training_points(cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
-    """Every (device setting, seed) trained; the exact backend (digital K-FAC) has zeros on every axis."""
+    """Every (method, device setting, seed) trained; the exact backend (digital K-FAC, in the same
+    mode) has zeros on every axis."""
     out = []
-    for seed in range(cfg.seeds):
-        out.append({"design": "exact", "bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0, "seed": seed})
-        for bits, target, mismatch in itertools.product(cfg.bits, cfg.target_rel_error, cfg.mismatch_sigma):
-            out.append({"design": "device", "bits": int(bits), "target_rel_error": float(target),
-                        "mismatch_sigma": float(mismatch), "seed": seed})
+    for method in cfg.methods:
+        for seed in range(cfg.seeds):
+            out.append({"method": method, "design": "exact", "bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0,
+                        "seed": seed})
+            for bits, target, mismatch in itertools.product(cfg.bits, cfg.target_rel_error, cfg.mismatch_sigma):
+                out.append({"method": method, "design": "device", "bits": int(bits), "target_rel_error": float(target),
+                            "mismatch_sigma": float(mismatch), "seed": seed})
     return out
 
 
 def projection_points(cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
-    """Every (bits, target error, time constant) projected: mismatch does not change the timing model."""
-    return [{"bits": int(b), "target_rel_error": float(e), "tau_scale": float(t)}
-            for b, e, t in itertools.product(cfg.bits, cfg.target_rel_error, cfg.tau_scale)]
+    """Every (method, bits, target error, time constant) projected: mismatch does not change the timing model."""
+    return [{"method": m, "bits": int(b), "target_rel_error": float(e), "tau_scale": float(t)}
+            for m in cfg.methods for b, e, t in itertools.product(cfg.bits, cfg.target_rel_error, cfg.tau_scale)]
 
 
 def _hardware(cfg: DesignSpaceConfig, bits: int, mismatch_sigma: float = 0.0) -> Any:
@@ -159,12 +172,12 @@ def _system(cfg: DesignSpaceConfig) -> Any:
 
 def train_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
     """Train K-FAC through one device setting (or the exact backend) for one seed."""
-    seed = int(point["seed"])
+    seed, mode = int(point["seed"]), str(point.get("method", "solve"))
     if point["design"] == "exact":
-        return train_variant(cfg.task, cfg.steps, seed)
+        return train_variant(cfg.task, cfg.steps, seed, mode=mode)
     options = {"hardware": _hardware(cfg, int(point["bits"]), float(point["mismatch_sigma"])),
                "target_rel_error": float(point["target_rel_error"])}
-    return train_variant(cfg.task, cfg.steps, seed, solver="thermo", solver_options=options)
+    return train_variant(cfg.task, cfg.steps, seed, solver="thermo", solver_options=options, mode=mode)
 
 
 def project_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +187,7 @@ def project_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, A
     hw = hw.replace(tau_s=hw.tau_s * float(point["tau_scale"]))
     system = dataclasses.replace(system, device=system.device.replace(chip=hw))
     projected = project_methods(cfg.workload, system, cfg.step_ratio, n_gpus=cfg.n_gpus, interval=cfg.inv_update_steps,
-                                analog_op="solve", target_rel_error=float(point["target_rel_error"]))
+                                analog_op=str(point.get("method", "solve")), target_rel_error=float(point["target_rel_error"]))
     keep = ("adam_s", "kfac_s", "tkfac_s", "speedup_vs_kfac", "speedup_vs_adam", "kfac_vs_adam", "tkfac_bottleneck",
             "bound_vs_kfac", "bound_vs_adam")
     return {k: projected[k] for k in keep}
@@ -195,10 +208,17 @@ def pareto_front(speedups: list[float], losses: list[float]) -> list[bool]:
 
 
 def summarize(training: list[dict[str, Any]], projections: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per design (and one for the exact backend, first): mean test accuracy and
-    training loss with 95% confidence half-widths over seeds, the accuracy loss against the exact
-    backend (its half-width combines both intervals in quadrature), the projected speedups,
-    feasibility and Pareto membership."""
+    """Per method, one entry per design (and one for the exact backend in that mode, first): mean
+    test accuracy and training loss with 95% confidence half-widths over seeds, the accuracy loss
+    against the exact backend (its half-width combines both intervals in quadrature), the
+    projected speedups, feasibility and Pareto membership (among that method's designs)."""
+    methods = list(dict.fromkeys(str(r.get("method", "solve")) for r in training))
+    return [entry for method in methods for entry in _summarize_method(
+        method, [r for r in training if str(r.get("method", "solve")) == method],
+        [p for p in projections if str(p.get("method", "solve")) == method])]
+
+
+def _summarize_method(method: str, training: list[dict[str, Any]], projections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple[int, float], dict[float, list[dict[str, Any]]]] = {}
     exact = []
     for r in training:
@@ -208,7 +228,7 @@ def summarize(training: list[dict[str, Any]], projections: list[dict[str, Any]])
             setting = groups.setdefault((int(r["bits"]), float(r["target_rel_error"])), {})
             setting.setdefault(float(r["mismatch_sigma"]), []).append(r)
     if not exact:
-        raise ValueError("the training rows hold no exact-backend reference")
+        raise ValueError(f"the training rows of the {method} method hold no exact-backend reference")
     exact_acc, exact_ci = mean_ci([float(r["test_accuracy"]) for r in exact])
 
     def accuracy(rs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -220,18 +240,18 @@ def summarize(training: list[dict[str, Any]], projections: list[dict[str, Any]])
                 "train_loss_ci": loss_ci, "accuracy_loss": exact_acc - acc, "accuracy_loss_ci": math.hypot(acc_ci, exact_ci),
                 "fallbacks": fallbacks, "failed": failed, "feasible": fallbacks + failed == 0}
 
-    reference = {"design": "exact", "bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0, "tau_scale": 0.0,
-                 **accuracy(exact),
+    reference = {"method": method, "design": "exact", "bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0,
+                 "tau_scale": 0.0, **accuracy(exact),
                  "speedup_vs_kfac": 1.0, "speedup_vs_adam": float(projections[0]["kfac_vs_adam"]) if projections else math.nan,
                  "bottleneck": "gpu", "pareto": False}
     out = []
     for p in projections:
         key = (int(p["bits"]), float(p["target_rel_error"]))
         for mismatch, rs in sorted(groups.get(key, {}).items()):
-            out.append({"design": "device", "bits": key[0], "target_rel_error": key[1], "mismatch_sigma": mismatch,
-                        "tau_scale": float(p["tau_scale"]), **accuracy(rs), "speedup_vs_kfac": float(p["speedup_vs_kfac"]),
-                        "speedup_vs_adam": float(p["speedup_vs_adam"]), "bottleneck": p["tkfac_bottleneck"],
-                        "bound_vs_kfac": float(p["bound_vs_kfac"]), "pareto": False})
+            out.append({"method": method, "design": "device", "bits": key[0], "target_rel_error": key[1],
+                        "mismatch_sigma": mismatch, "tau_scale": float(p["tau_scale"]), **accuracy(rs),
+                        "speedup_vs_kfac": float(p["speedup_vs_kfac"]), "speedup_vs_adam": float(p["speedup_vs_adam"]),
+                        "bottleneck": p["tkfac_bottleneck"], "bound_vs_kfac": float(p["bound_vs_kfac"]), "pareto": False})
     feasible = [s for s in out if s["feasible"]]
     for s, on_front in zip(feasible, pareto_front([s["speedup_vs_kfac"] for s in feasible],
                                                   [s["accuracy_loss"] for s in feasible])):
@@ -264,39 +284,42 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
     import matplotlib.pyplot as plt
 
     scales = sorted(cfg.tau_scale, reverse=True)
-    fig, axes = plt.subplots(1, len(scales), figsize=(4.6 * len(scales), 4.4), sharey=True, squeeze=False)
+    methods = [m for m in cfg.methods if any(s.get("method", "solve") == m for s in summary)] or list(cfg.methods)
+    fig, axes = plt.subplots(len(methods), len(scales), figsize=(4.6 * len(scales), 4.4 * len(methods)), sharey=True,
+                             squeeze=False)
     markers = dict(zip(sorted(cfg.target_rel_error), "osD^v<>p*h"))
     widths = sorted(cfg.bits)
     cmap = plt.get_cmap("viridis")
     colors = {b: cmap(i / max(1, len(widths) - 1)) for i, b in enumerate(widths)}
     devices = [s for s in summary if s["design"] == "device"]
-    for ax, scale in zip(axes[0], scales):
-        for s in (s for s in devices if s["tau_scale"] == scale):
-            x, y = 100 * s["accuracy_loss"], s["speedup_vs_kfac"]
-            if int(s["fallbacks"]) > 0:
-                ax.scatter(x, y, marker="X", color="crimson", s=45, zorder=2)
-                continue
-            if not s["feasible"]:
-                ax.scatter(x, y, marker="x", color="0.5", s=30, zorder=2)
-                continue
-            if not math.isnan(s["accuracy_loss_ci"]):
-                ax.errorbar(x, y, xerr=100 * s["accuracy_loss_ci"], fmt="none", ecolor=colors[s["bits"]], alpha=0.3,
-                            lw=0.8, zorder=1)
-            filled = s["mismatch_sigma"] == min(cfg.mismatch_sigma)
-            ax.scatter(x, y, marker=markers[s["target_rel_error"]], s=40, zorder=3, lw=1.0,
-                       facecolor=colors[s["bits"]] if filled else "none", edgecolor=colors[s["bits"]])
-        front = sorted((100 * s["accuracy_loss"], s["speedup_vs_kfac"]) for s in devices
-                       if s["pareto"] and s["tau_scale"] == scale)
-        if front:
-            ax.step(*zip(*front), where="post", color="crimson", lw=1.2, zorder=4)
-            ax.scatter(*zip(*front), s=140, facecolor="none", edgecolor="crimson", lw=1.5, zorder=4)
-        ax.scatter([0.0], [1.0], marker="*", s=120, color="k", zorder=5)
-        ax.axhline(1.0, color="k", lw=0.6, ls=":")
-        ax.axvline(0.0, color="k", lw=0.6, ls=":")
-        ax.set_title(f"time constant x{scale:g}", fontsize=9)
-        ax.set_xlabel(f"accuracy loss vs exact K-FAC, {cfg.task} (pp)", fontsize=8)
+    for row, method in zip(axes, methods):
+        for ax, scale in zip(row, scales):
+            mine = [s for s in devices if s["tau_scale"] == scale and s.get("method", "solve") == method]
+            for s in mine:
+                x, y = 100 * s["accuracy_loss"], s["speedup_vs_kfac"]
+                if int(s["fallbacks"]) > 0:
+                    ax.scatter(x, y, marker="X", color="crimson", s=45, zorder=2)
+                    continue
+                if not s["feasible"]:
+                    ax.scatter(x, y, marker="x", color="0.5", s=30, zorder=2)
+                    continue
+                if not math.isnan(s["accuracy_loss_ci"]):
+                    ax.errorbar(x, y, xerr=100 * s["accuracy_loss_ci"], fmt="none", ecolor=colors[s["bits"]], alpha=0.3,
+                                lw=0.8, zorder=1)
+                filled = s["mismatch_sigma"] == min(cfg.mismatch_sigma)
+                ax.scatter(x, y, marker=markers[s["target_rel_error"]], s=40, zorder=3, lw=1.0,
+                           facecolor=colors[s["bits"]] if filled else "none", edgecolor=colors[s["bits"]])
+            front = sorted((100 * s["accuracy_loss"], s["speedup_vs_kfac"]) for s in mine if s["pareto"])
+            if front:
+                ax.step(*zip(*front), where="post", color="crimson", lw=1.2, zorder=4)
+                ax.scatter(*zip(*front), s=140, facecolor="none", edgecolor="crimson", lw=1.5, zorder=4)
+            ax.scatter([0.0], [1.0], marker="*", s=120, color="k", zorder=5)
+            ax.axhline(1.0, color="k", lw=0.6, ls=":")
+            ax.axvline(0.0, color="k", lw=0.6, ls=":")
+            ax.set_title(f"{method} method, time constant x{scale:g}", fontsize=9)
+            ax.set_xlabel(f"accuracy loss vs exact K-FAC, {cfg.task} (pp)", fontsize=8)
+        row[0].set_ylabel(f"projected speedup over digital K-FAC, {cfg.workload} (x)", fontsize=8)
     set_scale(axes[0][0], "y", [1.0, *(s["speedup_vs_kfac"] for s in devices)])
-    axes[0][0].set_ylabel(f"projected speedup over digital K-FAC, {cfg.workload} (x)", fontsize=8)
     from matplotlib.lines import Line2D  # lazy, as pyplot above
 
     handles = [Line2D([], [], color="crimson", marker="o", mfc="none", ms=10, label="Pareto front (rings: members)"),
@@ -316,7 +339,7 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
 
 
 def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> None:
-    exact = next(s for s in summary if s["design"] == "exact")
+    exacts = {s.get("method", "solve"): s for s in summary if s["design"] == "exact"}
     devices = sorted((s for s in summary if s["design"] == "device"), key=lambda s: -s["speedup_vs_kfac"])
     front = [s for s in devices if s["pareto"]]
     lines = [
@@ -327,42 +350,49 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) ->
         f"together), solves planned for a relative error of {list(cfg.target_rel_error)} (this sets the readout "
         f"window), static mismatch {list(cfg.mismatch_sigma)} (relative) and time constants x"
         f"{', x'.join(f'{t:g}' for t in cfg.tau_scale)} of the preset's; the rest of the preset is kept.",
-        f"- Accuracy: K-FAC on `{cfg.task}` for {cfg.steps} steps over {cfg.seeds} seeds with its factor solves on the "
-        f"design (settings of the noise study), against the exact backend; accuracy loss = exact mean test accuracy "
-        f"({exact['test_accuracy']:.4f}) minus the design's; 95% Student-t intervals over seeds, combined in quadrature.",
+        f"- Accuracy: K-FAC on `{cfg.task}` for {cfg.steps} steps over {cfg.seeds} seeds with its factor solves (solve "
+        f"method) or inversions (inverse method) on the design (settings of the noise study), against the exact backend "
+        f"in the same mode; accuracy loss = exact mean test accuracy ("
+        + ", ".join(f"{m}: {e['test_accuracy']:.4f}" for m, e in exacts.items())
+        + ") minus the design's; 95% Student-t intervals over seeds, combined in quadrature.",
         f"- Speed: `{cfg.workload}` time to target on {cfg.n_gpus} GPUs of the system {describe_system(_system(cfg))}, "
         f"at the design's time constant; both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps, "
-        f"thermodynamic K-FAC solves both factors on the device every step (factors every {cfg.inv_update_steps} steps), "
+        f"thermodynamic K-FAC solves both factors on the device every step (solve method) or inverts them every "
+        f"{cfg.inv_update_steps} steps (inverse method), factors every {cfg.inv_update_steps} steps, "
         f"digital K-FAC updates and inverts its factors every {cfg.inv_update_steps} steps; the GPU anchored to "
         "AlgoPerf's published Adam step; the device priced by thermo.cost at the design's target error.",
         "- The accuracy is measured on a small model and stands in for the large workload's: the speed and accuracy "
         "sides share the device, not the model.",
         "- Infeasible: a design whose runs fell back to the exact backend (red crosses in the plot) or failed "
         "(grey crosses).", "",
-        f"## Pareto front ({len(front)} of {len(devices)} designs)", "",
-        "| bits | target error | mismatch | tau scale | speedup vs digital K-FAC | speedup vs Adam | accuracy loss (pp, 95% CI) "
-        "| bottleneck |",
-        "|---|---|---|---|---|---|---|---|",
+        f"## Pareto fronts, one per method ({len(front)} of {len(devices)} designs)", "",
+        "| method | bits | target error | mismatch | tau scale | speedup vs digital K-FAC | speedup vs Adam | accuracy loss "
+        "(pp, 95% CI) | bottleneck |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
+    lines += [f"| {s.get('method', 'solve')} | {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
               f"{s['speedup_vs_adam']:.3g}x | {100 * s['accuracy_loss']:.2f} ± {100 * s['accuracy_loss_ci']:.2f} | "
               f"{s['bottleneck']} |" for s in front]
-    feasible = [s for s in devices if s["feasible"]]
-    within = sum(1 for s in feasible if abs(s["accuracy_loss"]) <= s["accuracy_loss_ci"])
-    lines += ["", f"{len(feasible)} of {len(devices)} designs are feasible; the accuracy loss of {within} of them lies "
-              f"within its 95% interval of zero (indistinguishable from exact K-FAC at {cfg.seeds} seeds). The fastest "
-              f"feasible design reaches {max((s['speedup_vs_kfac'] for s in feasible), default=math.nan):.3g}x "
-              f"digital K-FAC, against the {max((s['bound_vs_kfac'] for s in devices), default=math.nan):.3g}x "
-              "that no device can beat (the share of digital K-FAC it replaces, Amdahl)."]
+    lines.append("")
+    for method in exacts:
+        mine = [s for s in devices if s.get("method", "solve") == method]
+        feasible = [s for s in mine if s["feasible"]]
+        within = sum(1 for s in feasible if abs(s["accuracy_loss"]) <= s["accuracy_loss_ci"])
+        lines.append(f"- {method} method: {len(feasible)} of {len(mine)} designs are feasible; the accuracy loss of {within} "
+                     f"of them lies within its 95% interval of zero (indistinguishable from exact K-FAC at {cfg.seeds} "
+                     f"seeds). The fastest feasible design reaches "
+                     f"{max((s['speedup_vs_kfac'] for s in feasible), default=math.nan):.3g}x digital K-FAC, against the "
+                     f"{max((s['bound_vs_kfac'] for s in mine), default=math.nan):.3g}x that no device can beat (the share "
+                     "of digital K-FAC it replaces, Amdahl).")
     lines += ["", "## Every design", "",
-              "| bits | target error | mismatch | tau scale | speedup vs digital K-FAC | test accuracy (95% CI) | train loss | "
-              "fallbacks | feasible | Pareto |", "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
+              "| method | bits | target error | mismatch | tau scale | speedup vs digital K-FAC | test accuracy (95% CI) | "
+              "train loss | fallbacks | feasible | Pareto |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {s.get('method', 'solve')} | {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
               f"{s['test_accuracy']:.4f} ± {s['test_accuracy_ci']:.2g} | {s['train_loss']:.4g} | {s['fallbacks']} | "
               f"{'yes' if s['feasible'] else 'no'} | {'yes' if s['pareto'] else ''} |" for s in devices]
-    lines += ["", f"Digital K-FAC (exact backend): test accuracy {exact['test_accuracy']:.4f} ± "
-              f"{exact['test_accuracy_ci']:.2g}, train loss {exact['train_loss']:.4g}; "
-              f"{exact['speedup_vs_adam']:.3g}x Adam's projected time."]
+    lines += [""] + [f"Digital K-FAC (exact backend, {m} mode): test accuracy {e['test_accuracy']:.4f} ± "
+                     f"{e['test_accuracy_ci']:.2g}, train loss {e['train_loss']:.4g}; "
+                     f"{e['speedup_vs_adam']:.3g}x Adam's projected time." for m, e in exacts.items()]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -382,6 +412,8 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--full", action="store_true", help="the full size (600 steps, 5 seeds, a denser grid)")
         parser.add_argument("--task", default=None, help="model trained through each design (default digits-mlp)")
+        parser.add_argument("--methods", type=strings, default=None,
+                            help=f"thermodynamic K-FAC methods: {','.join(METHODS)} (default both)")
         parser.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
         parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per design")
         parser.add_argument("--bits", type=positive_ints, default=None, help="converter bit widths, comma-separated whole numbers")
@@ -396,7 +428,7 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
 
     def config_from_args(self, args: argparse.Namespace) -> DesignSpaceConfig:
         overrides = {**sweep_options(args), **given(args, "task", "steps", "seeds", "workload", "bits", "hardware", "system",
-                                                    "kernels")}
+                                                    "kernels", "methods")}
         for flag, name in (("target_errors", "target_rel_error"), ("mismatch", "mismatch_sigma"), ("tau_scales", "tau_scale")):
             if getattr(args, flag) is not None:
                 overrides[name] = getattr(args, flag)
@@ -425,10 +457,11 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
         common = dict(workers=self.workers(cfg), scheduler=cfg.scheduler, progress=progress)
         training = sweep.run_sweep(functools.partial(train_design, cfg), training_points(cfg), training_csv,
                                    description="design space: training",
-                                   context={"task": cfg.task, "steps": cfg.steps, "hardware": cfg.hardware, "system": cfg.system}, **common)
+                                   context={"task": cfg.task, "steps": cfg.steps, "hardware": cfg.hardware, "system": cfg.system},
+                                   **common)
         projections = sweep.run_sweep(functools.partial(project_design, cfg), projection_points(cfg), projections_csv,
                                       description="design space: projections",
-                                      context=sweep.context_of(cfg, exclude=(*AXES, "task", "steps", "seeds", "workers",
+                                      context=sweep.context_of(cfg, exclude=(*AXES, "methods", "task", "steps", "seeds", "workers",
                                                                              "scheduler", "out_dir")), **common)
         summary = summarize(training, projections)
         csv_path = sweep.write_table(self.csv_path(cfg.out_dir), summary,
@@ -441,7 +474,7 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
         """The Pareto front, fastest design first."""
         front = [r for r in sweep.read_rows(csv_path) if r["pareto"]]
         lines = [f"Pareto front ({len(front)} designs): speedup over digital K-FAC, accuracy loss (percentage points)"]
-        lines += [f"  {r['bits']:>2} bits, target error {r['target_rel_error']:<5g} mismatch {r['mismatch_sigma']:<5g} "
+        lines += [f"  {r.get('method', 'solve'):<7} {r['bits']:>2} bits, target error {r['target_rel_error']:<5g} mismatch {r['mismatch_sigma']:<5g} "
                   f"tau x{r['tau_scale']:<5g}: {r['speedup_vs_kfac']:.3g}x, {100 * r['accuracy_loss']:+.2f} pp"
                   for r in sorted(front, key=lambda r: -r["speedup_vs_kfac"])]
         return lines

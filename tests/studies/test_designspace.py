@@ -15,7 +15,7 @@ from studies.sweep import read_rows
 
 
 def _config(out):
-    return designspace.DesignSpaceConfig(kernels="none", steps=10, seeds=2, bits=(4, 12), target_rel_error=(0.3, 0.03),
+    return designspace.DesignSpaceConfig(kernels="none", methods=("solve",), steps=10, seeds=2, bits=(4, 12), target_rel_error=(0.3, 0.03),
                                          mismatch_sigma=(0.0,), tau_scale=(1.0, 0.1), workload="gnn-molpcba",
                                          workers=1, out_dir=out)
 
@@ -143,3 +143,30 @@ def test_accuracy_loss_interval_combines_both_in_quadrature() -> None:
     assert device["accuracy_loss"] == pytest.approx(0.91 - 0.87)
     assert device["accuracy_loss_ci"] == pytest.approx(math.hypot(exact["test_accuracy_ci"], device["test_accuracy_ci"]))
     assert device["pareto"] and device["feasible"] and exact["speedup_vs_adam"] == 0.75
+
+
+def test_each_method_has_its_own_exact_reference_and_pareto_front(tmp_path) -> None:
+    def run(method, design, bits, acc, seed):
+        return {"method": method, "design": design, "bits": bits, "target_rel_error": 0.0 if design == "exact" else 0.1,
+                "mismatch_sigma": 0.0, "seed": seed, "test_accuracy": acc, "train_loss": 1 - acc, "fallbacks": 0,
+                "status": "ok"}
+
+    training = [run(m, "exact", 0, ref, s) for m, ref in (("solve", 0.95), ("inverse", 0.90)) for s in (0, 1)]
+    training += [run(m, "device", b, acc, s) for m, b, acc in (("solve", 4, 0.93), ("solve", 8, 0.95),
+                                                              ("inverse", 4, 0.90), ("inverse", 8, 0.80)) for s in (0, 1)]
+    projections = [{"method": m, "bits": b, "target_rel_error": 0.1, "tau_scale": 1.0, "speedup_vs_kfac": v,
+                    "speedup_vs_adam": v, "kfac_vs_adam": 1.5, "tkfac_bottleneck": "analog", "bound_vs_kfac": 1.1}
+                   for m, b, v in (("solve", 4, 0.5), ("solve", 8, 0.4), ("inverse", 4, 0.01), ("inverse", 8, 0.005))]
+    summary = designspace.summarize(training, projections)
+    refs = {s["method"]: s for s in summary if s["design"] == "exact"}
+    assert refs["solve"]["test_accuracy"] == pytest.approx(0.95) and refs["inverse"]["test_accuracy"] == pytest.approx(0.90)
+    loss = {(s["method"], s["bits"]): s["accuracy_loss"] for s in summary if s["design"] == "device"}
+    assert loss[("solve", 4)] == pytest.approx(0.02) and loss[("inverse", 8)] == pytest.approx(0.10)  # against its own mode
+    pareto = {(s["method"], s["bits"]) for s in summary if s["pareto"]}
+    # inverse's 8-bit design is dominated within its method; solve's two designs trade speed for accuracy
+    assert pareto == {("solve", 4), ("solve", 8), ("inverse", 4)}
+    cfg = designspace.DesignSpaceConfig(kernels="none", bits=(4, 8), target_rel_error=(0.1,), mismatch_sigma=(0.0,),
+                                        tau_scale=(1.0,), workers=1, out_dir=tmp_path)
+    fig = designspace.plot(summary, tmp_path / "d.png", cfg)
+    assert figure_problems(fig) == [] and [ax.get_title() for ax in fig.axes[:2]] == [
+        "solve method, time constant x1", "inverse method, time constant x1"]
