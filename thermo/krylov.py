@@ -50,7 +50,10 @@ class GramLanczos:
 
     Host float64 arrays (numpy): ``gram`` ``K`` ``(r, r)`` symmetric PSD; ``start`` ``W0``
     ``(r, k)``; ``core`` ``None`` or the symmetric ``S`` ``(r, r)``; ``capacity`` the most basis
-    vectors kept (capped at ``r``; the buffers are allocated at that size). The constructor
+    vectors kept (capped at ``r``; the buffers are allocated at that size); ``rank_floor``: a
+    direction whose Rayleigh quotient ``x^T K x / x^T x`` is at most this is treated as part of
+    the null space of ``K`` and not kept (the eigen path's dropping of modes ``s <= tol max(s)``:
+    ``K``-orthonormal vectors there have huge 2-norms and would carry ``K``'s rounding). The constructor
     ``K``-orthonormalizes the start block (one ``K`` product); each :meth:`extend` applies ``B``
     to the newest block, orthogonalizes and appends what is new (one ``K`` product, plus one
     ``S`` product with a core). :attr:`size` is the basis dimension, :attr:`applied` the number
@@ -60,9 +63,16 @@ class GramLanczos:
     """
 
     def __init__(
-        self, gram: np.ndarray, start: np.ndarray, core: np.ndarray | None = None, *, capacity: int | None = None
+        self,
+        gram: np.ndarray,
+        start: np.ndarray,
+        core: np.ndarray | None = None,
+        *,
+        capacity: int | None = None,
+        rank_floor: float = 0.0,
     ) -> None:
         r, k = start.shape
+        self.rank_floor = float(rank_floor)
         self.gram, self.core = gram, core
         self.eps = float(np.finfo(np.float64).eps)
         cap = r if capacity is None else max(1, min(r, int(capacity)))
@@ -77,6 +87,8 @@ class GramLanczos:
         self.invariant = False  # no new direction appeared: the space is invariant under B
         self.truncated = False  # the capacity cut new directions off: the space is not invariant
         w = self.start_rows.copy()
+        if k > r:  # more columns than dimensions: start from an orthonormal basis of their span
+            w = np.linalg.qr(start)[0].T * float(np.linalg.norm(start, axis=0).max())
         self._append(w, w @ gram, None)
 
     @property
@@ -84,46 +96,74 @@ class GramLanczos:
         return self._q.shape[0]
 
     def _append(self, w: np.ndarray, pw: np.ndarray, before: np.ndarray | None) -> None:
-        """K-orthonormalize the rows ``w`` (``pw = w K``) and append the new directions.
+        """K-orthonormalize the rows ``w`` (``pw = w K``) and append their new directions.
 
-        ``before``: the squared ``K``-norms of the rows before orthogonalization (``None`` for
-        the start block, whose own Gram is the reference)."""
+        ``before``: the squared ``K``-norms of the rows before orthogonalization against the
+        basis (``None`` for the start block, whose own Gram is the reference). A direction is new
+        when its ``K``-norm exceeds ``100 eps`` of that reference. The eigendecomposition of the
+        rows' ``K``-Gram resolves directions down to ``sqrt(1e3 eps)`` of the largest, so up to
+        three passes run, each on the remainder of the last (orthogonalized against the whole
+        basis again), and each pass's rows are orthonormalized twice (as Cholesky-QR2 does)."""
         g = w @ pw.T
-        g = 0.5 * (g + g.T)
-        d, v = np.linalg.eigh(g)
         if before is None:
             ref = float(np.max(np.diag(g))) if g.size else 0.0
         else:
             ref = float(before.max()) if before.size else 0.0
-        if d.size and d.min() < -1e3 * self.eps * max(ref, 0.0):
-            raise NotPositiveDefiniteError(
-                f"gram has a direction of K-norm^2 {d.min():.3e} < 0 (reference {ref:.3e}): it is not a Gram "
-                "matrix U^T U"
-            )
-        keep = d > (100.0 * self.eps) ** 2 * ref if ref > 0 else np.zeros(d.shape, dtype=bool)
-        room = self.capacity - self.size
-        order = np.flatnonzero(keep)[::-1]  # the strongest directions first
-        if order.size > room:
-            self.truncated = True
-            order = order[:room]
+        floor = (100.0 * self.eps) ** 2 * max(ref, 0.0)
+        pw_in = pw.copy()  # the K-products of the rows as given: their couplings to the new directions
         lo = self.size
-        if order.size == 0:
-            self._block = (lo, lo)
-            self.invariant = not self.truncated
-            return
-        root = np.sqrt(d[order])
-        rot = v[:, order] / root  # (k, k')
-        hi = lo + order.size
-        self._q[lo:hi] = rot.T @ w
-        self._p[lo:hi] = rot.T @ pw
-        if lo > 0:  # the coupling of the new block to the one B was applied to: <q_new, B q_prev>_K
+        found = False
+        for attempt in range(3):
+            if attempt:  # the remainder: orthogonalize it against the whole basis again
+                for _ in range(2):
+                    c = w @ self._p[: self.size].T
+                    w = w - c @ self._q[: self.size]
+                    pw = pw - c @ self._p[: self.size]
+            g = w @ pw.T
+            d, v = np.linalg.eigh(0.5 * (g + g.T))
+            # rounding of a K-norm^2 is bounded by eps |w|_2 |w K|_2 (Cauchy-Schwarz): beyond it, K is not PSD
+            bound = float(np.max(np.linalg.norm(w, axis=1) * np.linalg.norm(pw, axis=1))) if w.size else 0.0
+            if attempt == 0 and d.size and d.min() < -1e3 * self.eps * max(bound, ref):
+                raise NotPositiveDefiniteError(
+                    f"gram has a direction of K-norm^2 {d.min():.3e} < 0 (reference {ref:.3e}): it is not a Gram "
+                    "matrix U^T U"
+                )
+            top = float(d.max()) if d.size else 0.0
+            if top <= floor:
+                break
+            found = True
+            significant = d > max(floor, 1e3 * self.eps * top)
+            if self.rank_floor > 0:  # Rayleigh quotient |x|_K^2 / |x|_2^2 at or below it: null space of K
+                significant &= d > self.rank_floor * np.sum((v.T @ w) ** 2, axis=1)
+            order = np.flatnonzero(significant)[::-1]  # the strongest first
+            room = self.capacity - self.size
+            if order.size > room:
+                self.truncated = True
+                order = order[:room]
+            if order.size == 0:
+                break
+            rot = v[:, order] / np.sqrt(d[order])
+            qn, pn = rot.T @ w, rot.T @ pw
+            gn = qn @ pn.T
+            e, y = np.linalg.eigh(0.5 * (gn + gn.T))  # close to I: a second orthonormalization
+            rot2 = y / np.sqrt(e)
+            qn, pn = rot2.T @ qn, rot2.T @ pn
+            hi = self.size + qn.shape[0]
+            self._q[self.size : hi] = qn
+            self._p[self.size : hi] = pn
+            self.size = hi
+            c = w @ pn.T
+            w, pw = w - c @ qn, pw - c @ pn
+            if self.size >= self.capacity:
+                break
+        if lo > 0 and self.size > lo:  # couplings of the new directions to the block B was applied to
             plo, phi = self._block
-            # w = B q_prev - (its components on the basis) = v diag(root) Q_new + (deflated rounding)
-            couple = root[:, None] * v[:, order].T  # (k', k_prev)
-            self._t[lo:hi, plo:phi] = couple
-            self._t[plo:phi, lo:hi] = couple.T
-        self.size = hi
-        self._block = (lo, hi)
+            couple = self._q[lo : self.size] @ pw_in.T  # <q_new, B q_prev>_K = q_new K w^T
+            self._t[lo : self.size, plo:phi] = couple
+            self._t[plo:phi, lo : self.size] = couple.T
+        if self.size == lo and not (found and self.truncated):
+            self.invariant = True
+        self._block = (lo, self.size)
 
     def extend(self) -> bool:
         """One block step: ``B`` on the newest block, orthogonalized (twice) against the basis.

@@ -644,12 +644,18 @@ class LowRankOU(_OUBase):
         """An upper bound ``L`` of ``||S K||_2`` (``||K||_2`` without a core): ``min(trace K,
         max row sum |K|)`` times ``max row sum |S|``; ``O(r^2)``, cached."""
         if self._bound is None:
-            gram = self.curvature.gram
-            bound = min(float(torch.diagonal(gram).clamp(min=0).sum()), float(gram.abs().sum(1).max())) if gram.numel() else 0.0
+            bound = self._gram_bound()
             if self.curvature.core is not None and self.curvature.core.numel():
                 bound *= float(self.curvature.core.abs().sum(1).max())
             self._bound = bound
         return self._bound
+
+    def _gram_bound(self) -> float:
+        """``min(trace K, max row sum |K|)``, an upper bound of ``||K||_2``."""
+        gram = self.curvature.gram
+        if not gram.numel():
+            return 0.0
+        return min(float(torch.diagonal(gram).clamp(min=0).sum()), float(gram.abs().sum(1).max()))
 
     def krylov_budget(self, k: int, horizon: float | None) -> int | None:
         """The most block Lanczos steps to run for ``k`` vectors, or ``None`` to use ``eigh``.
@@ -671,7 +677,9 @@ class LowRankOU(_OUBase):
             return r
         if not self._krylov_eligible():
             return None
-        budget = max(2, r // (2 * max(k, 1)))
+        budget = r // (2 * max(k, 1))
+        if budget < 2:
+            return None
         if horizon is not None:
             predicted = math.sqrt(2.0 * horizon * self.spectral_bound()) + 8
             if predicted > budget:
@@ -723,7 +731,7 @@ class LowRankOU(_OUBase):
         ud = [sum(float(base[c]) * y[:, offsets[i] : offsets[i + 1]] for i, c in out) for out in terms]
         d_norm2 = [_host64(torch.linalg.vector_norm(d.to(torch.float64), dim=0)) ** 2 for d in directs]
         capacity = min(curv.rank, (max_steps + 1) * y.shape[1])
-        lanczos = GramLanczos(gram, start, core, capacity=capacity)
+        lanczos = GramLanczos(gram, start, core, capacity=capacity, rank_floor=self.tol * self._gram_bound())
         floor = 1e3 * float(np.finfo(np.float64).eps)
         prev: list[np.ndarray] | None = None
         check_at = 3
@@ -763,9 +771,9 @@ class LowRankOU(_OUBase):
                         break
             if converged:
                 break
-            if done:
+            if done and (lanczos.invariant or lanczos.size >= curv.rank):
                 break  # every direction of the space is in the basis: exact up to rounding
-            if lanczos.steps >= max_steps:
+            if done or lanczos.steps >= max_steps:  # the budget (or the capacity it sized) is spent
                 return None
             prev = zs
             check_at = lanczos.steps + max(2, lanczos.steps // 8)
