@@ -198,7 +198,7 @@ def main() -> None:
     )
     print("accuracy of the means (kappa = 0), relative 2-norm error:")
     print(f"  vs float64 exact mean at t = {T_TAU:g} tau (|ref| = {float(ref_t.norm()):.4g}):")
-    print(f"    exact path, float32, auto: {auto_how:<18}{rel(exact_t, ref_t):.2e}")
+    print(f"    exact path, float32, auto                    {rel(exact_t, ref_t):.2e}  ({auto_how})")
     print(f"    exact path, float32, eigh                    {rel(eigh_t, ref_t):.2e}")
     print(f"    Euler-Maruyama dt = {DT_TAU:g}, float32               {rel(em_t, ref_t):.2e}")
     print(f"    Euler-Maruyama dt = {DT_TAU:g}, float64               {rel(em64_t, ref_t):.2e}  (discretization alone)")

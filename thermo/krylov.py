@@ -133,6 +133,7 @@ class GramLanczos:
                 break
             found = True
             significant = d > max(floor, 1e3 * self.eps * top)
+            unresolved = bool(np.any((d > floor) & ~significant))  # below this pass's resolution
             if self.rank_floor > 0:  # Rayleigh quotient |x|_K^2 / |x|_2^2 at or below it: null space of K
                 significant &= d > self.rank_floor * np.sum((v.T @ w) ** 2, axis=1)
             order = np.flatnonzero(significant)[::-1]  # the strongest first
@@ -152,10 +153,10 @@ class GramLanczos:
             self._q[self.size : hi] = qn
             self._p[self.size : hi] = pn
             self.size = hi
+            if not unresolved or self.size >= self.capacity:
+                break
             c = w @ pn.T
             w, pw = w - c @ qn, pw - c @ pn
-            if self.size >= self.capacity:
-                break
         if lo > 0 and self.size > lo:  # couplings of the new directions to the block B was applied to
             plo, phi = self._block
             couple = self._q[lo : self.size] @ pw_in.T  # <q_new, B q_prev>_K = q_new K w^T
