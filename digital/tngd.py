@@ -95,7 +95,7 @@ from thermo.lowrank_device import (
     ProgrammedArrays,
     program_arrays,
 )
-from thermo.lowrank import LowRankCurvature
+from thermo.lowrank import PROPAGATORS, LowRankCurvature
 from thermo.memory import check_memory
 
 from .curvature import loss_hessian, trainable_params
@@ -141,6 +141,13 @@ def dense_plan_bytes(n: int, rank: int, hw: HardwareSpec, itemsize: int = 4) -> 
     return int(2 * rank * n * itemsize + 2 * n * n * itemsize + n64 * n * n * 8 + 8 * n * 8)
 
 
+def _propagation_note(process: object, rank: int) -> str:
+    """How the device propagated the step, without computing an ``eigh`` for the note."""
+    if getattr(process, "decomposed", True):
+        return f"numerical rank {getattr(process, 'numerical_rank', rank)}"
+    return f"propagated by {getattr(process, 'last_propagation', 'krylov')} on the Gram"
+
+
 class TNGD(CurvatureOptimizer):
     """Thermodynamic NGD on a simulated analog device.
 
@@ -169,6 +176,9 @@ class TNGD(CurvatureOptimizer):
             ending at ``t``; default from ``readout_window_tau``).
         kappa: noise strength of the exact path: its device runs on ``hardware.replace(kT=kappa)``
             (default: the hardware's ``kT``).
+        propagator: how the exact path applies the Gram's matrix functions
+            (:class:`thermo.lowrank.LowRankOU`): ``auto`` (block Krylov while its cost rule
+            predicts it cheaper than an ``eigh``), ``eigh`` (the reference) or ``krylov``.
         adam: TNGD-Adam: feed the read to Adam with ``beta1 = beta2 = 0``, i.e. step by
             ``lr * x / (|x| + adam_eps)`` elementwise.
         solver_config_options: other :class:`thermo.SolverConfig` fields of the simulator path
@@ -202,6 +212,7 @@ class TNGD(CurvatureOptimizer):
         kappa: float | None = None,
         adam: bool = False,
         adam_eps: float = 1e-8,
+        propagator: str = "auto",
         **solver_config_options: Any,
     ) -> None:
         if initial_state not in INITIAL_STATES:
@@ -222,6 +233,10 @@ class TNGD(CurvatureOptimizer):
         check_damping(damping)
         if method not in METHODS:
             raise UnsupportedConfigurationError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if propagator not in PROPAGATORS:
+            raise UnsupportedConfigurationError(
+                f"propagator must be one of {', '.join(PROPAGATORS)}, got {propagator!r}"
+            )
         if not (isinstance(adam_eps, (int, float)) and adam_eps > 0):
             raise UnsupportedConfigurationError(f"adam_eps must be > 0, got {adam_eps!r}")
         defaults = dict(lr=lr, damping=damping, analog_time_tau=analog_time_tau, readout_window_tau=readout_window_tau,
@@ -247,11 +262,12 @@ class TNGD(CurvatureOptimizer):
             h = self.hardware.sample_interval_tau
             n_samples = n_readout if n_readout is not None else max(1, round(readout_window_tau / h))
             chip = self.hardware if kappa is None else self.hardware.replace(kT=kappa)
-            spec = LowRankDeviceSpec(chip, n_readout=n_samples, method="eigen" if method == "exact" else "krylov")
+            spec = LowRankDeviceSpec(chip, n_readout=n_samples, method="eigen" if method == "exact" else "krylov",
+                                     propagator=propagator)
             self.device = LowRankDevice(spec)
-        elif kappa is not None or n_readout is not None:
-            raise UnsupportedConfigurationError("kappa and n_readout belong to the exact path; the simulator reads "
-                                                "hardware.kT and readout_window_tau")
+        elif kappa is not None or n_readout is not None or propagator != "auto":
+            raise UnsupportedConfigurationError("kappa, n_readout and propagator belong to the exact path; the "
+                                                "simulator reads hardware.kT and readout_window_tau")
         self.config = SolverConfig(**solver_config_options)
         self.seed = seed
         self.warm_start = warm_start
@@ -411,7 +427,7 @@ class TNGD(CurvatureOptimizer):
         rank = curvature.rank
         self.last_diagnostics = SolverDiagnostics(
             f"tngd-{self.method}", t3 - t2, analog_time_s=analog_tau * chip.tau_s,
-            notes=(f"rank {rank}, numerical rank {getattr(device.process, 'numerical_rank', rank)}", *notes),
+            notes=(f"rank {rank}, {_propagation_note(device.process, rank)}", *notes),
         )
         self.last_stats = {
             "step": self._step_count, "N": curvature.n, "rank": rank, "damping": damping,

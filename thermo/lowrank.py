@@ -69,6 +69,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -82,6 +83,7 @@ from .errors import (
     ShapeMismatchError,
 )
 from .exact import compose, power
+from .krylov import GramLanczos
 
 Tensor = torch.Tensor
 
@@ -91,8 +93,14 @@ MODELS: frozenset[Nonideality] = frozenset({Nonideality.COUPLING_QUANTIZATION})
 CoefficientTable = Callable[[np.ndarray], np.ndarray]
 #: ``terms[o]`` lists the ``(input index, table column)`` pairs summed into output ``o``.
 Terms = Sequence[Sequence[tuple[int, int]]]
+#: How :class:`LowRankOU` applies the Gram's matrix functions (its docstring).
+Propagator = Literal["auto", "eigh", "krylov"]
+PROPAGATORS: tuple[str, ...] = ("auto", "eigh", "krylov")
+#: Below this rank ``auto`` always takes ``eigh`` (microseconds there).
+MIN_KRYLOV_RANK = 64
 
 __all__ = [
+    "PROPAGATORS",
     "KrylovOU",
     "LowRankCurvature",
     "LowRankOU",
@@ -368,7 +376,12 @@ class _OUBase:
     dtype: torch.dtype
     device: torch.device
 
-    def _apply_table(self, inputs: list[Tensor], table: CoefficientTable, terms: Terms) -> list[Tensor]:
+    def _apply_table(
+        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, horizon: float | None = None
+    ) -> list[Tensor]:
+        """``terms[o]``: output ``o`` is the sum over ``(i, c)`` of ``table[:, c](A) inputs[i]``.
+        ``horizon``: the longest time (tau) in the table's functions (``None``: unknown), which
+        sets how stiff they are (the propagator's cost rule reads it)."""
         raise NotImplementedError
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -402,7 +415,7 @@ class _OUBase:
         t = _check_time(t)
         x, gc = self._cols(x0, "x0"), self._cols(g, "g")
         _width(x, gc)
-        (out,) = self._apply_table([x, gc], _mean_table(t), [[(0, 0), (1, 1)]])
+        (out,) = self._apply_table([x, gc], _mean_table(t), [[(0, 0), (1, 1)]], t)
         return self._shape(out, x0, g)
 
     def sample(self, x0: object, g: object, t: float, generator: torch.Generator | None = None) -> Tensor:
@@ -415,10 +428,10 @@ class _OUBase:
         x, gc = self._cols(x0, "x0"), self._cols(g, "g")
         k = _width(x, gc)
         if self.kappa == 0 or t == 0:
-            (out,) = self._apply_table([x, gc], _mean_table(t), [[(0, 0), (1, 1)]])
+            (out,) = self._apply_table([x, gc], _mean_table(t), [[(0, 0), (1, 1)]], t)
         else:
             z = self._normal(k, generator)
-            (out,) = self._apply_table([x, gc, z], _sample_table(t, self.kappa), [[(0, 0), (1, 1), (2, 2)]])
+            (out,) = self._apply_table([x, gc, z], _sample_table(t, self.kappa), [[(0, 0), (1, 1), (2, 2)]], t)
         return self._shape(out, x0, g)
 
     def readout(
@@ -449,13 +462,14 @@ class _OUBase:
         k = _width(x, gc)
         table = lambda mu: readout_coefficients(mu, t, n, h, self.kappa)
         if self.kappa == 0:
-            final, avg = self._apply_table([x, gc], table, [[(0, 0), (1, 1)], [(0, 2), (1, 3)]])
+            final, avg = self._apply_table([x, gc], table, [[(0, 0), (1, 1)], [(0, 2), (1, 3)]], t)
         else:
             z1, z2 = self._normal(k, generator), self._normal(k, generator)
             final, avg = self._apply_table(
                 [x, gc, z1, z2],
                 table,
                 [[(0, 0), (1, 1), (2, 4)], [(0, 2), (1, 3), (2, 5), (3, 6)]],
+                t,
             )
         return self._shape(avg, x0, g), self._shape(final, x0, g)
 
@@ -463,7 +477,7 @@ class _OUBase:
         """``C(t) v = kappa A^-1 (I - exp(-2 A t)) v``; ``v`` ``(N,)`` or ``(N, k)``."""
         t = _check_time(t)
         cols = self._cols(v, "v")
-        (out,) = self._apply_table([cols], _covariance_table(t, self.kappa), [[(0, 0)]])
+        (out,) = self._apply_table([cols], _covariance_table(t, self.kappa), [[(0, 0)]], t)
         return self._shape(out, v)
 
     def dense_covariance(self, t: float) -> Tensor:
@@ -485,16 +499,35 @@ def _eigh(gram: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class LowRankOU(_OUBase):
-    """Exact OU propagation for ``A = U U^T + lam I`` (or ``U S U^T + lam I`` with a core) by the
-    eigendecomposition of ``K = U^T U`` (and of the core in that basis).
+    """Exact OU propagation for ``A = U U^T + lam I`` (or ``U S U^T + lam I`` with a core) through
+    the ``r x r`` Gram ``K = U^T U``: by its eigendecomposition (and the core's in that basis), or
+    by block Lanczos on ``K`` (:mod:`thermo.krylov`) to a stated tolerance.
 
     ``kappa >= 0``: noise variance rate (stationary covariance ``kappa A^-1``). ``tol``: modes with
     ``s <= tol * max(s)`` are treated as part of the null space of ``U`` (default ``1e-12`` in
     float64, ``1e-6`` otherwise); their eigenvalues ``lam + s`` are then replaced by ``lam``. The
-    eigendecomposition runs once, in the dtype and on the device of ``curvature.gram``.
+    eigendecomposition runs at most once, in the dtype and on the device of ``curvature.gram``.
+
+    ``propagator`` (:data:`PROPAGATORS`): ``eigh`` (the reference: one ``eigh`` at construction),
+    ``krylov`` (block Lanczos per application, never an ``eigh``) or ``auto`` (the cost rule of
+    :meth:`krylov_budget`, per application: Krylov while it is predicted cheaper than one
+    ``eigh``, which is then computed and kept for the rest of this upload). ``krylov_tol``: the
+    Krylov stopping tolerance, relative to the parameter-space norm of each output column
+    (default ``1e-12`` for a float64 Gram, ``1e-8`` otherwise; the Lanczos runs in float64 either
+    way). With the Krylov propagator, a draw applies the noise's matrix functions
+    (``sqrt(c_t)(A) z``, the readout's per-mode Cholesky factors) to the Gaussian blocks through
+    the same Krylov basis as the mean, so its law is the exact one to ``krylov_tol``.
     """
 
-    def __init__(self, curvature: LowRankCurvature, kappa: float, *, tol: float | None = None) -> None:
+    def __init__(
+        self,
+        curvature: LowRankCurvature,
+        kappa: float,
+        *,
+        tol: float | None = None,
+        propagator: Propagator = "auto",
+        krylov_tol: float | None = None,
+    ) -> None:
         self.curvature = curvature
         self.kappa = _check_kappa(kappa)
         self.n = curvature.n
@@ -503,6 +536,28 @@ class LowRankOU(_OUBase):
         self.tol = _default_tol(self.dtype) if tol is None else float(tol)
         if not (self.tol >= 0 and math.isfinite(self.tol)):
             raise InputError(f"tol must be finite and >= 0, got {tol}")
+        if propagator not in PROPAGATORS:
+            raise InputError(f"propagator must be one of {', '.join(PROPAGATORS)}, got {propagator!r}")
+        self.propagator = propagator
+        default_ktol = 1e-12 if self.dtype == torch.float64 else 1e-8
+        self.krylov_tol = default_ktol if krylov_tol is None else float(krylov_tol)
+        if not (self.krylov_tol > 0 and math.isfinite(self.krylov_tol)):
+            raise InputError(f"krylov_tol must be finite and > 0, got {krylov_tol}")
+        self._decomposed = False
+        self._gram64: np.ndarray | None = None
+        self._core64: np.ndarray | None = None
+        self._bound: float | None = None
+        #: how the last application was propagated: ``eigh`` or ``krylov (m block steps, basis b)``
+        self.last_propagation = ""
+        if propagator == "eigh" or (propagator == "auto" and not self._krylov_eligible()):
+            self._decompose()
+
+    # --- eigen path ---------------------------------------------------------------------------------
+    def _decompose(self) -> None:
+        """The eigendecomposition of the Gram (and of the core in its basis), once."""
+        if self._decomposed:
+            return
+        curvature = self.curvature
         r = curvature.rank
         if r == 0:
             s, q = torch.zeros(0, dtype=self.dtype, device=self.device), curvature.gram
@@ -517,25 +572,37 @@ class LowRankOU(_OUBase):
             )
         keep = s > self.tol * smax if smax > 0 else torch.zeros_like(s, dtype=torch.bool)
         s = s[keep]
-        #: ``Q diag(s^-1/2)`` on the kept modes, ``(r, q)``: ``V = U @ scaled_q`` (times ``P`` with a core).
-        self.scaled_q = q[:, keep] * s.rsqrt()
+        scaled_q = q[:, keep] * s.rsqrt()
         if curvature.core is not None and s.numel():
             # V^T (U S U^T) V = diag(s^1/2) Q^T S Q diag(s^1/2) = C = P diag(c) P^T: rotate V to V P
             root = s.sqrt()
             qk = q[:, keep]
             c_mat = root[:, None] * (qk.T @ curvature.core @ qk) * root[None, :]
             s, p = _eigh(0.5 * (c_mat + c_mat.T))
-            self.scaled_q = self.scaled_q @ p
-            lowest = float(s.min()) + self.damping
-            if not lowest > 0:
-                raise NotPositiveDefiniteError(
-                    f"the realized matrix U S U^T + damping I has eigenvalue {lowest:.3e} <= 0: the programmed "
-                    "curvature (e.g. its quantized arrays) lost definiteness; use more coupling bits (bits_A) "
-                    "or more damping"
-                )
-        #: Eigenvalues of ``U U^T`` (``U S U^T`` with a core) on the kept modes of ``range(U)``.
-        self.s = s
-        self._mu = self.s.detach().cpu().to(torch.float64).numpy() + self.damping
+            scaled_q = scaled_q @ p
+            _check_realized(float(s.min()) + self.damping)
+        self._scaled_q, self._s = scaled_q, s
+        self._mu = s.detach().cpu().to(torch.float64).numpy() + self.damping
+        self._decomposed = True
+
+    @property
+    def scaled_q(self) -> Tensor:
+        """``Q diag(s^-1/2)`` on the kept modes, ``(r, q)``: ``V = U @ scaled_q`` (times ``P``
+        with a core). Computes the eigendecomposition if it has not run."""
+        self._decompose()
+        return self._scaled_q
+
+    @property
+    def s(self) -> Tensor:
+        """Eigenvalues of ``U U^T`` (``U S U^T`` with a core) on the kept modes of ``range(U)``
+        (computes the eigendecomposition if it has not run)."""
+        self._decompose()
+        return self._s
+
+    @property
+    def decomposed(self) -> bool:
+        """Whether the eigendecomposition has run (on this upload)."""
+        return self._decomposed
 
     @property
     def eigenvalues(self) -> Tensor:
@@ -545,10 +612,12 @@ class LowRankOU(_OUBase):
 
     @property
     def numerical_rank(self) -> int:
-        """The number of kept modes of ``U``."""
+        """The number of kept modes of ``U`` (computes the eigendecomposition if it has not run)."""
         return int(self.s.numel())
 
-    def _apply_table(self, inputs: list[Tensor], table: CoefficientTable, terms: Terms) -> list[Tensor]:
+    def _apply_eigen(self, inputs: list[Tensor], table: CoefficientTable, terms: Terms) -> list[Tensor]:
+        self._decompose()
+        self.last_propagation = "eigh"
         mus = np.concatenate([[self.damping], self._mu])
         coef = np.asarray(table(mus), dtype=np.float64)
         base = coef[0]
@@ -557,12 +626,178 @@ class LowRankOU(_OUBase):
             return directs
         diff = torch.as_tensor(coef[1:] - base, dtype=self.dtype, device=self.device)
         widths = [x.shape[1] for x in inputs]
-        y = self.scaled_q.T @ self.curvature.ut(torch.cat(inputs, dim=1))
+        y = self._scaled_q.T @ self.curvature.ut(torch.cat(inputs, dim=1))
         ys = torch.split(y, widths, dim=1)
         lows = [sum(diff[:, c : c + 1] * ys[i] for i, c in out) for out in terms]
         low_widths = [low.shape[1] for low in lows]
-        lifted = self.curvature.u(self.scaled_q @ torch.cat(lows, dim=1))
+        lifted = self.curvature.u(self._scaled_q @ torch.cat(lows, dim=1))
         return [d + up for d, up in zip(directs, torch.split(lifted, low_widths, dim=1))]
+
+    # --- propagator choice ----------------------------------------------------------------------------
+    def _krylov_eligible(self) -> bool:
+        """``auto`` considers Krylov at all: ``r >= MIN_KRYLOV_RANK`` (below, an ``eigh`` costs
+        less than the Lanczos loop's per-step overhead) and no core (the realized-array path,
+        whose step is dominated by forming ``J_f``, keeps the reference ``eigh``)."""
+        return self.curvature.rank >= MIN_KRYLOV_RANK and self.curvature.core is None
+
+    def spectral_bound(self) -> float:
+        """An upper bound ``L`` of ``||S K||_2`` (``||K||_2`` without a core): ``min(trace K,
+        max row sum |K|)`` times ``max row sum |S|``; ``O(r^2)``, cached."""
+        if self._bound is None:
+            bound = self._gram_bound()
+            if self.curvature.core is not None and self.curvature.core.numel():
+                bound *= float(self.curvature.core.abs().sum(1).max())
+            self._bound = bound
+        return self._bound
+
+    def _gram_bound(self) -> float:
+        """``min(trace K, max row sum |K|)``, an upper bound of ``||K||_2``."""
+        gram = self.curvature.gram
+        if not gram.numel():
+            return 0.0
+        return min(float(torch.diagonal(gram).clamp(min=0).sum()), float(gram.abs().sum(1).max()))
+
+    def krylov_budget(self, k: int, horizon: float | None) -> int | None:
+        """The most block Lanczos steps to run for ``k`` vectors, or ``None`` to use ``eigh``.
+
+        ``eigh``: the propagator says so, or the decomposition exists (it is then free). ``krylov``:
+        no budget short of the full space (``r`` steps). ``auto``: the cost rule. An ``eigh`` costs
+        about as much as a Lanczos whose basis fills half of ``r`` (the reorthogonalization and
+        the projection grow as ``(m k)^2 r`` and ``(m k)^3``), so the budget is ``r / (2 k)``
+        steps; Krylov is tried when the predicted steps, ``sqrt(2 horizon L) + 8`` (the
+        Lanczos rate for ``exp(-2 t x)`` on ``[0, L]``, :meth:`spectral_bound`; ``horizon``
+        unknown: tried), fit in it, and falls back to ``eigh`` if it has not converged by then.
+        So large ``k`` (many chains) or a stiff ``t L`` (e.g. ``t = 1e4`` on a Gram of norm 1)
+        take the ``eigh``.
+        """
+        r = self.curvature.rank
+        if self._decomposed or self.propagator == "eigh" or r == 0:
+            return None
+        if self.propagator == "krylov":
+            return r
+        if not self._krylov_eligible():
+            return None
+        budget = r // (2 * max(k, 1))
+        if budget < 2:
+            return None
+        if horizon is not None:
+            predicted = math.sqrt(2.0 * horizon * self.spectral_bound()) + 8
+            if predicted > budget:
+                return None
+        return budget
+
+    def _apply_table(
+        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, horizon: float | None = None
+    ) -> list[Tensor]:
+        budget = self.krylov_budget(sum(x.shape[1] for x in inputs), horizon)
+        if budget is not None:
+            out = self._apply_krylov(inputs, table, terms, budget)
+            if out is not None:
+                return out
+        return self._apply_eigen(inputs, table, terms)
+
+    # --- Krylov path on the Gram --------------------------------------------------------------------
+    def _gram_float64(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The Gram (and core) as host float64 arrays, once per upload."""
+        if self._gram64 is None:
+            self._gram64 = _host64(self.curvature.gram)
+            core = self.curvature.core
+            self._core64 = None if core is None else _host64(core)
+        return self._gram64, self._core64
+
+    def _apply_krylov(
+        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, max_steps: int
+    ) -> list[Tensor] | None:
+        """The table by block Lanczos on the Gram (:class:`thermo.krylov.GramLanczos`).
+
+        Every output column is ``D + U Q z`` with ``D = sum f_c(lam) x_i`` (exact) and ``z`` the
+        Krylov coefficients of ``sum h_c(B) W0_i``, ``h_c(x) = (f_c(lam + x) - f_c(lam)) / x``.
+        The parameter-space norm of the correction is ``|z|`` (``U Q`` has orthonormal columns),
+        so the stopping rule is in the norm of the result: stop at a check (steps 3, then every
+        ``max(2, steps / 8)``) where ``|z - z_prev| <= krylov_tol |D + U Q z|`` for every output
+        column (``z_prev`` from the previous check, zero-padded; the error of ``z_prev`` is about
+        that change and that of ``z`` smaller, the usual heuristic). Returns ``None`` when
+        ``max_steps`` pass without convergence (the caller falls back to ``eigh``)."""
+        curv = self.curvature
+        lam = self.damping
+        widths = [x.shape[1] for x in inputs]
+        offsets = np.concatenate([[0], np.cumsum(widths)])
+        base = np.asarray(table(np.array([lam])), dtype=np.float64)[0]
+        directs = [sum(float(base[c]) * inputs[i] for i, c in out) for out in terms]
+        gram, core = self._gram_float64()
+        y = _host64(curv.ut(torch.cat(inputs, dim=1)))  # (r, k)
+        start = y if core is None else core @ y
+        # the direct parts in r-space (U^T D) and their norms, for the norm of each output
+        ud = [sum(float(base[c]) * y[:, offsets[i] : offsets[i + 1]] for i, c in out) for out in terms]
+        d_norm2 = [_host64(torch.linalg.vector_norm(d.to(torch.float64), dim=0)) ** 2 for d in directs]
+        capacity = min(curv.rank, (max_steps + 1) * y.shape[1])
+        lanczos = GramLanczos(gram, start, core, capacity=capacity, rank_floor=self.tol * self._gram_bound())
+        floor = 1e3 * float(np.finfo(np.float64).eps)
+        prev: list[np.ndarray] | None = None
+        check_at = 3
+        if lanczos.size == 0:  # every input is in the null space of U (or zero)
+            self.last_propagation = "krylov (0 block steps, basis 0)"
+            return directs
+        while True:
+            lanczos.extend()
+            done = lanczos.applied == lanczos.size  # invariant, or the capacity is reached
+            if not done and lanczos.steps < check_at:
+                continue
+            ritz, rot, coords = lanczos.projection()
+            if core is not None and ritz.size:
+                _check_realized(float(ritz.min()) + lam)
+            # |x| below the floor: the first-order value h(floor) (the divided difference would cancel)
+            small = floor * max(float(np.abs(ritz).max(initial=0.0)), 1e-300)
+            step = np.where(np.abs(ritz) > small, ritz, small)
+            values = np.asarray(table(np.concatenate([[lam], lam + step])), dtype=np.float64)
+            h = (values[1:] - values[0]) / step[:, None]  # divided differences, (m, p)
+            rotated = rot.T @ coords  # (m, k)
+            zs = [
+                rot @ sum(h[:, c : c + 1] * rotated[:, offsets[i] : offsets[i + 1]] for i, c in out)
+                for out in terms
+            ]
+            converged = lanczos.invariant
+            if prev is not None and not converged:
+                basis_ud = [lanczos.basis_rows @ u for u in ud]  # Q^T U^T D, (m, w)
+                converged = True
+                for z, z_old, dn2, qud in zip(zs, prev, d_norm2, basis_ud):
+                    z_old = np.vstack([z_old, np.zeros((z.shape[0] - z_old.shape[0], z.shape[1]))])
+                    out_norm2 = dn2 + 2.0 * np.sum(qud * z, axis=0) + np.sum(z**2, axis=0)
+                    term_scale = np.sqrt(dn2) + np.linalg.norm(z, axis=0)
+                    scale = np.maximum(np.sqrt(np.clip(out_norm2, 0.0, None)), 1e-3 * term_scale)
+                    change = np.linalg.norm(z - z_old, axis=0)
+                    if np.any(change > self.krylov_tol * scale):
+                        converged = False
+                        break
+            if converged:
+                break
+            if done and (lanczos.invariant or lanczos.size >= curv.rank):
+                break  # every direction of the space is in the basis: exact up to rounding
+            if done or lanczos.steps >= max_steps:  # the budget (or the capacity it sized) is spent
+                return None
+            prev = zs
+            check_at = lanczos.steps + max(2, lanczos.steps // 8)
+        self.last_propagation = f"krylov ({lanczos.steps} block steps, basis {lanczos.applied})"
+        low = lanczos.basis_rows.T @ np.concatenate(zs, axis=1)  # (r, sum of output widths)
+        low = torch.as_tensor(low, dtype=self.dtype, device=self.device)
+        lifted = curv.u(low)
+        low_widths = [z.shape[1] for z in zs]
+        return [d + up for d, up in zip(directs, torch.split(lifted, low_widths, dim=1))]
+
+
+def _host64(x: Tensor) -> np.ndarray:
+    """A tensor as a host float64 array."""
+    return x.detach().to("cpu", torch.float64).numpy()
+
+
+def _check_realized(lowest: float) -> None:
+    """Refuse a realized ``U S U^T + damping I`` with an eigenvalue ``lowest <= 0``."""
+    if not lowest > 0:
+        raise NotPositiveDefiniteError(
+            f"the realized matrix U S U^T + damping I has eigenvalue {lowest:.3e} <= 0: the programmed "
+            "curvature (e.g. its quantized arrays) lost definiteness; use more coupling bits (bits_A) "
+            "or more damping"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -720,7 +955,9 @@ class KrylovOU(_OUBase):
         kwargs.setdefault("device", curvature.device)
         return cls(curvature.matvec, curvature.n, kappa, **kwargs)  # type: ignore[arg-type]
 
-    def _apply_table(self, inputs: list[Tensor], table: CoefficientTable, terms: Terms) -> list[Tensor]:
+    def _apply_table(
+        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, horizon: float | None = None
+    ) -> list[Tensor]:
         widths = [x.shape[1] for x in inputs]
         needed_by_input: list[set[int]] = [set() for _ in inputs]
         for out in terms:

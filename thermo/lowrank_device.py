@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from . import lowrank
@@ -87,9 +88,14 @@ class LowRankDeviceSpec:
 
     The rest are choices of the method, not properties of the chip:
 
-    - ``method``: ``eigen`` (exact, one ``eigh`` of the ``r x r`` Gram per upload), ``krylov``
-      (``krylov_steps`` Lanczos steps of GGN-vector products per application) or ``auto``
-      (eigen up to ``max_eigen_rank``);
+    - ``method``: ``eigen`` (exact, through the ``r x r`` Gram), ``krylov`` (``krylov_steps``
+      Lanczos steps of GGN-vector products per application) or ``auto`` (eigen up to
+      ``max_eigen_rank``);
+    - ``propagator``: how the ``eigen`` method applies the Gram's matrix functions
+      (:class:`~thermo.lowrank.LowRankOU`): ``eigh`` (one eigendecomposition per upload, the
+      reference), ``krylov`` (block Lanczos on the Gram per application, to ``krylov_tol``;
+      ``None``: its default) or ``auto`` (Krylov while its cost rule predicts it cheaper than
+      the ``eigh``);
     - ``n_readout``: how many samples the host averages per read (the chip's sample rate sets
       their spacing);
     - ``input_range``, ``output_range`` (units of ``x``; ``None``: each conversion is ranged to
@@ -104,6 +110,8 @@ class LowRankDeviceSpec:
     method: Method = "auto"
     max_eigen_rank: int = 4096
     krylov_steps: int = 40
+    propagator: lowrank.Propagator = "auto"
+    krylov_tol: float | None = None
     n_readout: int = 1
     input_range: float | None = None
     output_range: float | None = None
@@ -119,6 +127,10 @@ class LowRankDeviceSpec:
             raise HardwareSpecError(f"n_readout must be an integer >= 1, got {self.n_readout!r}")
         if self.method not in ("auto", "eigen", "krylov"):
             raise HardwareSpecError(f"method must be auto, eigen or krylov, got {self.method!r}")
+        if self.propagator not in lowrank.PROPAGATORS:
+            raise HardwareSpecError(f"propagator must be one of {', '.join(lowrank.PROPAGATORS)}, got {self.propagator!r}")
+        if self.krylov_tol is not None and not (0 < self.krylov_tol < 1):
+            raise HardwareSpecError(f"krylov_tol must be None or in (0, 1), got {self.krylov_tol!r}")
         if self.max_eigen_rank < 1 or self.krylov_steps < 1:
             raise HardwareSpecError("max_eigen_rank and krylov_steps must be >= 1")
         # the chip size needs the problem's: checked at each upload
@@ -282,7 +294,7 @@ class LowRankDevice:
             self.process = KrylovOU.from_curvature(curvature, hw.kT, max_steps=spec.krylov_steps)
         else:
             try:
-                self.process = LowRankOU(curvature, hw.kT)
+                self.process = LowRankOU(curvature, hw.kT, propagator=spec.propagator, krylov_tol=spec.krylov_tol)
             except torch.linalg.LinAlgError as err:
                 scale = float(curvature.gram.abs().max())
                 raise NonFiniteInputError(
@@ -311,6 +323,17 @@ class LowRankDevice:
             raise InputError("nothing uploaded: call upload(curvature, g) first")
         return torch.zeros_like(self.g) if self.state is None else self.state
 
+    def _propagate(self, draw):  # type: ignore[no-untyped-def]
+        """``draw()``, a propagation of the process; an ``eigh`` it needs (the ``auto``
+        propagator's fallback) that fails is the upload's non-finite-curvature error."""
+        try:
+            return draw()
+        except (torch.linalg.LinAlgError, np.linalg.LinAlgError) as err:
+            scale = float(self.process.curvature.gram.abs().max()) if hasattr(self.process, "curvature") else float("nan")
+            raise NonFiniteInputError(
+                f"the Gram matrix (max |K| = {scale:.3g}) cannot be diagonalized: {err} (a diverging model?)"
+            ) from err
+
     def idle(self, t_d: float) -> None:
         """Let the device run ``t_d`` tau on the current upload without reading (no-op before
         the first upload)."""
@@ -318,7 +341,7 @@ class LowRankDevice:
             raise InputError(f"the delay must be finite and >= 0, got {t_d!r}")
         if t_d == 0 or self.process is None:
             return
-        self.state = self.process.sample(self._start(), self.g, t_d, self.generator)
+        self.state = self._propagate(lambda: self.process.sample(self._start(), self.g, t_d, self.generator))
         self.analog_time_tau += t_d
 
     def run(self, t: float) -> Tensor:
@@ -332,7 +355,7 @@ class LowRankDevice:
             read, final = x0.clone(), x0
         else:
             n = min(spec.n_readout, int(t / h + 1e-9) + 1)
-            read, final = self.process.readout(x0, self.g, t, n, h, self.generator)
+            read, final = self._propagate(lambda: self.process.readout(x0, self.g, t, n, h, self.generator))
         if not bool(torch.isfinite(read).all() and torch.isfinite(final).all()):
             raise NonFiniteInputError(
                 "the device state is not finite: the uploaded curvature is too ill-conditioned for its "
