@@ -506,8 +506,13 @@ def report(rows: list[dict[str, Any]], path: Path, cfg: BreakevenConfig, maps: l
                                  + " | ".join(_cell(cells[k]) if k in cells else "-" for k in knobs) + " |")
             lines.append("")
     limits = tngd_limits(cfg)
-    lines += ["## Thermodynamic NGD: the programmed values rule it out", "",
-              "TNGD reprograms its arrays J_f, H_L and J_f^T, r (r + 2N) values with r = b d_z, on every iteration. "
+    floors = {w: max((float(r["bound"]) for r in rows if r["method"] == "tngd" and r["workload"] == w
+                      and r["baseline"] == "adam"), default=None) for w in cfg.workloads}
+    floor_text = "; ".join(f"{w}: no device brings it past {b:.3g}x Adam" for w, b in floors.items() if b is not None)
+    lines += ["## Thermodynamic NGD: what it programs, and its digital floor", "",
+              (f"Its digital floor (the gradient and the d_z backward passes of its Jacobian, with the device taking "
+               f"no time) already rules TNGD out: {floor_text}. " if floor_text else "")
+              + "TNGD reprograms its arrays J_f, H_L and J_f^T, r (r + 2N) values with r = b d_z, on every iteration. "
               "The device part of one iteration on the base device (priced by thermo.cost, t = 50 tau), against "
               "Adam's published step, and the link on which the arrays and the gradient alone would fit in that step:",
               "", "| workload | N | r = b d_z (per GPU) | programmed values | device part of one iteration | Adam step | "

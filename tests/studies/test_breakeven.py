@@ -79,7 +79,7 @@ def test_tngd_limits_are_the_cost_models_figures(run):
     assert limit["values"] == limit["rank"] * (limit["rank"] + 2 * limit["n_params"])
     assert limit["device_s"] > limit["adam_step_s"]  # programming alone outlasts Adam's step
     assert limit["link_needed_bps"] > limit["link_bps"]
-    assert "## Thermodynamic NGD: the programmed values rule it out" in path.with_suffix(".md").read_text()
+    assert "## Thermodynamic NGD: what it programs, and its digital floor" in path.with_suffix(".md").read_text()
 
 
 def test_choice_knobs_say_what_the_base_device_cannot_take_and_what_a_choice_gives():
