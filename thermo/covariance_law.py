@@ -76,42 +76,57 @@ _BLOCK_ELEMENTS = 1 << 20  # pair moments are formed in row blocks of about this
 
 # ------------------------------------------------------------------------------------------------
 # finite geometric sums (rates >= 0; every exponent kept <= 0, so nothing overflows)
+_NEGLIGIBLE = 1e-18  # a start-up weight rho^(2B) below this leaves no trace in float64
+
+
 def _geo(rate: np.ndarray, count: float) -> np.ndarray:
-    """``sum_{m=1}^{count} exp(-rate m)`` elementwise (``count`` may be 0)."""
-    rate = np.asarray(rate, dtype=np.float64)
-    if count <= 0:
-        return np.zeros_like(rate)
+    """``sum_{m=1}^{count} exp(-rate m)`` elementwise for ``rate > 0`` (``count`` may be 0)."""
+    return np.exp(-rate) * np.expm1(-rate * count) / np.expm1(-rate)
+
+
+def _geo0(rate: np.ndarray, count: float) -> np.ndarray:
+    """:func:`_geo` for ``rate >= 0`` (``count`` where the rate is 0)."""
     positive = rate > 0
-    safe = np.where(positive, rate, 1.0)
-    value = np.exp(-safe) * np.expm1(-safe * count) / np.expm1(-safe)
-    return np.where(positive, value, float(count))
+    if positive.all():
+        return _geo(rate, count)
+    return np.where(positive, _geo(np.where(positive, rate, 1.0), count), float(count))
 
 
-def _two_rate(rate_a: np.ndarray, rate_c: np.ndarray, n: float) -> np.ndarray:
-    """``sum_{m=1}^{n-1} exp(-a m - c (n - m))``: the larger-decay end factored out,
-    ``exp(-min(a, c) n) geo(|a - c|, n - 1)`` (the sum is symmetric under ``m -> n - m``)."""
-    return np.exp(-np.minimum(rate_a, rate_c) * n) * _geo(np.abs(rate_a - rate_c), n - 1)
+def _stationary_pair_sum(c: np.ndarray, n: float) -> np.ndarray:
+    """``F(c, 0) = sum_{i,l=1}^n exp(-c |i - l|) = n + 2 / expm1(c) (n - 1 - geo(c, n - 1))``."""
+    return n + 2.0 / np.expm1(c) * ((n - 1.0) - _geo(c, n - 1.0))
 
 
 def _pair_sum(c: np.ndarray, e: np.ndarray, n: float) -> np.ndarray:
-    """``F(c, e) = sum_{i,l=1}^n exp(-c |i - l|) exp(-e min(i, l))`` for ``c > 0``, ``e >= 0``.
+    """``F(c, e) = sum_{i,l=1}^n exp(-c |i - l|) exp(-e min(i, l))`` for ``c, e > 0``.
 
-    The diagonal gives ``geo(e, n)``; the off-diagonal pairs with ``min = m`` and lag ``1..n-m``
-    give ``2 sum_{m<n} e^{-e m} e^{-c} (1 - e^{-c (n - m)}) / (1 - e^{-c})``, i.e.
-    ``2 / expm1(c) (geo(e, n - 1) - two_rate(e, c, n))``. The bracket cancels when ``c n`` is
-    small (the window shorter than the correlation time: outside where the law is used)."""
-    return _geo(e, n) + 2.0 / np.expm1(c) * (_geo(e, n - 1) - _two_rate(e, c, n))
+    The diagonal gives ``geo(e, n)``; the pairs with ``min = m`` and lag ``1..n-m`` give
+    ``2 sum_{m<n} e^{-e m} e^{-c} (1 - e^{-c (n - m)}) / (1 - e^{-c})``, i.e.
+    ``2 / expm1(c) (geo(e, n - 1) - T)`` with ``T = sum_{m=1}^{n-1} e^{-e m - c (n - m)}
+    = e^{-min(e, c) n} geo(|e - c|, n - 1)`` (the larger decay factored out: ``T`` is symmetric
+    under ``m -> n - m``). The bracket cancels when ``c n`` is small (a window shorter than the
+    correlation time: outside where the law is used)."""
+    two_rate = np.exp(-np.minimum(e, c) * n) * _geo0(np.abs(e - c), n - 1.0)
+    return _geo(e, n) + 2.0 / np.expm1(c) * (_geo(e, n - 1.0) - two_rate)
 
 
-def _covariance_double_sum(a_j: np.ndarray, a_k: np.ndarray, n_burn: int, n: float) -> np.ndarray:
-    """``sum_{t,t'} C_j C_k / (s_j s_k)`` over the window (module docstring), broadcast over
-    ``a_j = lam_j h`` and ``a_k = lam_k h``."""
-    c = a_j + a_k
-    total = _pair_sum(c, np.zeros_like(c), n)
-    if n_burn == 0 or np.min(a_j) * n_burn < 40 or np.min(a_k) * n_burn < 40:  # the start still shows
-        w_j, w_k = np.exp(-2.0 * a_j * n_burn), np.exp(-2.0 * a_k * n_burn)
-        total = total - w_j * _pair_sum(c, 2.0 * a_j + 0.0 * c, n) - w_k * _pair_sum(c, 2.0 * a_k + 0.0 * c, n)
-        total = total + w_j * w_k * _pair_sum(c, 2.0 * c, n)
+def _covariance_double_sum(a_rows: np.ndarray, a_cols: np.ndarray, n_burn: int, n: float) -> np.ndarray:
+    """``sum_{t,t'} C_j C_k / (s_j s_k)`` over the window (module docstring) for ``j`` in the rows
+    (``a_rows = lam_j h``, ``(r,)``) and ``k`` in the columns (``(d,)``), ``(r, d)``. The start-up
+    terms, weighted ``rho^(2B)``, are formed only for the modes whose weight is not negligible."""
+    c = a_rows[:, None] + a_cols[None, :]
+    total = _stationary_pair_sum(c, n)
+    w_rows, w_cols = np.exp(-2.0 * a_rows * n_burn), np.exp(-2.0 * a_cols * n_burn)
+    rows, cols = np.flatnonzero(w_rows > _NEGLIGIBLE), np.flatnonzero(w_cols > _NEGLIGIBLE)
+    if rows.size:
+        cr = c[rows]
+        total[rows] -= w_rows[rows, None] * _pair_sum(cr, np.broadcast_to(2.0 * a_rows[rows, None], cr.shape), n)
+    if cols.size:
+        cc = c[:, cols]
+        total[:, cols] -= w_cols[None, cols] * _pair_sum(cc, np.broadcast_to(2.0 * a_cols[None, cols], cc.shape), n)
+    if rows.size and cols.size:
+        both = c[np.ix_(rows, cols)]
+        total[np.ix_(rows, cols)] += np.outer(w_rows[rows], w_cols[cols]) * _pair_sum(both, 2.0 * both, n)
     return total
 
 
@@ -125,7 +140,10 @@ def diagonal_moments(
     s = kT / lam
     a = lam * h
     mean = s * (1.0 - np.exp(-2.0 * a * n_burn) * _geo(2.0 * a, n) / n)
-    var = 2.0 * s * s * _covariance_double_sum(a, a, n_burn, float(n)) / float(n) ** 2
+    w = np.exp(-2.0 * a * n_burn)
+    c, nf = 2.0 * a, float(n)
+    total = _stationary_pair_sum(c, nf) - 2.0 * w * _pair_sum(c, c, nf) + w * w * _pair_sum(c, 2.0 * c, nf)
+    var = 2.0 * s * s * total / nf**2
     return mean, var
 
 
@@ -184,7 +202,7 @@ def covariance_law(
     rows = max(1, _BLOCK_ELEMENTS // max(d, 1))
     for start in range(0, d, rows):
         stop = min(d, start + rows)
-        block = _covariance_double_sum(a[start:stop, None], a[None, :], n_burn, nf)
+        block = _covariance_double_sum(a[start:stop], a, n_burn, nf)
         variance[start:stop] = s[start:stop, None] * s[None, :] * block / nf**2
     np.fill_diagonal(variance, 2.0 * np.diagonal(variance))
     if quantization is not None and quantization.variance > 0:  # the cross term X' (docstring)
