@@ -31,8 +31,8 @@ correlation and their higher cumulants, whose weight is set by the effective sam
 ``nu_j = 2 m_j^2 / Var S'_jj`` (``N / coth(lam_j h)`` in stationarity; smallest at the slowest
 mode). (1) Dependence: ``S'_jk`` and ``S'_jl`` share ``y_j``, so ``Cov(S'_jk^2, S'_jl^2) =
 s_j^2 s_k s_l 2 / nu_j^3``-like terms, ``~d^3`` of them, add ``2 d / nu`` to the relative variance
-of any quadratic functional (the squared Frobenius error: checked here against Wishart samples,
-1.16-1.20 measured for 1.2 predicted), and move the extreme eigenvalues of ``S'`` by
+of any quadratic functional (the squared Frobenius error: 1.16-1.20 measured against Wishart
+samples where 1.2 is predicted; ``tests/thermo/test_covariance_law.py`` checks it on the path), and move the extreme eigenvalues of ``S'`` by
 ``O(d / nu)`` (Marchenko-Pastur against the semicircle of independent entries). (2) Per entry:
 off-diagonal excess kurtosis ``6 / nu``; the diagonal's skewness, ``2 sqrt(2/nu)`` for the
 Gamma, is up to 1.5x that for strongly correlated readings. So the law is used only when

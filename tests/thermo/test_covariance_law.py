@@ -170,6 +170,21 @@ def test_below_the_threshold_the_law_misses_the_error_distribution():
     assert ks_2samp(path, drawn).pvalue < ALPHA
 
 
+def test_the_dependence_the_law_leaves_out_widens_the_squared_error_by_2d_over_nu():
+    """Nearly independent readings (nu ~ N): the path's squared Frobenius error varies
+    ``1 + 2 d / nu`` times as much as the law's, while their means agree (the threshold's basis)."""
+    d, kT, h, n, repeats = 16, 1.0, 5.0, 80, 4000
+    a = random_spd(d, 2.0, seed=6)
+    lam, v = _eig(a)
+    law = cl.covariance_law(lam, kT, h, 50, n)
+    inv = np.linalg.inv(a)
+    path = _rel_frobenius(_path_estimators(a, kT, h, 50, n, repeats, seed=4), inv, kT) ** 2
+    drawn = _rel_frobenius(_law_draws(law, v, repeats, seed=5), inv, kT) ** 2
+    predicted = 1 + 2 * d / float(cl.effective_samples(lam, kT, h, 50, n).min())
+    assert abs(path.mean() / drawn.mean() - 1) < 0.03
+    assert abs(path.var() / drawn.var() - predicted) < 0.1 * predicted  # the law alone would give 1
+
+
 # ------------------------------------------------------------------------------------------------
 # quantized readouts
 def _dithered_adc(lam, kT, h, rounding, fraction=0.9 * DITHER_STEP_FRACTION, bits=14):
