@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import cost, exact, planning, stepwise
+from . import cost, covariance_law, exact, planning, stepwise
 from .backends import Array, ArrayBackend, get_backend
 from .capabilities import Nonideality, UnmodelledHardwareError, first_covering, refusal, unmodelled
 from .errors import InputError, NotPositiveDefiniteError, ShapeMismatchError
@@ -33,7 +33,7 @@ from .hardware import HardwareSpec
 from .memory import check_memory
 from .program import ProgrammedInputs, ProgrammedMatrix, program_inputs, program_matrix
 from .quantize import Quantizer
-from .readout import SampleAccumulator
+from .readout import QuantizationNoise, SampleAccumulator, min_innovation_variance, readout_law_refusal
 from .stepwise import DriftProcess, StepwiseLangevin, spectral_abscissa_bound, stepwise_plan_bytes
 from .tiling import tiled_inverse, tiled_solve
 from .validation import check_count, check_finite, check_system, to_host
@@ -70,9 +70,18 @@ class SolverConfig:
     window_tau: float | None = None
     """Sampling window (tau); None plans it from the target error."""
     max_samples: int = 1_000_000
-    """Cap on readout samples per run (simulation cost); a capped run warns."""
+    """Cap on readout samples of a run whose readout is sampled along its path (simulation
+    cost); a capped run warns. A readout drawn from its law (``closed_form``) draws the planned
+    samples whatever their number."""
+    max_analog_time_tau: float = 1e10
+    """Longest planned analog time (burn-in plus window, tau) of one chip run; a plan above it
+    is refused with an error naming the fix (10^4 s of device time at a 1 us tau)."""
     closed_form: bool = True
-    """Draw ideal-readout solve averages from their exact law instead of sampling a path."""
+    """Draw the readout estimators from their exact laws where they are declared accurate,
+    instead of sampling a path: the solve's window average (ideal readout, or an ADC under the
+    dither condition with the rails far, :func:`thermo.readout.readout_law_refusal`) and the
+    inverse's covariance (overdamped, enough effective samples, :mod:`thermo.covariance_law`).
+    ``False`` samples every reading (the reference)."""
     input_scaling: Literal["fit_output", "absmax"] = "fit_output"
     """How ``b`` is scaled onto the input DAC. ``absmax``: ``b_hat`` fills the input range and
     only bound management reacts to clipping. ``fit_output``: the host's estimate of the solution
@@ -100,7 +109,7 @@ class SolverConfig:
             raise InputError(f"SolverConfig.integrator is unknown: {self.integrator!r}")
         if not 0 < self.target_rel_error < 1:
             raise InputError(f"SolverConfig.target_rel_error must be in (0, 1), got {self.target_rel_error!r}")
-        for name in ("dt_tau", "window_tau"):
+        for name in ("dt_tau", "window_tau", "max_analog_time_tau"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise InputError(f"SolverConfig.{name} must be None or > 0, got {value!r}")
@@ -161,6 +170,10 @@ class Diagnostics:
     notes: tuple[str, ...] = ()
     error_bound_per_rhs: np.ndarray | None = None
     """Solve: the 95% bound of each right-hand side, ``(k,)`` (``estimated_rel_error`` is its max)."""
+    readout_law: bool = False
+    """Whether the readout estimator was drawn from its closed-form law (the solve's window
+    average, the inverse's covariance: ``SolverConfig.closed_form``) rather than sampled reading
+    by reading; ``notes`` says why a run that could not was sampled."""
 
 
 @dataclass(frozen=True)
@@ -345,6 +358,8 @@ class ThermodynamicSolver:
         if first_covering(self._candidates(), hw, block) == "exact":
             kept = 0 if (primitive == "solve" and ideal_readout and cfg.closed_form) else cfg.chunk_samples
             dyn = eigen_plan_bytes(block, chains, samples_kept=kept, itemsize=item, mass=hw.mass_tau2)
+            if primitive == "inverse" and cfg.closed_form and hw.mass_tau2 == 0:  # the law may be drawn instead
+                dyn = max(dyn, eigen_plan_bytes(block, chains, samples_kept=0, itemsize=item) + covariance_law.law_bytes(block, item))
         else:
             integrator = self._stepwise_integrator(block)
             dyn = stepwise_plan_bytes(block, chains, itemsize=item, mass=hw.mass_tau2, integrator=integrator)
@@ -455,10 +470,25 @@ class ThermodynamicSolver:
             drift=drift,
         )
 
-    def _schedule(self, burn_in: float, window: float) -> tuple[float, int, int]:
-        """Sample interval ``h`` (tau), burn-in in samples and the number of window samples."""
+    def _schedule(self, burn_in: float, window: float, primitive: str, spectrum: planning.SpectrumInfo) -> tuple[float, int, int]:
+        """Sample interval ``h`` (tau), burn-in in samples and the planned number of window
+        samples (uncapped: :meth:`_cap` applies ``max_samples`` to a sampled path). A plan above
+        ``max_analog_time_tau`` is refused."""
         h = self.hw.sample_interval_tau
         n = max(1, int(math.ceil(window / h - 1e-9)))
+        n_burn = max(0, int(math.ceil(burn_in / h - 1e-9)))
+        total = (n_burn + n) * h
+        limit = self.config.max_analog_time_tau
+        if total > limit:
+            raise InputError(
+                f"the planned {primitive} needs {total:.3g} tau of analog time ({n} samples, condition number "
+                f"{spectrum.condition_number:.3g}), above SolverConfig.max_analog_time_tau={limit:.3g}: raise "
+                "max_analog_time_tau, loosen target_rel_error or give burn_in_tau/window_tau, or precondition the matrix"
+            )
+        return h, n_burn, n
+
+    def _cap(self, n: int) -> int:
+        """``n`` sampled readings capped at ``max_samples`` (a capped run warns)."""
         if n > self.config.max_samples:
             warnings.warn(
                 f"the planned window needs {n} samples; capped at max_samples={self.config.max_samples}: "
@@ -467,7 +497,7 @@ class ThermodynamicSolver:
                 stacklevel=4,
             )
             n = self.config.max_samples
-        return h, max(0, int(math.ceil(burn_in / h - 1e-9))), n
+        return n
 
     # ------------------------------------------------------------------------------------------
     def _solve_block(
@@ -509,7 +539,7 @@ class ThermodynamicSolver:
             probe = program_inputs(b, hw, self.rng, be, cfg.dtype, headroom)
             peak = np.abs(_chip_solution(programmed, probe, be)).max(axis=0)
             headroom = np.minimum(1.0, cfg.output_fill * hw.v_range_v / np.maximum(peak, 1e-300))
-        ideal_readout = hw.bits_adc is None and not math.isfinite(hw.v_range_v)
+        adc = Quantizer(hw.bits_adc, hw.v_range_v, hw.rounding)
         while True:
             inputs = program_inputs(b, hw, self.rng, be, cfg.dtype, headroom)
             x_star_hat = _chip_solution(programmed, inputs, be)
@@ -538,14 +568,19 @@ class ThermodynamicSolver:
                     spectrum, hw.kT, cfg.target_rel_error, sol_norm,
                     sample_interval_tau=hw.sample_interval_tau, mass_tau2=hw.mass_tau2,
                 )
-            h, n_burn, n = self._schedule(burn_in, window)
-            accumulator = SampleAccumulator(
-                be, cfg.dtype, d, c, n, Quantizer(hw.bits_adc, hw.v_range_v, hw.rounding), self.rng, n_batches=cfg.n_batches
-            )
+            h, n_burn, n = self._schedule(burn_in, window, "solve", spectrum)
+            law_readout, quantization = False, None
+            if method == "exact" and cfg.closed_form:
+                law_readout, quantization, why = self._solve_readout_law(ou, adc, x_star_hat, x0_hat, n_burn * h)
+                if why is not None and why not in run.notes:
+                    run.notes.append(why)
+            if not law_readout:
+                n = self._cap(n)
+            accumulator = SampleAccumulator(be, cfg.dtype, d, c, n, adc, self.rng, n_batches=cfg.n_batches)
             v0_hat = None if v0 is None else v0 * (programmed.alpha / inputs.beta)
             if method == "exact":
                 mean_hat, var_hat, final_x, final_v = self._exact_solve(
-                    ou, inputs.b_hat, x0_hat, v0_hat, n_burn * h, h, n, accumulator, ideal_readout
+                    ou, inputs.b_hat, x0_hat, v0_hat, n_burn * h, h, n, accumulator, law_readout, quantization
                 )
                 integrator = None
             else:
@@ -614,8 +649,42 @@ class ThermodynamicSolver:
             ),
             notes=tuple(run.notes),
             error_bound_per_rhs=bounds,
+            readout_law=law_readout,
         )
         return x, stderr, state, diag
+
+    def _unit_std(self, ou: EigenOU) -> np.ndarray:
+        """Stationary standard deviation of every unit's reading, ``sqrt(kT (A_hat^-1)_ii)``, ``(d,)``
+        (V; the variance from a deterministic start grows to it)."""
+        be, v = self.backend, ou.eigenvectors
+        inv_lam = be.asarray((1.0 / ou.eigenvalues)[:, None], self.config.dtype)
+        var = be.to_numpy(be.matmul(v * v, inv_lam))[:, 0].astype(np.float64)
+        return np.sqrt(np.maximum(self.hw.kT * var, 0.0))
+
+    def _solve_readout_law(
+        self, ou: EigenOU, adc: Quantizer, x_star_hat: np.ndarray, x0_hat: np.ndarray | None, burn_in: float
+    ) -> tuple[bool, QuantizationNoise | None, str | None]:
+        """Whether the window average is drawn from its law (with the ADC's noise model, None
+        for an ideal one), and why not. An ideal readout always is; an ADC or rails need
+        overdamped dynamics, the dither condition and rails beyond every reading's reach: the
+        window's means lie within ``|x*_i| + sum_j |V_ij| e^{-lam_j t0} |(V^T (x_0 - x*))_j|`` (every
+        mode's transient decays monotonically from the window's start ``t0``)."""
+        hw = self.hw
+        if adc.bits is None and not adc.clips:
+            return True, None, None
+        if hw.mass_tau2 > 0:
+            return False, None, "readout sampled along its path: the ADC's noise model in the law covers overdamped dynamics"
+        be = self.backend
+        v = be.to_numpy(ou.eigenvectors).astype(np.float64)
+        start = np.zeros_like(x_star_hat) if x0_hat is None else x0_hat
+        transient = np.abs(v) @ (np.exp(-ou.eigenvalues * burn_in)[:, None] * np.abs(v.T @ (start - x_star_hat)))
+        why = readout_law_refusal(
+            adc, min_innovation_variance(ou.eigenvalues, hw.kT, hw.sample_interval_tau), self._unit_std(ou),
+            np.abs(x_star_hat) + transient,
+        )
+        if why is not None:
+            return False, None, f"readout sampled along its path: {why}"
+        return True, (QuantizationNoise.of(adc) if adc.bits is not None else None), None
 
     def _solve_bounds(
         self,
@@ -677,19 +746,28 @@ class ThermodynamicSolver:
         h: float,
         n: int,
         accumulator: SampleAccumulator,
-        ideal_readout: bool,
+        law_readout: bool,
+        quantization: QuantizationNoise | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """The exact dynamics' window average: drawn from its law (``law_readout``; a quantizing
+        ADC under the dither condition adds its independent error, ``N(0, E e^2 / N)`` per unit and
+        column) or from the sampled path through the ADC."""
         be, dt = self.backend, self.config.dtype
         shape = tuple(b_hat.shape)
         x_init = be.zeros(shape, dt) if x0_hat is None else be.asarray(x0_hat, dt)
         v_init = None if v0_hat is None else be.asarray(v0_hat, dt)
         mu = ou.mode_mean(b_hat)
         state = ou.propagate(ou.state_from_x(x_init, mu, v_init), burn_in, self.rng)
-        if ideal_readout and self.config.closed_form:
+        if law_readout:
             ubar, final, var_modes = ou.window_average(state, h, n, self.rng)
             mean_hat = be.to_numpy(ou.x_from_state(ModeState(ubar, None), mu)).astype(np.float64)
             v = be.to_numpy(ou.eigenvectors).astype(np.float64)
             var_hat = np.repeat(((v * v) @ var_modes)[:, None], shape[1], axis=1)
+            if quantization is not None and quantization.variance > 0:
+                # the readings' rounding errors, independent and white: their average is Gaussian (CLT)
+                noise = be.to_numpy(self.rng.normal(shape, dt)).astype(np.float64)
+                mean_hat += noise * math.sqrt(quantization.variance / n)
+                var_hat += quantization.variance / n
             accumulator.seen = n  # no sample went through the (ideal) ADC; keeps the counts consistent
         else:
             final = state
@@ -740,12 +818,24 @@ class ThermodynamicSolver:
                 spectrum, cfg.target_rel_error, sample_interval_tau=hw.sample_interval_tau, mass_tau2=hw.mass_tau2
             )
             window = n_needed * hw.sample_interval_tau
-        h, n_burn, n = self._schedule(burn_in, window)
+        h, n_burn, n = self._schedule(burn_in, window, "inverse", spectrum)
         adc = Quantizer(hw.bits_adc, hw.v_range_v, hw.rounding)
         ideal_readout = hw.bits_adc is None and not math.isfinite(hw.v_range_v)
+        notes: list[str] = []
+        law, clip_fraction = None, 0.0
+        if method == "exact" and cfg.closed_form:
+            law, why = self._inverse_law(ou, adc, h, n_burn, n)
+            if why is not None:
+                notes.append(why)
+        if law is None:
+            n = self._cap(n)
         zeros = be.zeros((d, 1), cfg.dtype)
         accumulator = SampleAccumulator(be, cfg.dtype, d, 1, n, adc, self.rng, second_moment=True, n_batches=1)
-        if method == "exact":
+        if law is not None:
+            # a state at the window's start is not needed: only the estimator is returned
+            second = covariance_law.draw_second_moment(law, ou.eigenvectors, be, self.rng, cfg.dtype)
+            integrator = None
+        elif method == "exact":
             mu = ou.mode_mean(zeros)
             state = ou.propagate(ou.state_from_x(zeros, mu), n_burn * h, self.rng)
             for chunk, state in ou.sample_chunks(state, h, n, self.rng, self.config.chunk_samples):
@@ -762,11 +852,13 @@ class ThermodynamicSolver:
             stepper.run(x, v, steps, n, self.rng, on_sample=accumulator.add)
             second = accumulator.second_moment()
             integrator = stepper.integrator
+        if law is None:
+            clip_fraction = accumulator.clip_fraction
         second = be.to_numpy(second).astype(np.float64)
         inv = 0.5 * (second + second.T) / (hw.kT * programmed.alpha)
-        if accumulator.clip_fraction > cfg.clip_tolerance:
+        if clip_fraction > cfg.clip_tolerance:
             warnings.warn(
-                f"{accumulator.clip_fraction:.2%} of readout values clipped: the noise (kT) is too "
+                f"{clip_fraction:.2%} of readout values clipped: the noise (kT) is too "
                 "large for the rails; the inverse is biased low",
                 ThermoWarning,
                 stacklevel=3,
@@ -791,13 +883,35 @@ class ThermodynamicSolver:
             dac_A_rel_error=programmed.dac_rel_error,
             dac_b_rel_error=0.0,
             realized_A_rel_error=programmed.total_rel_error,
-            adc_clip_fraction=accumulator.clip_fraction,
+            adc_clip_fraction=clip_fraction,
             bound_retries=0,
             realized_condition_number=float(lam[-1] / lam[0]),
             device_time=cost.estimate_inverse(self.device, spectrum, target_rel_error=cfg.target_rel_error,
                                               resident=resident),
+            notes=tuple(notes),
+            readout_law=law is not None,
         )
         return inv, diag
+
+    def _inverse_law(
+        self, ou: EigenOU, adc: Quantizer, h: float, n_burn: int, n: int
+    ) -> tuple[covariance_law.CovarianceLaw | None, str | None]:
+        """The covariance readout's law for this plan (:mod:`thermo.covariance_law`), or None and
+        why the path is sampled instead: underdamped modes, too few effective samples of the
+        slowest mode, an ADC outside the dither condition or rails within reach (b = 0: the
+        readings' means are zero)."""
+        hw = self.hw
+        prefix = "covariance readout sampled along its path: "
+        if hw.mass_tau2 > 0:
+            return None, prefix + "the covariance law covers overdamped dynamics (underdamped modes are two-dimensional)"
+        lam = ou.eigenvalues
+        why = covariance_law.accuracy_refusal(lam, hw.kT, h, n_burn, n)
+        if why is None and (adc.bits is not None or adc.clips):
+            why = readout_law_refusal(adc, min_innovation_variance(lam, hw.kT, h), self._unit_std(ou))
+        if why is not None:
+            return None, prefix + why
+        quantization = QuantizationNoise.of(adc) if adc.bits is not None else None
+        return covariance_law.covariance_law(lam, hw.kT, h, n_burn, n, quantization), None
 
 
 def _read_mean(be: ArrayBackend, accumulator: SampleAccumulator) -> tuple[np.ndarray, np.ndarray | None]:
