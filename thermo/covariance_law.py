@@ -71,7 +71,7 @@ LAW_MIN_EFFECTIVE_SAMPLES = 200.0
 LAW_EFFECTIVE_SAMPLES_PER_UNIT = 20.0
 """Effective samples of the slowest mode per unit ``d`` for the law (the dependence between entries)."""
 
-_BLOCK_ELEMENTS = 1 << 20  # pair moments are formed in row blocks of about this many entries
+_BLOCK_ELEMENTS = 1 << 20  # pair moments are formed in blocks of about this many pairs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,23 +110,21 @@ def _pair_sum(c: np.ndarray, e: np.ndarray, n: float) -> np.ndarray:
     return _geo(e, n) + 2.0 / np.expm1(c) * (_geo(e, n - 1.0) - two_rate)
 
 
-def _covariance_double_sum(a_rows: np.ndarray, a_cols: np.ndarray, n_burn: int, n: float) -> np.ndarray:
-    """``sum_{t,t'} C_j C_k / (s_j s_k)`` over the window (module docstring) for ``j`` in the rows
-    (``a_rows = lam_j h``, ``(r,)``) and ``k`` in the columns (``(d,)``), ``(r, d)``. The start-up
-    terms, weighted ``rho^(2B)``, are formed only for the modes whose weight is not negligible."""
-    c = a_rows[:, None] + a_cols[None, :]
+def _covariance_double_sum(a_j: np.ndarray, a_k: np.ndarray, n_burn: int, n: float) -> np.ndarray:
+    """``sum_{t,t'} C_j C_k / (s_j s_k)`` over the window (module docstring) for the mode pairs
+    ``(j, k)`` given elementwise (``a_j = lam_j h`` and ``a_k``, same shape). The start-up terms,
+    weighted ``rho^(2B)``, are formed only for the pairs whose weight is not negligible."""
+    c = a_j + a_k
     total = _stationary_pair_sum(c, n)
-    w_rows, w_cols = np.exp(-2.0 * a_rows * n_burn), np.exp(-2.0 * a_cols * n_burn)
-    rows, cols = np.flatnonzero(w_rows > _NEGLIGIBLE), np.flatnonzero(w_cols > _NEGLIGIBLE)
-    if rows.size:
-        cr = c[rows]
-        total[rows] -= w_rows[rows, None] * _pair_sum(cr, np.broadcast_to(2.0 * a_rows[rows, None], cr.shape), n)
-    if cols.size:
-        cc = c[:, cols]
-        total[:, cols] -= w_cols[None, cols] * _pair_sum(cc, np.broadcast_to(2.0 * a_cols[None, cols], cc.shape), n)
-    if rows.size and cols.size:
-        both = c[np.ix_(rows, cols)]
-        total[np.ix_(rows, cols)] += np.outer(w_rows[rows], w_cols[cols]) * _pair_sum(both, 2.0 * both, n)
+    w_j, w_k = np.exp(-2.0 * a_j * n_burn), np.exp(-2.0 * a_k * n_burn)
+    on_j, on_k = w_j > _NEGLIGIBLE, w_k > _NEGLIGIBLE
+    if on_j.any():
+        total[on_j] -= w_j[on_j] * _pair_sum(c[on_j], 2.0 * a_j[on_j], n)
+    if on_k.any():
+        total[on_k] -= w_k[on_k] * _pair_sum(c[on_k], 2.0 * a_k[on_k], n)
+    both = on_j & on_k
+    if both.any():
+        total[both] += w_j[both] * w_k[both] * _pair_sum(c[both], 2.0 * c[both], n)
     return total
 
 
@@ -193,17 +191,19 @@ def covariance_law(
 ) -> CovarianceLaw:
     """The law of ``S'`` for the overdamped modes ``eigenvalues`` (``(d,)``, of ``A_hat``), noise
     ``kT`` (V^2), readings every ``h`` (tau) after ``n_burn`` intervals from zero volts, ``n``
-    readings, optionally quantized. ``O(d^2)`` time, formed in row blocks."""
+    readings, optionally quantized. ``O(d^2)`` time (the ``d (d + 1) / 2`` pairs ``j <= k``), formed in blocks."""
     lam = np.asarray(eigenvalues, dtype=np.float64)
     d = lam.size
     s, a, nf = kT / lam, lam * h, float(n)
     mean = diagonal_moments(lam, kT, h, n_burn, n)[0]
     variance = np.empty((d, d))
-    rows = max(1, _BLOCK_ELEMENTS // max(d, 1))
-    for start in range(0, d, rows):
-        stop = min(d, start + rows)
-        block = _covariance_double_sum(a[start:stop], a, n_burn, nf)
-        variance[start:stop] = s[start:stop, None] * s[None, :] * block / nf**2
+    # Var S'_jk is symmetric: the pairs j <= k only, in blocks of about _BLOCK_ELEMENTS, mirrored
+    upper_j, upper_k = np.triu_indices(d)
+    for start in range(0, upper_j.size, _BLOCK_ELEMENTS):
+        j, k = upper_j[start:start + _BLOCK_ELEMENTS], upper_k[start:start + _BLOCK_ELEMENTS]
+        values = s[j] * s[k] * _covariance_double_sum(a[j], a[k], n_burn, nf) / nf**2
+        variance[j, k] = values
+        variance[k, j] = values
     np.fill_diagonal(variance, 2.0 * np.diagonal(variance))
     if quantization is not None and quantization.variance > 0:  # the cross term X' (docstring)
         delta2 = quantization.variance
