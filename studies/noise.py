@@ -323,9 +323,11 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: NoiseConfig) -> None:
         "target_rel_error: the relative error the analog results are planned for).",
         f"- K-FAC methods: {', '.join(cfg.methods)} (`KFAC(mode=...)`: the device solves with the gradient every step, "
         "or inverts the factors at the inverse interval); the exact reference runs in the same mode.",
-        f"- K-FAC settings {KFAC_SETTINGS}; Adam lr = {ADAM_LR} (best points of the digits-MLP grids); "
+        f"- K-FAC settings { {k: v for k, v in KFAC_SETTINGS.items() if k != 'mode'} } (mode: the method); Adam lr = {ADAM_LR} (best points of the digits-MLP grids); "
         f"{cfg.steps} steps, {cfg.seeds} seeds, solver target relative error {cfg.target_rel_error:g}; "
-        f"the kT points read a fixed window of {cfg.noise_window_tau:g} tau.",
+        f"the kT points read a fixed window of {cfg.noise_window_tau:g} tau, and the window points their own (for "
+        "the inverse method, whose covariance needs far more samples than a solve, such windows are far shorter "
+        "than planned: those rows show the cost of an unplanned window).",
         "- Confidence intervals: 95%, Student t over seeds. A solver failure falls back to the exact backend "
         "(counted in `fallbacks`).", "",
     ]
