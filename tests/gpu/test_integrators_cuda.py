@@ -13,7 +13,8 @@ from thermo.backends import NumpyBackend, TorchBackend
 from thermo.errors import DivergenceError
 from thermo.exact import EigenOU, ModeState, sample_ou
 from thermo.matrices import random_spd
-from thermo.stepwise import DriftProcess, StepwiseLangevin, van_loan
+from thermo.stepwise import DriftProcess, StepwiseLangevin
+from tests.thermo.test_exact import transition_law
 
 pytestmark = pytest.mark.gpu
 
@@ -72,16 +73,7 @@ def test_exact_transition_on_the_gpu_matches_the_closed_form_law(gpu: TorchBacke
     mu = ou.mode_mean(gpu.asarray(b, "float64"))
     state = ou.state_from_x(gpu.asarray(np.repeat(x0, chains, 1), "float64"), mu)
     x = host(ou.x_from_state(ou.propagate(state, t, gpu.random(11)), mu))
-    n = d if mass == 0 else 2 * d
-    drift = -a if mass == 0 else np.block([[np.zeros((d, d)), np.eye(d)], [-a / mass, -np.eye(d) / mass]])
-    diffusion = 2 * KT * np.eye(d) if mass == 0 else np.block(
-        [[np.zeros((d, d)), np.zeros((d, d))], [np.zeros((d, d)), 2 * KT / mass**2 * np.eye(d)]]
-    )
-    phi, q = van_loan(drift, diffusion, t)
-    x_star = np.linalg.solve(a, b)
-    z0 = np.vstack([x0 - x_star, np.zeros((d, 1))])[:n]
-    mean = (x_star + (phi @ z0)[:d])[:, 0]
-    cov = q[:d, :d]
+    mean, cov = transition_law(a, b, x0, t, mass)
     z_mean = (x.mean(1) - mean) / np.sqrt(cov.diagonal() / chains)
     se_cov = np.sqrt((np.outer(cov.diagonal(), cov.diagonal()) + cov**2) / chains)
     assert np.abs(z_mean).max() < 5

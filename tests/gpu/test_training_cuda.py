@@ -26,6 +26,7 @@ from digital.tngd import TNGD
 from thermo import HardwareSpec
 from thermo.lowrank import LowRankCurvature, LowRankOU
 from thermo.matrices import random_spd
+from tests.digital.test_tngd import take_step
 
 pytestmark = pytest.mark.gpu
 
@@ -59,19 +60,6 @@ def params(model: nn.Module) -> torch.Tensor:
 
 def rel(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x.cpu() - ref.cpu()).norm() / ref.cpu().norm())
-
-
-def take_step(opt: torch.optim.Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    if hasattr(opt, "set_batch"):
-        opt.set_batch(x, y)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = batch_loss(model(x), y, "cross_entropy")
-        loss.backward()
-        return loss
-
-    return float(opt.step(closure).detach())
 
 
 def twin_runs(make_model: Callable[[], nn.Module], make_opt: Callable[[nn.Module], torch.optim.Optimizer],

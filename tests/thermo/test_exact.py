@@ -56,6 +56,22 @@ def test_window_average_variance_by_doubling_equals_direct_sum(mass):
         assert total[m, k, k] == pytest.approx(direct, rel=1e-10)
 
 
+def transition_law(a: np.ndarray, b: np.ndarray, x0: np.ndarray, t: float, mass: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(d,)`` and covariance ``(d, d)`` of the position after ``t`` (tau) from velocity 0
+    at ``x0`` (``(d, 1)``), by the Van Loan discretization of the full system, independent of the
+    eigenbasis integrator (overdamped: ``N(x* + e^{-At}(x0 - x*), kT A^-1 (I - e^{-2At}))``)."""
+    d = a.shape[0]
+    n = d if mass == 0 else 2 * d
+    drift = -a if mass == 0 else np.block([[np.zeros((d, d)), np.eye(d)], [-a / mass, -np.eye(d) / mass]])
+    diffusion = 2 * KT * np.eye(d) if mass == 0 else np.block(
+        [[np.zeros((d, d)), np.zeros((d, d))], [np.zeros((d, d)), 2 * KT / mass**2 * np.eye(d)]]
+    )
+    phi, q = van_loan(drift, diffusion, t)
+    x_star = np.linalg.solve(a, b)
+    z0 = np.vstack([x0 - x_star, np.zeros((d, 1))])[:n]
+    return (x_star + (phi @ z0)[:d])[:, 0], q[:d, :d]
+
+
 @pytest.mark.parametrize("backend", [NumpyBackend(), TorchBackend("cpu")], ids=["numpy", "torch"])
 @pytest.mark.parametrize("mass", [0.0, 0.3])
 def test_exact_transition_matches_the_closed_form_law(backend, mass):
@@ -68,18 +84,7 @@ def test_exact_transition_matches_the_closed_form_law(backend, mass):
     mu = ou.mode_mean(backend.asarray(b, "float64"))
     state = ou.state_from_x(backend.asarray(np.repeat(x0, chains, 1), "float64"), mu)
     x = backend.to_numpy(ou.x_from_state(ou.propagate(state, t, rng), mu))
-    # closed form: x(t) ~ N(x* + e^{-At}(x0 - x*), kT A^-1 (I - e^{-2At})) for overdamped;
-    # for both regimes use the independent Van Loan discretization of the full system.
-    n = d if mass == 0 else 2 * d
-    drift = -a if mass == 0 else np.block([[np.zeros((d, d)), np.eye(d)], [-a / mass, -np.eye(d) / mass]])
-    diffusion = 2 * KT * np.eye(d) if mass == 0 else np.block(
-        [[np.zeros((d, d)), np.zeros((d, d))], [np.zeros((d, d)), 2 * KT / mass**2 * np.eye(d)]]
-    )
-    phi, q = van_loan(drift, diffusion, t)
-    x_star = np.linalg.solve(a, b)
-    z0 = np.vstack([x0 - x_star, np.zeros((d, 1))])[:n]
-    mean = (x_star + (phi @ z0)[:d])[:, 0]
-    cov = q[:d, :d]
+    mean, cov = transition_law(a, b, x0, t, mass)
     emp_mean = x.mean(1)
     emp_cov = np.cov(x)
     # standard errors: mean sqrt(C_ii / n); covariance sqrt((C_ii C_jj + C_ij^2) / n)
