@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosim.calibration import anchor_to_step
+from cosim.calibration import Anchor, anchor_to_step
 from cosim.kernels import KernelCalibration, calibrate_kernels, factor_sizes
-from cosim.runs import REPLACED_PHASES, compare, device_free_s, offload_bound, steps_to_target
+from cosim.runs import REPLACED_PHASES, compare, device_free_s, offload_bound, project_run, steps_to_target
 from cosim.shapes import LayerShape, ModelShape
 from cosim.step_graphs import StepModel
 from cosim.system import SystemSpec
@@ -318,16 +318,9 @@ def project_methods(
     beside it. The row carries the offload bound (:func:`cosim.runs.offload_bound`): the share of
     digital K-FAC that the device replaces and the largest speedup any device could give."""
     spec = WORKLOADS[workload]()
-    shape = workload_shape(workload, n_gpus)
     base = spec["baseline_steps"]
     kfac_steps = max(1, round(base * step_ratio))
-    roofline_system = system.replace(gpu=system.gpu.replace(anchor_scale=1.0))
-    if anchor:
-        shape, system, anchored = anchor_to_step(shape, roofline_system, published_step_s(workload),
-                                                 source="AlgoPerf NAdamW", mode=spec["anchor_mode"])
-        scale, unmodelled, roofline_step_s = anchored.scale, anchored.residual_s, anchored.modelled_step_s
-    else:
-        system, scale, unmodelled, roofline_step_s = roofline_system, 1.0, 0.0, None
+    shape, system, anchored = _anchored(workload, system, n_gpus, anchor)
     common = dict(inv_update_steps=interval, factor_update_steps=interval, target_rel_error=target_rel_error)
     adam, digital, thermo = compare(shape, system, {
         "adam": (StepModel(method="adam"), base),
@@ -335,27 +328,31 @@ def project_methods(
         "tkfac": (StepModel(method="kfac", inverse_on="analog", analog_op=analog_op, **common), kfac_steps),
     })
     bound = offload_bound(digital, analog_op, adam)
+    bottleneck = max(thermo.utilization, key=thermo.utilization.get)
     return {
         "adam_s": adam.total_s, "kfac_s": digital.total_s, "tkfac_s": thermo.total_s,
         "speedup_vs_adam": adam.total_s / thermo.total_s, "speedup_vs_kfac": digital.total_s / thermo.total_s,
-        "kfac_vs_adam": adam.total_s / digital.total_s, "tkfac_bottleneck": max(thermo.utilization, key=thermo.utilization.get),
+        "kfac_vs_adam": adam.total_s / digital.total_s, "tkfac_bottleneck": bottleneck, "bottleneck": bottleneck,
         "replaced_share": bound.share, "bound_vs_kfac": bound.vs_kfac, "bound_vs_adam": bound.vs_adam,
-        "bottleneck": max(thermo.utilization, key=thermo.utilization.get),
-        "anchor_scale": scale, "unmodelled_step_s": unmodelled, "roofline_adam_s": adam.total_s if roofline_step_s is None else roofline_step_s * base,
+        "anchor_scale": 1.0 if anchored is None else anchored.scale,
+        "unmodelled_step_s": 0.0 if anchored is None else anchored.residual_s,
+        "roofline_adam_s": adam.total_s if anchored is None else anchored.modelled_step_s * base,
         "anchor_mode": spec["anchor_mode"] if anchor else "none",
         "inversion_share": digital.phase_s.get("invert", 0.0) / digital.total_s,
         "n_params": shape.n_params, "algoperf_adam_s": spec["baseline_s"],
     }
 
 
-def _anchored(workload: str, system: Any, n_gpus: int, anchor: bool) -> tuple[ModelShape, Any]:
+def _anchored(workload: str, system: Any, n_gpus: int, anchor: bool) -> tuple[ModelShape, Any, Anchor | None]:
+    """The workload's per-GPU shape and ``system`` with its GPU's own roofline (``anchor_scale``
+    1), anchored to AlgoPerf's published Adam step in the workload's mode when ``anchor``, and the
+    anchor (None without)."""
     shape = workload_shape(workload, n_gpus)
     system = system.replace(gpu=system.gpu.replace(anchor_scale=1.0))
     if not anchor:
-        return shape, system
-    shape, system, _ = anchor_to_step(shape, system, published_step_s(workload), source="AlgoPerf NAdamW",
-                                      mode=WORKLOADS[workload]()["anchor_mode"])
-    return shape, system
+        return shape, system, None
+    return anchor_to_step(shape, system, published_step_s(workload), source="AlgoPerf NAdamW",
+                          mode=WORKLOADS[workload]()["anchor_mode"])
 
 
 def project_tngd(
@@ -367,7 +364,7 @@ def project_tngd(
     and K-FAC at ``step_ratio`` times the baseline's steps (an assumption: TNGD converges in as
     few steps as K-FAC). The bound is TNGD's digital floor (:func:`cosim.runs.device_free_s`: its
     gradient and the ``d_z`` backward passes of its Jacobian, with the device taking no time)."""
-    shape, system = _anchored(workload, system, n_gpus, anchor)
+    shape, system, _ = _anchored(workload, system, n_gpus, anchor)
     base = WORKLOADS[workload]()["baseline_steps"]
     steps = max(1, round(base * step_ratio))
     adam, digital, tngd = compare(shape, system, {
@@ -521,12 +518,16 @@ def factorization_rate_for(workload: str, system: Any, target_bound: float, *, i
     """The Cholesky-inverse FLOP rate relative to a GEMM (``GPUSpec.kernel_efficiency``) at which
     the inverse method's bound over digital K-FAC reaches ``target_bound`` (a slower factorization
     weighs more in digital K-FAC, so the bound grows as the rate falls); None when even a rate of
-    1e-4 leaves it below."""
+    1e-4 leaves it below. The bound is digital K-FAC's alone, so only its run is projected; the
+    anchor is made once (Adam, which it rests on, does no factorization)."""
+    shape, anchored, _ = _anchored(workload, system, n_gpus, anchor)
+    steps = max(1, round(WORKLOADS[workload]()["baseline_steps"] * step_ratio))
+    digital_kfac = StepModel(method="kfac", inverse_on="gpu", inv_update_steps=interval, factor_update_steps=interval)
+
     def bound_at(rate: float) -> tuple[float, str]:
-        gpu = system.gpu.replace(kernel_efficiency={**system.gpu.kernel_efficiency, "cholesky_inverse": rate})
-        row = project_methods(workload, system.replace(gpu=gpu), step_ratio, n_gpus=n_gpus, interval=interval,
-                              analog_op="inverse", target_rel_error=1e-2, anchor=anchor)
-        return float(row["bound_vs_kfac"]), "gpu"
+        gpu = anchored.gpu.replace(kernel_efficiency={**anchored.gpu.kernel_efficiency, "cholesky_inverse": rate})
+        digital = project_run(shape, anchored.replace(gpu=gpu), digital_kfac, steps)
+        return offload_bound(digital, "inverse").vs_kfac, "gpu"
 
     found = crossing(bound_at, target_bound, 1.0, 1e-4, rel_tol=0.02)
     return found.value
