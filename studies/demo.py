@@ -361,14 +361,19 @@ def _scaled_time_s(cfg: DemoConfig, method: str, step_models: dict[str, dict[str
     the busiest resource. TNGD: its step graphs on the scaled system. Thermodynamic K-FAC: its
     recorded time scaled by the ratio the timing model gives between the scaled and the base
     device (the recorded calls keep their own spectra, which the model does not have)."""
-    shape, system = shape_of(cfg.batch_size), system_of(cfg)
     step = StepModel(**step_models[method])
-    scaled = project_run(shape, DEVICE_KNOBS[knob].apply(system, value), step, n_steps)
-    busiest = max(scaled.utilization, key=scaled.utilization.get)
+    scaled_s, busiest = _projected(cfg, step, n_steps, knob, value)
     if method == "tngd":
-        return scaled.total_s, busiest
-    base = project_run(shape, system, step, n_steps)
-    return recorded_s * scaled.total_s / base.total_s, busiest
+        return scaled_s, busiest
+    return recorded_s * scaled_s / _projected(cfg, step, n_steps, knob, 1.0)[0], busiest
+
+
+@functools.lru_cache(maxsize=256)
+def _projected(cfg: DemoConfig, step: StepModel, n_steps: int, knob: str, value: float) -> tuple[float, str]:
+    """Projected seconds of ``n_steps`` of ``step`` on the system with ``knob`` scaled by ``value``,
+    and the busiest resource (cached: every evaluation of a search divides by the base device's)."""
+    run = project_run(shape_of(cfg.batch_size), DEVICE_KNOBS[knob].apply(system_of(cfg), value), step, n_steps)
+    return run.total_s, max(run.utilization, key=run.utilization.get)
 
 
 def break_even(cfg: DemoConfig, methods: dict[str, MethodOutcome], curves: dict[str, dict[str, list[float]]],
