@@ -14,6 +14,7 @@ import torch
 
 from thermo import HardwareSpec, SolverConfig, ThermodynamicSolver
 from thermo.matrices import random_spd
+from tests.thermo.test_solver import assert_stationary_law
 
 pytestmark = pytest.mark.gpu
 
@@ -124,14 +125,7 @@ def test_stationary_mean_and_covariance_on_the_gpu(device, options: dict) -> Non
     cfg = on(device, window_tau=hw.sample_interval_tau, target_rel_error=1e-6, **options)
     res = ThermodynamicSolver(hw, cfg, seed=1).solve(a, np.repeat(b[:, None], chains, 1))
     assert res.diagnostics.method == options["method"]
-    alpha, beta = res.diagnostics.matrix_scale, res.diagnostics.rhs_scale[0]
-    x = np.asarray(res.x)
-    mean = np.linalg.solve(a, b)
-    cov = hw.kT * (beta / alpha) ** 2 * alpha * np.linalg.inv(a)
-    z = (x.mean(1) - mean) / np.sqrt(cov.diagonal() / chains)
-    se_cov = np.sqrt((np.outer(cov.diagonal(), cov.diagonal()) + cov**2) / chains)
-    assert np.abs(z).max() < 5
-    assert np.abs((np.cov(x) - cov) / se_cov).max() < 5.5
+    assert_stationary_law(res, a, b, hw.kT, chains)
 
 
 def test_euler_maruyama_through_the_solver_has_its_discrete_law_on_the_gpu(device) -> None:
