@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from thermo.backends import all_finite
+
 from .curvature import (
     Inputs,
     check_loss,
@@ -238,7 +240,7 @@ class NGD(CurvatureOptimizer):
             op = GGNOperator(self.model, self._batch[0], loss=self.loss, params=trainable_params(self.model),
                              check=self._step_count == 0, reduced_factor=True)
             gram = op.gram()
-            if not bool(torch.isfinite(gram).all()):
+            if not all_finite(gram):
                 raise NonFiniteGradientError("the GGN Gram matrix (Jacobians or loss Hessian) contains NaN or infinity")
             t2 = time.perf_counter()
             x, diag = self.woodbury_step(op, gram, g, damping)

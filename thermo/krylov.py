@@ -28,21 +28,190 @@ products while ``m k << r``, and the dense ``T`` eigendecomposition, ``O((m k)^3
 
 Numerics: everything runs on the host in float64 (numpy: on these small matrices its per-call
 overhead is a fraction of torch's, and float64 keeps the reorthogonalization and the stopping
-rule far below float32 rounding), whatever the dtype and device of the caller's tensors; full
+rule far below float32 rounding), whatever the dtype and device of the caller's tensors (the ``K`` product in float32 would halve
+a step's main cost, the memory traffic of ``K``, but its rounding, accumulated over the steps,
+costs a digit: ``1e-5`` instead of ``8e-7`` from the float64 truth at ``t = 1e4``,
+``lam = 1e-3`` in the float32 tests); full
 reorthogonalization (classical Gram-Schmidt twice, in the ``K`` inner product
 through the stored products ``P = K Q``); a new direction whose ``K``-norm after it is below
 ``100 eps`` of the block's ``K``-norm before it is deflated (the space is then invariant in that
 direction, up to rounding), so the block can shrink and the basis never exceeds the numerical
 rank of ``K``. Blocks are stored as rows (``(k, r)``), so every product is a row-major GEMM.
+
+Speed: a block step is a few dozen operations on ``k x r`` and ``k x k`` arrays, microseconds of
+arithmetic each, so the step runs in one compiled kernel (numba, :func:`_run_steps`) that takes
+as many steps as the caller asks for between its convergence checks: the per-operation overhead
+of the interpreter (about two thirds of a step's time on the digits CNN's ``r = 576``) is paid
+once per check instead of some forty times per step. The buffers grow geometrically up to the
+capacity, so a short run does not allocate (or zero) a basis of the whole space.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from .errors import NotPositiveDefiniteError
 
 __all__ = ["GramLanczos"]
+
+# bits of the kernels' status word
+_FOUND, _TRUNCATED, _INVARIANT, _NEGATIVE = 1, 2, 4, 8
+# slots of the kernels' integer state: basis size, vectors B was applied to, the newest block's
+# rows [lo, hi), block steps taken, and the status word
+_SIZE, _APPLIED, _LO, _HI, _STEPS, _STATUS = range(6)
+
+
+@numba.njit(cache=True)
+def _sym_eigh(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.linalg.eigh(0.5 * (g + g.T))
+
+
+@numba.njit(cache=True)
+def _append_rows(
+    q: np.ndarray,
+    p: np.ndarray,
+    t: np.ndarray,
+    state: np.ndarray,
+    w: np.ndarray,
+    pw: np.ndarray,
+    ref: float,
+    capacity: int,
+    rank_floor: float,
+    eps: float,
+    negative: np.ndarray,
+) -> None:
+    """K-orthonormalize the rows ``w`` (``pw = w K``) and append their new directions.
+
+    ``ref``: the reference squared ``K``-norm (the largest of the rows before orthogonalization
+    against the basis; for the start block, the largest diagonal entry of its own Gram). A
+    direction is new when its ``K``-norm exceeds ``100 eps`` of that reference. The
+    eigendecomposition of the rows' ``K``-Gram resolves directions down to ``sqrt(1e3 eps)`` of
+    the largest, so up to three passes run, each on the remainder of the last (orthogonalized
+    against the whole basis again), and each pass's rows are orthonormalized twice (as
+    Cholesky-QR2 does). A negative ``K``-norm^2 beyond rounding sets ``_NEGATIVE`` and stores
+    ``(value, reference)`` in ``negative``; nothing is appended then."""
+    floor = (100.0 * eps) ** 2 * max(ref, 0.0)
+    pw_in = pw.copy()  # the K-products of the rows as given: their couplings to the new directions
+    lo = state[_SIZE]
+    size = lo
+    found = False
+    truncated = (state[_STATUS] & _TRUNCATED) != 0
+    for attempt in range(3):
+        if attempt:  # the remainder: orthogonalize it against the whole basis again
+            for _ in range(2):
+                c = w @ p[:size].T
+                w = w - c @ q[:size]
+                pw = pw - c @ p[:size]
+        d, v = _sym_eigh(w @ pw.T)
+        if d.size == 0:
+            break
+        if attempt == 0:
+            # rounding of a K-norm^2 is bounded by eps |w|_2 |w K|_2 (Cauchy-Schwarz): beyond it, K is not PSD
+            bound = 0.0
+            for i in range(w.shape[0]):
+                bound = max(bound, np.sqrt(np.sum(w[i] ** 2) * np.sum(pw[i] ** 2)))
+            if d.min() < -1e3 * eps * max(bound, ref):
+                negative[0], negative[1] = d.min(), ref
+                state[_STATUS] |= _NEGATIVE
+                return
+        top = d.max()
+        if top <= floor:
+            break
+        found = True
+        resolution = max(floor, 1e3 * eps * top)
+        unresolved = False
+        keep = d > resolution
+        for i in range(d.size):
+            if d[i] > floor and not keep[i]:
+                unresolved = True  # below this pass's resolution: another pass
+        if rank_floor > 0:  # Rayleigh quotient |x|_K^2 / |x|_2^2 at or below it: null space of K
+            norms2 = np.sum((v.T @ w) ** 2, axis=1)
+            keep &= d > rank_floor * norms2
+        order = np.flatnonzero(keep)[::-1]  # the strongest first
+        room = capacity - size
+        if order.size > room:
+            truncated = True
+            order = order[:room]
+        if order.size == 0:
+            break
+        rot = np.empty((v.shape[0], order.size))
+        for j in range(order.size):
+            rot[:, j] = v[:, order[j]] / np.sqrt(d[order[j]])
+        qn = rot.T @ w
+        pn = rot.T @ pw
+        e, y = _sym_eigh(qn @ pn.T)  # close to I: a second orthonormalization
+        rot2 = y / np.sqrt(e)
+        qn = rot2.T @ qn
+        pn = rot2.T @ pn
+        hi = size + qn.shape[0]
+        q[size:hi] = qn
+        p[size:hi] = pn
+        size = hi
+        if not unresolved or size >= capacity:
+            break
+        c = w @ pn.T
+        w = w - c @ qn
+        pw = pw - c @ pn
+    if lo > 0 and size > lo:  # couplings of the new directions to the block B was applied to
+        plo, phi = state[_LO], state[_HI]
+        couple = q[lo:size] @ pw_in.T  # <q_new, B q_prev>_K = q_new K w^T
+        t[lo:size, plo:phi] = couple
+        t[plo:phi, lo:size] = couple.T
+    status = state[_STATUS]
+    if found:
+        status |= _FOUND
+    if truncated:
+        status |= _TRUNCATED
+    if size == lo and not (found and truncated):
+        status |= _INVARIANT
+    state[_STATUS] = status
+    state[_SIZE] = size
+    state[_LO] = lo
+    state[_HI] = size
+
+
+@numba.njit(cache=True)
+def _run_steps(
+    gram: np.ndarray,
+    core: np.ndarray,
+    q: np.ndarray,
+    p: np.ndarray,
+    t: np.ndarray,
+    state: np.ndarray,
+    n_steps: int,
+    capacity: int,
+    rank_floor: float,
+    eps: float,
+    negative: np.ndarray,
+) -> None:
+    """Up to ``n_steps`` block steps: ``B`` on the newest block, orthogonalized (twice) against
+    the basis, its new directions appended. Stops early when every basis vector has been
+    applied (the space is invariant or the capacity is reached) or at a negative ``K``-norm.
+    ``core``: ``(0, 0)`` for none."""
+    for _ in range(n_steps):
+        lo, hi = state[_LO], state[_HI]
+        if hi == lo or state[_APPLIED] == state[_SIZE] or (state[_STATUS] & _NEGATIVE) != 0:
+            return
+        p_block = p[lo:hi]
+        w = p_block.copy() if core.shape[0] == 0 else p_block @ core  # rows (B q)^T = (S K q)^T
+        q_all, p_all = q[:hi], p[:hi]
+        coef = w @ p_all.T  # <B q_j, q_i>_K, (k, hi)
+        w -= coef @ q_all
+        again = w @ p_all.T
+        w -= again @ q_all
+        coef = (coef + again).T.copy()  # (hi, k)
+        diag = coef[lo:hi]
+        t[lo:hi, lo:hi] = 0.5 * (diag + diag.T)
+        if lo > 0:  # above the diagonal block, computed directly (the coupling was set by _append_rows)
+            t[:lo, lo:hi] = coef[:lo]
+            t[lo:hi, :lo] = coef[:lo].T
+        state[_APPLIED] = hi
+        state[_STEPS] += 1
+        pw = w @ gram
+        # K-norm^2 of each B q before orthogonalization: its components on the basis plus what is new
+        before = np.sum(coef**2, axis=0) + np.sum(w * pw, axis=1)
+        _append_rows(q, p, t, state, w, pw, before.max(), capacity, rank_floor, eps, negative)
 
 
 class GramLanczos:
@@ -50,7 +219,7 @@ class GramLanczos:
 
     Host float64 arrays (numpy): ``gram`` ``K`` ``(r, r)`` symmetric PSD; ``start`` ``W0``
     ``(r, k)``; ``core`` ``None`` or the symmetric ``S`` ``(r, r)``; ``capacity`` the most basis
-    vectors kept (capped at ``r``; the buffers are allocated at that size); ``rank_floor``: a
+    vectors kept (capped at ``r``); ``rank_floor``: a
     direction whose Rayleigh quotient ``x^T K x / x^T x`` is at most this is treated as part of
     the null space of ``K`` and not kept (the eigen path's dropping of modes ``s <= tol max(s)``:
     ``K``-orthonormal vectors there have huge 2-norms and would carry ``K``'s rounding). The constructor
@@ -73,125 +242,99 @@ class GramLanczos:
     ) -> None:
         r, k = start.shape
         self.rank_floor = float(rank_floor)
-        self.gram, self.core = gram, core
+        self.gram = np.ascontiguousarray(gram, dtype=np.float64)
+        self.core = None if core is None else np.ascontiguousarray(core, dtype=np.float64)
+        self._core = np.zeros((0, 0)) if core is None else self.core
         self.eps = float(np.finfo(np.float64).eps)
-        cap = r if capacity is None else max(1, min(r, int(capacity)))
-        self._q = np.zeros((cap, r))  # basis rows q_i^T
-        self._p = np.zeros((cap, r))  # rows (K q_i)^T
-        self._t = np.zeros((cap, cap))  # T = Q^T K B Q, filled block column by block column
-        self.start_rows = np.ascontiguousarray(start.T)  # W0^T, (k, r)
-        self.size = 0  # basis vectors held
-        self.applied = 0  # basis vectors B has been applied to
-        self._block = (0, 0)  # rows of the newest block
-        self.steps = 0
-        self.invariant = False  # no new direction appeared: the space is invariant under B
-        self.truncated = False  # the capacity cut new directions off: the space is not invariant
+        self._capacity = r if capacity is None else max(1, min(r, int(capacity)))
+        self._state = np.zeros(6, dtype=np.int64)
+        self._negative = np.zeros(2)
+        self._width = min(k, r)  # the most rows a block can have
+        rows = min(self._capacity, 4 * self._width)
+        self._q = np.empty((rows, r))  # basis rows q_i^T (rows below size are never read)
+        self._p = np.empty((rows, r))  # rows (K q_i)^T
+        self._t = np.zeros((rows, rows))  # T = Q^T K B Q, filled block column by block column
+        self.start_rows = np.ascontiguousarray(start.T, dtype=np.float64)  # W0^T, (k, r)
         w = self.start_rows.copy()
         if k > r:  # more columns than dimensions: start from an orthonormal basis of their span
-            w = np.linalg.qr(start)[0].T * float(np.linalg.norm(start, axis=0).max())
-        self._append(w, w @ gram, None)
+            w = np.ascontiguousarray(np.linalg.qr(start)[0].T * float(np.linalg.norm(start, axis=0).max()))
+        pw = w @ self.gram
+        ref = float(np.max(np.sum(w * pw, axis=1))) if w.size else 0.0
+        self._reserve(self._width)
+        _append_rows(self._q, self._p, self._t, self._state, w, pw, ref, self._capacity, self.rank_floor,
+                     self.eps, self._negative)
+        self._raise_if_negative()
 
+    # -- state ---------------------------------------------------------------------------------------
     @property
     def capacity(self) -> int:
-        return self._q.shape[0]
+        return self._capacity
 
-    def _append(self, w: np.ndarray, pw: np.ndarray, before: np.ndarray | None) -> None:
-        """K-orthonormalize the rows ``w`` (``pw = w K``) and append their new directions.
+    @property
+    def size(self) -> int:
+        """Basis vectors held."""
+        return int(self._state[_SIZE])
 
-        ``before``: the squared ``K``-norms of the rows before orthogonalization against the
-        basis (``None`` for the start block, whose own Gram is the reference). A direction is new
-        when its ``K``-norm exceeds ``100 eps`` of that reference. The eigendecomposition of the
-        rows' ``K``-Gram resolves directions down to ``sqrt(1e3 eps)`` of the largest, so up to
-        three passes run, each on the remainder of the last (orthogonalized against the whole
-        basis again), and each pass's rows are orthonormalized twice (as Cholesky-QR2 does)."""
-        g = w @ pw.T
-        if before is None:
-            ref = float(np.max(np.diag(g))) if g.size else 0.0
-        else:
-            ref = float(before.max()) if before.size else 0.0
-        floor = (100.0 * self.eps) ** 2 * max(ref, 0.0)
-        pw_in = pw.copy()  # the K-products of the rows as given: their couplings to the new directions
-        lo = self.size
-        found = False
-        for attempt in range(3):
-            if attempt:  # the remainder: orthogonalize it against the whole basis again
-                for _ in range(2):
-                    c = w @ self._p[: self.size].T
-                    w = w - c @ self._q[: self.size]
-                    pw = pw - c @ self._p[: self.size]
-            g = w @ pw.T
-            d, v = np.linalg.eigh(0.5 * (g + g.T))
-            # rounding of a K-norm^2 is bounded by eps |w|_2 |w K|_2 (Cauchy-Schwarz): beyond it, K is not PSD
-            bound = float(np.max(np.linalg.norm(w, axis=1) * np.linalg.norm(pw, axis=1))) if w.size else 0.0
-            if attempt == 0 and d.size and d.min() < -1e3 * self.eps * max(bound, ref):
-                raise NotPositiveDefiniteError(
-                    f"gram has a direction of K-norm^2 {d.min():.3e} < 0 (reference {ref:.3e}): it is not a Gram "
-                    "matrix U^T U"
-                )
-            top = float(d.max()) if d.size else 0.0
-            if top <= floor:
-                break
-            found = True
-            significant = d > max(floor, 1e3 * self.eps * top)
-            unresolved = bool(np.any((d > floor) & ~significant))  # below this pass's resolution
-            if self.rank_floor > 0:  # Rayleigh quotient |x|_K^2 / |x|_2^2 at or below it: null space of K
-                significant &= d > self.rank_floor * np.sum((v.T @ w) ** 2, axis=1)
-            order = np.flatnonzero(significant)[::-1]  # the strongest first
-            room = self.capacity - self.size
-            if order.size > room:
-                self.truncated = True
-                order = order[:room]
-            if order.size == 0:
-                break
-            rot = v[:, order] / np.sqrt(d[order])
-            qn, pn = rot.T @ w, rot.T @ pw
-            gn = qn @ pn.T
-            e, y = np.linalg.eigh(0.5 * (gn + gn.T))  # close to I: a second orthonormalization
-            rot2 = y / np.sqrt(e)
-            qn, pn = rot2.T @ qn, rot2.T @ pn
-            hi = self.size + qn.shape[0]
-            self._q[self.size : hi] = qn
-            self._p[self.size : hi] = pn
-            self.size = hi
-            if not unresolved or self.size >= self.capacity:
-                break
-            c = w @ pn.T
-            w, pw = w - c @ qn, pw - c @ pn
-        if lo > 0 and self.size > lo:  # couplings of the new directions to the block B was applied to
-            plo, phi = self._block
-            couple = self._q[lo : self.size] @ pw_in.T  # <q_new, B q_prev>_K = q_new K w^T
-            self._t[lo : self.size, plo:phi] = couple
-            self._t[plo:phi, lo : self.size] = couple.T
-        if self.size == lo and not (found and self.truncated):
-            self.invariant = True
-        self._block = (lo, self.size)
+    @property
+    def applied(self) -> int:
+        """Basis vectors ``B`` has been applied to."""
+        return int(self._state[_APPLIED])
 
-    def extend(self) -> bool:
-        """One block step: ``B`` on the newest block, orthogonalized (twice) against the basis.
+    @property
+    def steps(self) -> int:
+        """Block steps taken."""
+        return int(self._state[_STEPS])
 
-        Returns ``False`` (nothing done) when every basis vector has been applied: the space is
-        invariant (:attr:`invariant`) or the capacity is reached (:attr:`truncated`)."""
-        lo, hi = self._block
-        if hi == lo or self.applied == self.size:
+    @property
+    def invariant(self) -> bool:
+        """No new direction appeared: the space is invariant under ``B``."""
+        return bool(self._state[_STATUS] & _INVARIANT)
+
+    @property
+    def truncated(self) -> bool:
+        """The capacity cut new directions off: the space is not invariant."""
+        return bool(self._state[_STATUS] & _TRUNCATED)
+
+    def _reserve(self, extra: int) -> None:
+        """Grow the buffers (geometrically, up to the capacity) to hold ``extra`` more rows."""
+        need = min(self._capacity, self.size + extra)
+        rows = self._q.shape[0]
+        if need <= rows:
+            return
+        rows = min(self._capacity, max(need, 2 * rows))
+        m, r = self.size, self._q.shape[1]
+        for name in ("_q", "_p"):
+            grown = np.empty((rows, r))
+            grown[:m] = getattr(self, name)[:m]
+            setattr(self, name, grown)
+        t = np.zeros((rows, rows))
+        old = self._t.shape[0]
+        t[:old, :old] = self._t
+        self._t = t
+
+    def _raise_if_negative(self) -> None:
+        if self._state[_STATUS] & _NEGATIVE:
+            value, ref = self._negative
+            raise NotPositiveDefiniteError(
+                f"gram has a direction of K-norm^2 {value:.3e} < 0 (reference {ref:.3e}): it is not a Gram "
+                "matrix U^T U"
+            )
+
+    # -- steps -----------------------------------------------------------------------------------------
+    def extend(self, steps: int = 1) -> bool:
+        """Up to ``steps`` block steps: ``B`` on the newest block, orthogonalized (twice)
+        against the basis, its new directions appended.
+
+        Returns ``False`` when nothing was done: every basis vector has been applied (the space
+        is invariant, :attr:`invariant`, or the capacity is reached, :attr:`truncated`)."""
+        if self.applied == self.size:
             return False
-        p_block = self._p[lo:hi]
-        w = p_block.copy() if self.core is None else p_block @ self.core  # rows (B q)^T = (S K q)^T
-        q_all, p_all = self._q[:hi], self._p[:hi]
-        coef = w @ p_all.T  # <B q_j, q_i>_K, (k, hi)
-        w -= coef @ q_all
-        again = w @ p_all.T
-        w -= again @ q_all
-        coef = (coef + again).T  # (hi, k)
-        self._t[lo:hi, lo:hi] = 0.5 * (coef[lo:hi] + coef[lo:hi].T)
-        if lo > 0:  # above the diagonal block, computed directly (the coupling was set by _append)
-            self._t[:lo, lo:hi] = coef[:lo]
-            self._t[lo:hi, :lo] = coef[:lo].T
-        self.applied = hi
-        self.steps += 1
-        pw = w @ self.gram
-        # K-norm^2 of each B q before orthogonalization: its components on the basis plus what is new
-        self._append(w, pw, np.sum(coef**2, axis=0) + np.einsum("ij,ij->i", w, pw))
-        return True
+        before = self.steps
+        self._reserve(steps * self._width)
+        _run_steps(self.gram, self._core, self._q, self._p, self._t, self._state, int(steps), self._capacity,
+                   self.rank_floor, self.eps, self._negative)
+        self._raise_if_negative()
+        return self.steps > before
 
     @property
     def basis_rows(self) -> np.ndarray:

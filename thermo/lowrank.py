@@ -74,6 +74,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .backends import all_finite
 from .capabilities import Nonideality
 from .errors import (
     InputError,
@@ -227,7 +228,7 @@ def _as_columns(x: object, n: int, name: str, dtype: torch.dtype, device: torch.
     t = torch.as_tensor(x, dtype=dtype, device=device)
     if t.ndim not in (1, 2) or t.shape[0] != n:
         raise ShapeMismatchError(f"{name} must have shape ({n},) or ({n}, k), got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         raise NonFiniteInputError(f"{name} contains non-finite values (NaN or inf)")
     return t[:, None] if t.ndim == 1 else t
 
@@ -249,14 +250,27 @@ def _check_core(core: object, gram: Tensor) -> Tensor:
     r = gram.shape[0]
     if tuple(s.shape) != (r, r):
         raise ShapeMismatchError(f"core must have the Gram's shape ({r}, {r}), got {tuple(s.shape)}")
-    if not bool(torch.isfinite(s).all()):
-        raise NonFiniteInputError("core contains non-finite values (NaN or inf)")
-    if s.numel():
-        scale, asym = float(s.abs().max()), float((s - s.T).abs().max())
-        rtol = 1e-8 if s.dtype == torch.float64 else 1e-4
-        if asym > rtol * scale:
-            raise NotSymmetricError(f"core is not symmetric: max |S - S^T| = {asym:.3e} exceeds {rtol:g} x max|S|")
-    return 0.5 * (s + s.T)
+    return _symmetrized(s, "core", "core", "S")
+
+
+def _symmetrized(m: Tensor, name: str, label: str, symbol: str) -> Tensor:
+    """``(m + m^T) / 2`` of a square ``m`` checked finite and symmetric to ``1e-8`` (float64)
+    or ``1e-4`` (otherwise) of ``max |m|``. Two ``aminmax`` reductions do the checks (NaN and
+    inf propagate through them: an elementwise ``isfinite`` pass costs ten times more here)."""
+    if not m.numel():
+        return m
+    lo, hi = torch.aminmax(m)
+    scale = max(-float(lo), float(hi))
+    if not math.isfinite(scale):
+        raise NonFiniteInputError(f"{name} contains non-finite values (NaN or inf)")
+    dlo, dhi = torch.aminmax(m - m.T)
+    asym = max(-float(dlo), float(dhi))
+    rtol = 1e-8 if m.dtype == torch.float64 else 1e-4
+    if asym > rtol * scale:
+        raise NotSymmetricError(
+            f"{label} is not symmetric: max |{symbol} - {symbol}^T| = {asym:.3e} exceeds {rtol:g} x max|{symbol}|"
+        )
+    return torch.add(m, m.T).mul_(0.5)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -286,17 +300,7 @@ class LowRankCurvature:
             raise ShapeMismatchError(f"gram must be a square (r, r) matrix, got shape {tuple(gram.shape)}")
         if not gram.is_floating_point():
             gram = gram.to(torch.float64)
-        if not bool(torch.isfinite(gram).all()):
-            raise NonFiniteInputError("gram contains non-finite values (NaN or inf)")
-        if gram.numel():
-            scale = float(gram.abs().max())
-            asym = float((gram - gram.T).abs().max())
-            rtol = 1e-8 if gram.dtype == torch.float64 else 1e-4
-            if asym > rtol * scale:
-                raise NotSymmetricError(
-                    f"gram (U^T U) is not symmetric: max |K - K^T| = {asym:.3e} exceeds {rtol:g} x max|K|"
-                )
-            gram = 0.5 * (gram + gram.T)
+        gram = _symmetrized(gram, "gram", "gram (U^T U)", "K")
         object.__setattr__(self, "gram", gram)
         if self.core is not None:
             object.__setattr__(self, "core", _check_core(self.core, gram))
@@ -320,7 +324,7 @@ class LowRankCurvature:
             mat = mat.to(torch.float64)
         if mat.ndim != 2:
             raise ShapeMismatchError(f"U must be a matrix of shape (N, r), got shape {tuple(mat.shape)}")
-        if not bool(torch.isfinite(mat).all()):
+        if not all_finite(mat):
             raise NonFiniteInputError("U contains non-finite values (NaN or inf)")
         core_t = None if core is None else torch.as_tensor(core, dtype=mat.dtype, device=mat.device)
         return cls(lambda c: mat @ c, lambda v: mat.T @ v, mat.T @ mat, damping, mat.shape[0], core_t)
@@ -539,14 +543,15 @@ class LowRankOU(_OUBase):
         if propagator not in PROPAGATORS:
             raise InputError(f"propagator must be one of {', '.join(PROPAGATORS)}, got {propagator!r}")
         self.propagator = propagator
-        default_ktol = 1e-12 if self.dtype == torch.float64 else 1e-8
+        default_ktol = 1e-12 if self.dtype == torch.float64 else 1e-6
         self.krylov_tol = default_ktol if krylov_tol is None else float(krylov_tol)
         if not (self.krylov_tol > 0 and math.isfinite(self.krylov_tol)):
             raise InputError(f"krylov_tol must be finite and > 0, got {krylov_tol}")
         self._decomposed = False
-        self._gram64: np.ndarray | None = None
+        self._gram_np: np.ndarray | None = None
         self._core64: np.ndarray | None = None
         self._bound: float | None = None
+        self._gram_norm_bound: float | None = None
         #: how the last application was propagated: ``eigh`` or ``krylov (m block steps, basis b)``
         self.last_propagation = ""
         if propagator == "eigh" or (propagator == "auto" and not self._krylov_eligible()):
@@ -651,11 +656,13 @@ class LowRankOU(_OUBase):
         return self._bound
 
     def _gram_bound(self) -> float:
-        """``min(trace K, max row sum |K|)``, an upper bound of ``||K||_2``."""
-        gram = self.curvature.gram
-        if not gram.numel():
-            return 0.0
-        return min(float(torch.diagonal(gram).clamp(min=0).sum()), float(gram.abs().sum(1).max()))
+        """``min(trace K, max row sum |K|)``, an upper bound of ``||K||_2``; cached."""
+        if self._gram_norm_bound is None:
+            gram = self.curvature.gram
+            self._gram_norm_bound = 0.0 if not gram.numel() else min(
+                float(torch.diagonal(gram).clamp(min=0).sum()), float(gram.abs().sum(1).max())
+            )
+        return self._gram_norm_bound
 
     def krylov_budget(self, k: int, horizon: float | None) -> int | None:
         """The most block Lanczos steps to run for ``k`` vectors, or ``None`` to use ``eigh``.
@@ -699,11 +706,11 @@ class LowRankOU(_OUBase):
     # --- Krylov path on the Gram --------------------------------------------------------------------
     def _gram_float64(self) -> tuple[np.ndarray, np.ndarray | None]:
         """The Gram (and core) as host float64 arrays, once per upload."""
-        if self._gram64 is None:
-            self._gram64 = _host64(self.curvature.gram)
+        if self._gram_np is None:
+            self._gram_np = _host64(self.curvature.gram)
             core = self.curvature.core
             self._core64 = None if core is None else _host64(core)
-        return self._gram64, self._core64
+        return self._gram_np, self._core64
 
     def _apply_krylov(
         self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, max_steps: int
@@ -713,11 +720,19 @@ class LowRankOU(_OUBase):
         Every output column is ``D + U Q z`` with ``D = sum f_c(lam) x_i`` (exact) and ``z`` the
         Krylov coefficients of ``sum h_c(B) W0_i``, ``h_c(x) = (f_c(lam + x) - f_c(lam)) / x``.
         The parameter-space norm of the correction is ``|z|`` (``U Q`` has orthonormal columns),
-        so the stopping rule is in the norm of the result: stop at a check (steps 3, then every
-        ``max(2, steps / 8)``) where ``|z - z_prev| <= krylov_tol |D + U Q z|`` for every output
-        column (``z_prev`` from the previous check, zero-padded; the error of ``z_prev`` is about
-        that change and that of ``z`` smaller, the usual heuristic). Returns ``None`` when
-        ``max_steps`` pass without convergence (the caller falls back to ``eigh``)."""
+        so the stopping rule is in the norm of the result. At each check the change
+        ``e = max |z - z_prev| / (krylov_tol |D + U Q z|)`` over the output columns (``z_prev``
+        from the previous check, zero-padded) estimates, in units of the tolerance, the error of
+        ``z_prev``: ``e <= 1`` stops (the usual heuristic: ``z`` is better than ``z_prev``). Once
+        two successive estimates fall by a factor ``q <= 0.1``, the per-step rate ``rho`` they
+        imply extrapolates the error of ``z`` itself, ``e rho^n`` (``n`` steps since ``z_prev``),
+        and ``e rho^n <= 1`` stops one check early (Lanczos converges superlinearly, so the rate
+        of the last interval over-estimates the error). The next check goes where that rate
+        predicts an error ``<= 1`` (at least 1 and at most ``max(2, steps / 2)`` steps on;
+        ``max(2, steps / 8)`` before a rate is known; the first at step 3): the block steps
+        between checks run in one compiled call, and a check (an ``eigh`` of the projection)
+        costs a few steps. Returns ``None`` when ``max_steps`` pass
+        without convergence (the caller falls back to ``eigh``)."""
         curv = self.curvature
         lam = self.damping
         widths = [x.shape[1] for x in inputs]
@@ -734,15 +749,15 @@ class LowRankOU(_OUBase):
         lanczos = GramLanczos(gram, start, core, capacity=capacity, rank_floor=self.tol * self._gram_bound())
         floor = 1e3 * float(np.finfo(np.float64).eps)
         prev: list[np.ndarray] | None = None
+        prev_steps = 0  # block steps behind prev
+        history: tuple[int, float] | None = None  # (steps, estimated error) of the check before prev
         check_at = 3
         if lanczos.size == 0:  # every input is in the null space of U (or zero)
             self.last_propagation = "krylov (0 block steps, basis 0)"
             return directs
         while True:
-            lanczos.extend()
+            lanczos.extend(max(1, min(check_at, max_steps) - lanczos.steps))
             done = lanczos.applied == lanczos.size  # invariant, or the capacity is reached
-            if not done and lanczos.steps < check_at:
-                continue
             ritz, rot, coords = lanczos.projection()
             if core is not None and ritz.size:
                 _check_realized(float(ritz.min()) + lam)
@@ -757,26 +772,41 @@ class LowRankOU(_OUBase):
                 for out in terms
             ]
             converged = lanczos.invariant
+            change = math.inf
             if prev is not None and not converged:
                 basis_ud = [lanczos.basis_rows @ u for u in ud]  # Q^T U^T D, (m, w)
-                converged = True
+                change = 0.0  # e: the largest change in units of the tolerance
                 for z, z_old, dn2, qud in zip(zs, prev, d_norm2, basis_ud):
                     z_old = np.vstack([z_old, np.zeros((z.shape[0] - z_old.shape[0], z.shape[1]))])
                     out_norm2 = dn2 + 2.0 * np.sum(qud * z, axis=0) + np.sum(z**2, axis=0)
                     term_scale = np.sqrt(dn2) + np.linalg.norm(z, axis=0)
                     scale = np.maximum(np.sqrt(np.clip(out_norm2, 0.0, None)), 1e-3 * term_scale)
-                    change = np.linalg.norm(z - z_old, axis=0)
-                    if np.any(change > self.krylov_tol * scale):
-                        converged = False
-                        break
+                    ratio = np.linalg.norm(z - z_old, axis=0) / (self.krylov_tol * np.maximum(scale, 1e-300))
+                    change = max(change, float(ratio.max(initial=0.0)))
+                converged = change <= 1.0
+            rate, error_now = None, math.inf  # the error's factor per step; the error of z (tolerance units)
+            if math.isfinite(change) and history is not None and 0.0 < change < history[1]:
+                span = prev_steps - history[0]  # change estimates the error at prev_steps, history[1] at history[0]
+                fall = change / history[1]
+                rate = fall ** (1.0 / span)
+                error_now = change * rate ** (lanczos.steps - prev_steps)
+                converged = converged or (fall <= 0.1 and error_now <= 1.0)
             if converged:
                 break
             if done and (lanczos.invariant or lanczos.size >= curv.rank):
                 break  # every direction of the space is in the basis: exact up to rounding
             if done or lanczos.steps >= max_steps:  # the budget (or the capacity it sized) is spent
                 return None
-            prev = zs
-            check_at = lanczos.steps + max(2, lanczos.steps // 8)
+            most = max(2, lanczos.steps // 2)
+            if rate is not None:
+                ahead = math.ceil(math.log(error_now) / -math.log(rate)) if error_now > 1.0 else 1
+                gap = min(max(ahead, 1), most)
+            else:
+                gap = max(2, lanczos.steps // 8)
+            if math.isfinite(change):
+                history = (prev_steps, change)
+            prev, prev_steps = zs, lanczos.steps
+            check_at = lanczos.steps + gap
         self.last_propagation = f"krylov ({lanczos.steps} block steps, basis {lanczos.applied})"
         low = lanczos.basis_rows.T @ np.concatenate(zs, axis=1)  # (r, sum of output widths)
         low = torch.as_tensor(low, dtype=self.dtype, device=self.device)

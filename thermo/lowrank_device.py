@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from . import lowrank
-from .backends import RandomSource, TorchBackend
+from .backends import RandomSource, TorchBackend, all_finite
 from .capabilities import Nonideality, check_modelled
 from .errors import (
     HardwareSpecError,
@@ -213,12 +213,6 @@ def _program(x: Tensor, dac: Quantizer, seed: int | None) -> tuple[Tensor, float
     return xq, alpha, err
 
 
-def _all_finite(x: Tensor) -> bool:
-    """No NaN or infinity in ``x``: a NaN or inf entry makes the sum non-finite, so a finite sum
-    settles it in one reduction; only an overflowing sum needs the elementwise check."""
-    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
-
-
 def program_arrays(
     jacobian: Tensor,
     hessian: Tensor,
@@ -246,7 +240,7 @@ def program_arrays(
             f"{hessian.shape[0] * hessian.shape[1]}"
         )
     for name, x in (("J_f", jacobian), ("H_L", hessian)):
-        if not _all_finite(x):
+        if not all_finite(x):
             raise NonFiniteInputError(f"the {name} array to program contains NaN or infinity")
     dac = Quantizer(bits, coupling_range, rounding)
     jq, j_scale, j_err = _program(jacobian, dac, seed)
@@ -283,12 +277,12 @@ class LowRankDevice:
         not tile."""
         if g.ndim != 1 or g.shape[0] != curvature.n:
             raise InputError(f"g must have shape ({curvature.n},), got {tuple(g.shape)}")
-        if not bool(torch.isfinite(g).all()):
+        if not all_finite(g):
             raise InputError("g contains NaN or infinity")
         spec, hw = self.spec, self.hardware
         check_modelled(hw, MODELS, _WHAT, _ALTERNATIVE, size=curvature.n)
         use_krylov = spec.method == "krylov" or (spec.method == "auto" and curvature.rank > spec.max_eigen_rank)
-        if not bool(torch.isfinite(curvature.gram).all()):
+        if not all_finite(curvature.gram):
             raise NonFiniteInputError("the Gram matrix of the curvature contains NaN or infinity")
         if use_krylov:
             self.process = KrylovOU.from_curvature(curvature, hw.kT, max_steps=spec.krylov_steps)
@@ -356,7 +350,7 @@ class LowRankDevice:
         else:
             n = min(spec.n_readout, int(t / h + 1e-9) + 1)
             read, final = self._propagate(lambda: self.process.readout(x0, self.g, t, n, h, self.generator))
-        if not bool(torch.isfinite(read).all() and torch.isfinite(final).all()):
+        if not (all_finite(read) and all_finite(final)):
             raise NonFiniteInputError(
                 "the device state is not finite: the uploaded curvature is too ill-conditioned for its "
                 "eigendecomposition (a diverging model?)"

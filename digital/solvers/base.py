@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from thermo.backends import all_finite
 from thermo.errors import NonFiniteInputError, NotSymmetricError, ShapeMismatchError, UnsupportedInputError
 from thermo.validation import refuse_unsupported
 
@@ -221,7 +222,7 @@ def _check_damping(damping: float) -> None:
 
 
 def _check_finite(t: Tensor, name: str) -> None:
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         bad = int((~torch.isfinite(t)).sum())
         raise NonFiniteInputError(f"{name} contains {bad} NaN or infinite entries")
 

@@ -222,6 +222,26 @@ def test_gram_lanczos_basis_is_k_orthonormal_and_deflates_dependent_columns():
     np.testing.assert_allclose(np.sort(ritz)[-3:], np.linalg.eigvalsh(gram)[-3:], rtol=1e-10)
 
 
+
+def test_gram_lanczos_runs_many_steps_in_one_call_as_one_at_a_time_and_grows_its_buffers():
+    u = decaying_u(300, 150, seed=22).numpy()
+    gram = u.T @ u
+    start = np.random.default_rng(1).standard_normal((150, 3))
+    one, many = GramLanczos(gram, start), GramLanczos(gram, start)
+    rows = many._q.shape[0]  # starts small (four blocks), grows as the basis does
+    assert rows == 12 < many.capacity == 150
+    for _ in range(9):
+        assert one.extend()
+    assert many.extend(9) and many.steps == one.steps == 9
+    assert many._q.shape[0] > rows and many.size == one.size == 30
+    np.testing.assert_array_equal(many.basis_rows, one.basis_rows)
+    np.testing.assert_array_equal(many.projection()[0], one.projection()[0])
+    q = many.basis_rows
+    np.testing.assert_allclose(q @ gram @ q.T, np.eye(q.shape[0]), atol=1e-10)
+    capped = GramLanczos(gram, start, capacity=10)  # the capacity cuts the fourth block to one vector
+    assert capped.extend(50) and capped.size == 10 and capped.truncated and not capped.invariant
+    assert capped.steps == 4 and capped.applied == 10 and not capped.extend()  # all applied: nothing left
+
 # ------------------------------------------------------------------------------------------------
 # the device setting
 def test_the_device_passes_the_propagator_and_both_agree():
