@@ -6,17 +6,22 @@ DAC, input DAC and readout ADC together), the accuracy its solves are planned fo
 component mismatch (fabrication precision: it costs accuracy, not time) and a time constant
 (it costs time, not accuracy: the dynamics run in units of tau). For every design, over seeds:
 
-- accuracy: K-FAC trains a small model (the digits MLP) with its factor solves or inversions on
-  that device (both published methods, ``solve`` and ``inverse``, each a design of its own); the
-  accuracy loss is the exact backend's mean test accuracy (in the same mode) minus the design's
-  (a positive loss is worse than digital K-FAC);
+- accuracy: K-FAC trains each small model of ``tasks`` (the digits MLP and CNN; with ``--full``
+  the digits ViT and the graph GNN too) with its factor solves or inversions on that device (both
+  published methods, ``solve`` and ``inverse``, each a design of its own); the accuracy loss is
+  the exact backend's mean test accuracy (in the same mode) minus the design's (a positive loss
+  is worse than digital K-FAC), and Adam trains each model too, for the advantage verdict below;
 - speed: the same device, in the system of the projections study, projects the time to target
   of an AlgoPerf workload (ViT-S/16 by default) with the same method; the speedup is digital
   K-FAC's time over thermodynamic K-FAC's (both at the same step ratio), and over Adam's.
 
 A design whose runs needed the exact fallback (quantization broke the factor's definiteness) or
-failed is infeasible: the device alone did not train. The Pareto front is the feasible designs
-that no other feasible design beats in both speedup and accuracy loss. Writes
+failed is infeasible: the device alone did not train. The Pareto front (per model and method) is
+the feasible designs that no other feasible design beats in both speedup and accuracy loss. Per
+model and method the report gives the smallest converter width and the largest planned error that
+keep K-FAC's advantage over Adam (:mod:`studies.advantage`: mean final training loss below
+Adam's, no fallback), each swept with the other axes at their most favourable values (no
+mismatch, the tightest planned error, resp. the widest converters). Writes
 ``designspace.csv`` (every seed of every design), ``designspace.png`` and ``designspace.md``.
 """
 
@@ -34,6 +39,7 @@ from typing import Any
 from thermo import preset
 
 from . import checks, sweep
+from .advantage import kept_from, keeps_advantage
 from .intervals import mean_ci
 from .noise import train_variant
 from .options import (
@@ -72,10 +78,15 @@ METHODS = ("solve", "inverse")
 """The published thermodynamic K-FAC methods, each trained and projected as its own designs."""
 
 
+DEFAULT_TASKS = ("digits-mlp", "digits-cnn")
+FULL_TASKS = (*DEFAULT_TASKS, "digits-vit", "graphs-gnn")
+
+
 @dataclass(frozen=True)
 class DesignSpaceConfig:
-    task: str = "digits-mlp"
-    """The model trained through each design (accuracy side)."""
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    """The models trained through each design (accuracy side); ``full()`` adds the digits ViT and
+    the graph GNN."""
     methods: tuple[str, ...] = METHODS
     steps: int = 100
     seeds: int = 3
@@ -110,7 +121,10 @@ class DesignSpaceConfig:
     out_dir: Path = field(default=Path("results") / NAME)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "task", checks.task("DesignSpaceConfig", "task", self.task))
+        if isinstance(self.tasks, str) or not self.tasks:
+            raise checks.StudyConfigError("DesignSpaceConfig.tasks must name at least one built-in task")
+        object.__setattr__(self, "tasks", tuple(dict.fromkeys(checks.task("DesignSpaceConfig", "tasks", t)
+                                                              for t in self.tasks)))
         if not self.methods or set(self.methods) - set(METHODS):
             raise checks.StudyConfigError(f"DesignSpaceConfig.methods must be among {', '.join(METHODS)}, "
                                           f"got {self.methods!r}")
@@ -139,7 +153,7 @@ class DesignSpaceConfig:
 
     @classmethod
     def full(cls, **overrides: Any) -> DesignSpaceConfig:
-        return cls(**{"steps": 600, "seeds": 5, "bits": (4, 5, 6, 7, 8, 10, 12, 16), "inverse_bits": None,
+        return cls(**{"tasks": FULL_TASKS, "steps": 600, "seeds": 5, "bits": (4, 5, 6, 7, 8, 10, 12, 16), "inverse_bits": None,
                       "target_rel_error": (0.3, 0.1, 0.03, 0.01, 0.003), "mismatch_sigma": (0.0, 0.01, 0.05, 0.1),
                       "tau_scale": (1.0, 0.3, 0.1, 0.03, 0.01), **overrides})
 
@@ -150,17 +164,20 @@ def bits_of(cfg: DesignSpaceConfig, method: str) -> tuple[int, ...]:
 
 
 def training_points(cfg: DesignSpaceConfig) -> list[dict[str, Any]]:
-    """Every (method, device setting, seed) trained; the exact backend (digital K-FAC, in the same
-    mode) has zeros on every axis."""
+    """Every (task, method, device setting, seed) trained; the exact backend (digital K-FAC, in the
+    same mode) and Adam (method ``-``, once per task and seed) have zeros on every axis."""
     out = []
-    for method in cfg.methods:
+    zeros = {"bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0}
+    for task in cfg.tasks:
         for seed in range(cfg.seeds):
-            out.append({"method": method, "design": "exact", "bits": 0, "target_rel_error": 0.0, "mismatch_sigma": 0.0,
-                        "seed": seed})
-            for bits, target, mismatch in itertools.product(bits_of(cfg, method), cfg.target_rel_error,
-                                                            cfg.mismatch_sigma):
-                out.append({"method": method, "design": "device", "bits": int(bits), "target_rel_error": float(target),
-                            "mismatch_sigma": float(mismatch), "seed": seed})
+            out.append({"task": task, "method": "-", "design": "adam", **zeros, "seed": seed})
+        for method in cfg.methods:
+            for seed in range(cfg.seeds):
+                out.append({"task": task, "method": method, "design": "exact", **zeros, "seed": seed})
+                for bits, target, mismatch in itertools.product(bits_of(cfg, method), cfg.target_rel_error,
+                                                                cfg.mismatch_sigma):
+                    out.append({"task": task, "method": method, "design": "device", "bits": int(bits),
+                                "target_rel_error": float(target), "mismatch_sigma": float(mismatch), "seed": seed})
     return out
 
 
@@ -184,13 +201,15 @@ def _system(cfg: DesignSpaceConfig) -> Any:
 
 
 def train_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
-    """Train K-FAC through one device setting (or the exact backend) for one seed."""
-    seed, mode = int(point["seed"]), str(point.get("method", "solve"))
+    """Train K-FAC through one device setting (or the exact backend), or Adam, for one seed."""
+    task, seed, mode = str(point["task"]), int(point["seed"]), str(point.get("method", "solve"))
+    if point["design"] == "adam":
+        return train_variant(task, cfg.steps, seed, optimizer="adam")
     if point["design"] == "exact":
-        return train_variant(cfg.task, cfg.steps, seed, mode=mode)
+        return train_variant(task, cfg.steps, seed, mode=mode)
     options = {"hardware": _hardware(cfg, int(point["bits"]), float(point["mismatch_sigma"])),
                "target_rel_error": float(point["target_rel_error"])}
-    return train_variant(cfg.task, cfg.steps, seed, solver="thermo", solver_options=options, mode=mode)
+    return train_variant(task, cfg.steps, seed, solver="thermo", solver_options=options, mode=mode)
 
 
 def project_design(cfg: DesignSpaceConfig, point: dict[str, Any]) -> dict[str, Any]:
@@ -221,14 +240,57 @@ def pareto_front(speedups: list[float], losses: list[float]) -> list[bool]:
 
 
 def summarize(training: list[dict[str, Any]], projections: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per method, one entry per design (and one for the exact backend in that mode, first): mean
-    test accuracy and training loss with 95% confidence half-widths over seeds, the accuracy loss
-    against the exact backend (its half-width combines both intervals in quadrature), the
-    projected speedups, feasibility and Pareto membership (among that method's designs)."""
-    methods = list(dict.fromkeys(str(r.get("method", "solve")) for r in training))
-    return [entry for method in methods for entry in _summarize_method(
-        method, [r for r in training if str(r.get("method", "solve")) == method],
-        [p for p in projections if str(p.get("method", "solve")) == method])]
+    """Per task and method, one entry per design (and one for the exact backend in that mode,
+    first): mean test accuracy and training loss with 95% confidence half-widths over seeds, the
+    accuracy loss against the exact backend (its half-width combines both intervals in
+    quadrature), the projected speedups, feasibility, Pareto membership (among that task's and
+    method's designs), Adam's mean final training loss on the task (``adam_train_loss``) and
+    whether the entry keeps K-FAC's advantage over it (``beats_adam``)."""
+    tasks = list(dict.fromkeys(str(r["task"]) for r in training))
+    out = []
+    for task in tasks:
+        mine = [r for r in training if str(r["task"]) == task]
+        adam = [float(r["train_loss"]) for r in mine if r["design"] == "adam"]
+        if not adam:
+            raise ValueError(f"the training rows of {task} hold no Adam reference")
+        adam_loss = mean_ci(adam)[0]
+        methods = list(dict.fromkeys(str(r.get("method", "solve")) for r in mine if r["design"] != "adam"))
+        for method in methods:
+            for entry in _summarize_method(method, [r for r in mine if str(r.get("method", "solve")) == method],
+                                           [p for p in projections if str(p.get("method", "solve")) == method]):
+                problems = int(entry["fallbacks"]) + int(entry["failed"])
+                out.append({"task": task, **entry, "adam_train_loss": adam_loss,
+                            "beats_adam": keeps_advantage(float(entry["train_loss"]), adam_loss, problems)})
+    return out
+
+
+def advantage_limits(summary: list[dict[str, Any]], task: str, method: str) -> dict[str, Any]:
+    """Per task and method, where the designs keep K-FAC's advantage over Adam
+    (:mod:`studies.advantage`): ``smallest_bits``, the smallest converter width from which every
+    wider one does, at no mismatch (the smallest swept) and the tightest planned error; and
+    ``largest_error``, the largest planned error up to which every tighter one does, at no
+    mismatch and the widest converters. None where even the most favourable setting does not
+    (``exact_beats_adam`` then says whether digital K-FAC itself does). Accuracy does not depend
+    on the time constant, so one tau scale's entries are read."""
+    mine = [s for s in summary if s["task"] == task and s.get("method", "solve") == method]
+    devices = [s for s in mine if s["design"] == "device"]
+    exact = next(s for s in mine if s["design"] == "exact")
+    out: dict[str, Any] = {"task": task, "method": method, "adam_train_loss": exact["adam_train_loss"],
+                           "exact_train_loss": exact["train_loss"], "exact_beats_adam": bool(exact["beats_adam"]),
+                           "smallest_bits": None, "largest_error": None, "mismatch_sigma": math.nan,
+                           "at_error": math.nan, "at_bits": 0}
+    if not devices:
+        return out
+    tau = devices[0]["tau_scale"]
+    grid = {(s["bits"], s["target_rel_error"]): bool(s["beats_adam"]) for s in devices
+            if s["tau_scale"] == tau and s["mismatch_sigma"] == min(d["mismatch_sigma"] for d in devices)}
+    tightest = min(e for _, e in grid)
+    widest = max(b for b, _ in grid)
+    bits = kept_from(((b, keeps) for (b, e), keeps in grid.items() if e == tightest), descending=True)
+    error = kept_from(((e, keeps) for (b, e), keeps in grid.items() if b == widest), descending=False)
+    out.update(smallest_bits=None if bits is None else int(bits), largest_error=error,
+               mismatch_sigma=min(d["mismatch_sigma"] for d in devices), at_error=tightest, at_bits=widest)
+    return out
 
 
 def _summarize_method(method: str, training: list[dict[str, Any]], projections: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -297,17 +359,19 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
     import matplotlib.pyplot as plt
 
     scales = sorted(cfg.tau_scale, reverse=True)
-    methods = [m for m in cfg.methods if any(s.get("method", "solve") == m for s in summary)] or list(cfg.methods)
-    fig, axes = plt.subplots(len(methods), len(scales), figsize=(4.6 * len(scales), 4.4 * len(methods)), sharey=True,
+    pairs = [(t, m) for t in cfg.tasks for m in cfg.methods] or [("", "solve")]
+    pairs = [p for p in pairs if any(s["task"] == p[0] and s.get("method", "solve") == p[1] for s in summary)] or pairs
+    fig, axes = plt.subplots(len(pairs), len(scales), figsize=(4.6 * len(scales), 3.9 * len(pairs)), sharey=True,
                              squeeze=False)
     markers = dict(zip(sorted(cfg.target_rel_error), "osD^v<>p*h"))
     widths = sorted({b for m in cfg.methods for b in bits_of(cfg, m)})
     cmap = plt.get_cmap("viridis")
     colors = {b: cmap(i / max(1, len(widths) - 1)) for i, b in enumerate(widths)}
     devices = [s for s in summary if s["design"] == "device"]
-    for row, method in zip(axes, methods):
+    for row, (task, method) in zip(axes, pairs):
         for ax, scale in zip(row, scales):
-            mine = [s for s in devices if s["tau_scale"] == scale and s.get("method", "solve") == method]
+            mine = [s for s in devices if s["tau_scale"] == scale and s.get("method", "solve") == method
+                    and s["task"] == task]
             for s in mine:
                 x, y = 100 * s["accuracy_loss"], s["speedup_vs_kfac"]
                 if int(s["fallbacks"]) > 0:
@@ -329,8 +393,8 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
             ax.scatter([0.0], [1.0], marker="*", s=120, color="k", zorder=5)
             ax.axhline(1.0, color="k", lw=0.6, ls=":")
             ax.axvline(0.0, color="k", lw=0.6, ls=":")
-            ax.set_title(f"{method} method, time constant x{scale:g}", fontsize=9)
-            ax.set_xlabel(f"accuracy loss vs exact K-FAC, {cfg.task} (pp)", fontsize=8)
+            ax.set_title(f"{task}, {method} method, time constant x{scale:g}", fontsize=9)
+            ax.set_xlabel(f"accuracy loss vs exact K-FAC, {task} (pp)", fontsize=8)
         row[0].set_ylabel(f"projected speedup over digital K-FAC, {cfg.workload} (x)", fontsize=8)
     set_scale(axes[0][0], "y", [1.0, *(s["speedup_vs_kfac"] for s in devices)])
     from matplotlib.lines import Line2D  # lazy, as pyplot above
@@ -351,8 +415,19 @@ def plot(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> A
     return fig
 
 
+def _limit_text(limit: dict[str, Any], key: str) -> str:
+    """One verdict of :func:`advantage_limits` in words; where it is None, what decides it."""
+    value = limit[key]
+    if value is not None:
+        return f"{value} bits" if key == "smallest_bits" else f"{value:g}"
+    if not limit["exact_beats_adam"]:
+        return "none: digital K-FAC itself does not beat Adam here (the training budget and settings decide it)"
+    return ("none: even the widest converters lose it" if key == "smallest_bits"
+            else "none: even the tightest planned error loses it")
+
+
 def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) -> None:
-    exacts = {s.get("method", "solve"): s for s in summary if s["design"] == "exact"}
+    exacts = {(s["task"], s.get("method", "solve")): s for s in summary if s["design"] == "exact"}
     devices = sorted((s for s in summary if s["design"] == "device"), key=lambda s: -s["speedup_vs_kfac"])
     front = [s for s in devices if s["pareto"]]
     lines = [
@@ -364,11 +439,15 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) ->
         f"together), solves planned for a relative error of {list(cfg.target_rel_error)} (this sets the readout "
         f"window), static mismatch {list(cfg.mismatch_sigma)} (relative) and time constants x"
         f"{', x'.join(f'{t:g}' for t in cfg.tau_scale)} of the preset's; the rest of the preset is kept.",
-        f"- Accuracy: K-FAC on `{cfg.task}` for {cfg.steps} steps over {cfg.seeds} seeds with its factor solves (solve "
-        f"method) or inversions (inverse method) on the design (settings of the noise study), against the exact backend "
-        f"in the same mode; accuracy loss = exact mean test accuracy ("
-        + ", ".join(f"{m}: {e['test_accuracy']:.4f}" for m, e in exacts.items())
+        f"- Accuracy: K-FAC on {', '.join(f'`{t}`' for t in cfg.tasks)} for {cfg.steps} steps over {cfg.seeds} seeds "
+        f"with its factor solves (solve method) or inversions (inverse method) on the design (settings of the noise "
+        f"study), against the exact backend in the same mode; accuracy loss = exact mean test accuracy ("
+        + ", ".join(f"{t} {m}: {e['test_accuracy']:.4f}" for (t, m), e in exacts.items())
         + ") minus the design's; 95% Student-t intervals over seeds, combined in quadrature.",
+        "- Advantage over Adam (studies.advantage, the noise study's rule): a design keeps it when its mean final "
+        "training loss stays below Adam's on the same model and step budget with no fallback; the smallest width is "
+        "read at no mismatch and the tightest planned error, the largest planned error at no mismatch and the widest "
+        "converters.",
         f"- Speed: `{cfg.workload}` time to target on {cfg.n_gpus} GPUs of the system {describe_system(_system(cfg))}, "
         f"at the design's time constant; both K-FACs take {cfg.step_ratio:g} x the AlgoPerf baseline's steps, "
         f"thermodynamic K-FAC solves both factors on the device every step (solve method) or inverts them every "
@@ -379,34 +458,49 @@ def report(summary: list[dict[str, Any]], path: Path, cfg: DesignSpaceConfig) ->
         "sides share the device, not the model.",
         "- Infeasible: a design whose runs fell back to the exact backend (red crosses in the plot) or failed "
         "(grey crosses).", "",
-        f"## Pareto fronts, one per method ({len(front)} of {len(devices)} designs)", "",
-        "| method | bits | target error | mismatch | tau scale | speedup vs digital K-FAC | speedup vs Adam | accuracy loss "
-        "(pp, 95% CI) | bottleneck |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "## Converter width and planned error that keep K-FAC's advantage over Adam", "",
+        "| model | method | smallest converter width | largest planned error | Adam train loss | exact K-FAC train loss |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {s.get('method', 'solve')} | {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
+    for task, method in exacts:
+        limit = advantage_limits(summary, task, method)
+        lines.append(f"| {task} | {method} | {_limit_text(limit, 'smallest_bits')} (at error {limit['at_error']:g}) | "
+                     f"{_limit_text(limit, 'largest_error')} (at {limit['at_bits']} bits) | "
+                     f"{limit['adam_train_loss']:.4g} | {limit['exact_train_loss']:.4g} |")
+    lines += [
+        "",
+        f"## Pareto fronts, one per model and method ({len(front)} of {len(devices)} designs)", "",
+        "| model | method | bits | target error | mismatch | tau scale | speedup vs digital K-FAC | speedup vs Adam | "
+        "accuracy loss (pp, 95% CI) | bottleneck |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {s['task']} | {s.get('method', 'solve')} | {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | "
+              f"{s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
               f"{s['speedup_vs_adam']:.3g}x | {100 * s['accuracy_loss']:.2f} ± {100 * s['accuracy_loss_ci']:.2f} | "
               f"{s['bottleneck']} |" for s in front]
     lines.append("")
-    for method in exacts:
-        mine = [s for s in devices if s.get("method", "solve") == method]
+    for task, method in exacts:
+        mine = [s for s in devices if s.get("method", "solve") == method and s["task"] == task]
         feasible = [s for s in mine if s["feasible"]]
         within = sum(1 for s in feasible if abs(s["accuracy_loss"]) <= s["accuracy_loss_ci"])
-        lines.append(f"- {method} method: {len(feasible)} of {len(mine)} designs are feasible; the accuracy loss of {within} "
+        lines.append(f"- {task}, {method} method: {len(feasible)} of {len(mine)} designs are feasible; the accuracy loss of {within} "
                      f"of them lies within its 95% interval of zero (indistinguishable from exact K-FAC at {cfg.seeds} "
                      f"seeds). The fastest feasible design reaches "
                      f"{max((s['speedup_vs_kfac'] for s in feasible), default=math.nan):.3g}x digital K-FAC, against the "
                      f"{max((s['bound_vs_kfac'] for s in mine), default=math.nan):.3g}x that no device can beat (the share "
                      "of digital K-FAC it replaces, Amdahl).")
     lines += ["", "## Every design", "",
-              "| method | bits | target error | mismatch | tau scale | speedup vs digital K-FAC | test accuracy (95% CI) | "
-              "train loss | fallbacks | feasible | Pareto |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {s.get('method', 'solve')} | {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
-              f"{s['test_accuracy']:.4f} ± {s['test_accuracy_ci']:.2g} | {s['train_loss']:.4g} | {s['fallbacks']} | "
+              "| model | method | bits | target error | mismatch | tau scale | speedup vs digital K-FAC | "
+              "test accuracy (95% CI) | train loss | beats Adam | fallbacks | feasible | Pareto |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {s['task']} | {s.get('method', 'solve')} | {s['bits']} | {s['target_rel_error']:g} | {s['mismatch_sigma']:g} | {s['tau_scale']:g} | {s['speedup_vs_kfac']:.3g}x | "
+              f"{s['test_accuracy']:.4f} ± {s['test_accuracy_ci']:.2g} | {s['train_loss']:.4g} | "
+              f"{'yes' if s['beats_adam'] else 'no'} | {s['fallbacks']} | "
               f"{'yes' if s['feasible'] else 'no'} | {'yes' if s['pareto'] else ''} |" for s in devices]
-    lines += [""] + [f"Digital K-FAC (exact backend, {m} mode): test accuracy {e['test_accuracy']:.4f} ± "
+    lines += [""] + [f"Digital K-FAC on {t} (exact backend, {m} mode): test accuracy {e['test_accuracy']:.4f} ± "
                      f"{e['test_accuracy_ci']:.2g}, train loss {e['train_loss']:.4g}; "
-                     f"{e['speedup_vs_adam']:.3g}x Adam's projected time." for m, e in exacts.items()]
+                     f"{e['speedup_vs_adam']:.3g}x Adam's projected time; Adam's train loss "
+                     f"{e['adam_train_loss']:.4g}." for (t, m), e in exacts.items()]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -425,7 +519,9 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--full", action="store_true", help="the full size (600 steps, 5 seeds, a denser grid)")
-        parser.add_argument("--task", default=None, help="model trained through each design (default digits-mlp)")
+        parser.add_argument("--tasks", type=strings, default=None,
+                            help="models trained through each design, comma-separated (default digits-mlp,digits-cnn; "
+                                 "--full adds digits-vit,graphs-gnn)")
         parser.add_argument("--methods", type=strings, default=None,
                             help=f"thermodynamic K-FAC methods: {','.join(METHODS)} (default both)")
         parser.add_argument("--steps", type=positive_int, default=None, help="training steps per run")
@@ -441,7 +537,7 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
         add_sweep_arguments(parser, f"results/{self.name}")
 
     def config_from_args(self, args: argparse.Namespace) -> DesignSpaceConfig:
-        overrides = {**sweep_options(args), **given(args, "task", "steps", "seeds", "workload", "bits", "hardware", "system",
+        overrides = {**sweep_options(args), **given(args, "tasks", "steps", "seeds", "workload", "bits", "hardware", "system",
                                                     "kernels", "methods")}
         for flag, name in (("target_errors", "target_rel_error"), ("mismatch", "mismatch_sigma"), ("tau_scales", "tau_scale")):
             if getattr(args, flag) is not None:
@@ -471,11 +567,12 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
         common = dict(workers=self.workers(cfg), scheduler=cfg.scheduler, progress=progress)
         training = sweep.run_sweep(functools.partial(train_design, cfg), training_points(cfg), training_csv,
                                    description="design space: training",
-                                   context={"task": cfg.task, "steps": cfg.steps, "hardware": cfg.hardware, "system": cfg.system},
+                                   context={"tasks": list(cfg.tasks), "steps": cfg.steps, "hardware": cfg.hardware,
+                                            "system": cfg.system},
                                    **common)
         projections = sweep.run_sweep(functools.partial(project_design, cfg), projection_points(cfg), projections_csv,
                                       description="design space: projections",
-                                      context=sweep.context_of(cfg, exclude=(*AXES, "methods", "task", "steps", "seeds", "workers",
+                                      context=sweep.context_of(cfg, exclude=(*AXES, "methods", "tasks", "steps", "seeds", "workers",
                                                                              "scheduler", "out_dir")), **common)
         summary = summarize(training, projections)
         csv_path = sweep.write_table(self.csv_path(cfg.out_dir), summary,
@@ -485,10 +582,17 @@ class DesignSpaceStudy(Study[DesignSpaceConfig]):
         return csv_path
 
     def outcome(self, cfg: DesignSpaceConfig, csv_path: Path) -> list[str]:
-        """The Pareto front, fastest design first."""
-        front = [r for r in sweep.read_rows(csv_path) if r["pareto"]]
-        lines = [f"Pareto front ({len(front)} designs): speedup over digital K-FAC, accuracy loss (percentage points)"]
-        lines += [f"  {r.get('method', 'solve'):<7} {r['bits']:>2} bits, target error {r['target_rel_error']:<5g} mismatch {r['mismatch_sigma']:<5g} "
+        """Per model and method, the width and planned error that keep the advantage over Adam;
+        then the Pareto front, fastest design first."""
+        rows = sweep.read_rows(csv_path)
+        lines = ["Keeps K-FAC's advantage over Adam: smallest converter width, largest planned error"]
+        for r in (r for r in rows if r["design"] == "exact"):
+            limit = advantage_limits(rows, r["task"], r.get("method", "solve"))
+            lines.append(f"  {r['task']:<11} {r.get('method', 'solve'):<7} {_limit_text(limit, 'smallest_bits')}; "
+                         f"{_limit_text(limit, 'largest_error')}")
+        front = [r for r in rows if r["pareto"]]
+        lines += [f"Pareto front ({len(front)} designs): speedup over digital K-FAC, accuracy loss (percentage points)"]
+        lines += [f"  {r['task']:<11} {r.get('method', 'solve'):<7} {r['bits']:>2} bits, target error {r['target_rel_error']:<5g} mismatch {r['mismatch_sigma']:<5g} "
                   f"tau x{r['tau_scale']:<5g}: {r['speedup_vs_kfac']:.3g}x, {100 * r['accuracy_loss']:+.2f} pp"
                   for r in sorted(front, key=lambda r: -r["speedup_vs_kfac"])]
         return lines

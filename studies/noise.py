@@ -29,6 +29,7 @@ from thermo import preset
 from thermo.errors import ThermoError
 
 from . import checks, sweep
+from .advantage import kept_from, keeps_advantage
 from .intervals import mean_ci
 from .options import HARDWARE_HELP, add_sweep_arguments, given, positive_int, positive_ints, strings, sweep_options
 from .plotting import set_scale
@@ -215,21 +216,15 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _keeps_benefit(summary: list[dict[str, Any]], task: str, method: str | None, knob: str,
                    descending: bool) -> float | None:
-    """The start of the run of ``knob`` values, from its most favourable end, whose mean final
-    training loss stays below Adam's on the device alone (a value whose runs needed the exact
-    fallback or failed does not count); None if even the most favourable does not."""
+    """The start of the run of ``knob`` values, from its most favourable end, that keep K-FAC's
+    advantage over Adam (:mod:`studies.advantage`); None if even the most favourable does not."""
     adam = next(s["train_loss"] for s in summary if s["task"] == task and s["variant"] == "adam")
-    values = sorted(
-        (s["value"], s["train_loss"], s.get("fallbacks", 0) + s.get("failed", 0))
-        for s in summary if s["task"] == task and s["variant"] == knob
-        and (method is None or s.get("method", "solve") == method)
+    return kept_from(
+        ((s["value"], keeps_advantage(s["train_loss"], adam, s.get("fallbacks", 0) + s.get("failed", 0)))
+         for s in summary if s["task"] == task and s["variant"] == knob
+         and (method is None or s.get("method", "solve") == method)),
+        descending,
     )
-    keeps = None
-    for value, loss, problems in (reversed(values) if descending else values):
-        if not (loss < adam and problems == 0):
-            break
-        keeps = value
-    return keeps
 
 
 def smallest_precision(summary: list[dict[str, Any]], task: str, method: str | None = None) -> int | None:

@@ -15,7 +15,8 @@ from studies.sweep import read_rows
 
 
 def _config(out):
-    return designspace.DesignSpaceConfig(kernels="none", methods=("solve",), steps=10, seeds=2, bits=(4, 12), target_rel_error=(0.3, 0.03),
+    return designspace.DesignSpaceConfig(kernels="none", tasks=("digits-mlp",), methods=("solve",), steps=10, seeds=2,
+                                         bits=(4, 12), target_rel_error=(0.3, 0.03),
                                          mismatch_sigma=(0.0,), tau_scale=(1.0, 0.1), workload="gnn-molpcba",
                                          workers=1, out_dir=out)
 
@@ -40,9 +41,18 @@ def test_every_design_is_in_the_table_with_sane_values(result) -> None:
         assert -1 <= r["accuracy_loss"] <= 1
     training = read_rows(cfg.out_dir / "designspace_training.csv")
     assert len(training) == len(designspace.training_points(cfg))  # every seed of every setting is kept
+    assert sum(r["design"] == "adam" for r in training) == cfg.seeds  # Adam once per task and seed
+    adam = sum(r["train_loss"] for r in training if r["design"] == "adam") / cfg.seeds
+    for r in rows:
+        assert r["task"] == "digits-mlp" and r["adam_train_loss"] == pytest.approx(adam)
+        assert r["beats_adam"] == (r["train_loss"] < adam and r["fallbacks"] == 0 and r["failed"] == 0)
     assert len(read_rows(cfg.out_dir / "designspace_projections.csv")) == len(designspace.projection_points(cfg))
     assert path.with_suffix(".png").stat().st_size > 0
-    assert "Pareto front" in path.with_suffix(".md").read_text()
+    text = path.with_suffix(".md").read_text()
+    assert "Pareto front" in text and "keep K-FAC's advantage over Adam" in text
+    limit = designspace.advantage_limits(rows, "digits-mlp", "solve")
+    assert limit["smallest_bits"] in (None, 4, 12) and limit["at_error"] == 0.03 and limit["at_bits"] == 12
+    assert f"| digits-mlp | solve | {designspace._limit_text(limit, 'smallest_bits')} (at error 0.03)" in text
 
 
 def test_speed_is_monotone_where_the_timing_model_says(result) -> None:
@@ -82,6 +92,39 @@ def test_a_restart_recomputes_nothing_and_writes_the_same_table(result, monkeypa
     assert path.read_text() == first
 
 
+def _entry(bits, error, loss, mismatch=0.0, fallbacks=0, adam=1.0):
+    return {"task": "t", "method": "solve", "design": "device", "bits": bits, "target_rel_error": error,
+            "mismatch_sigma": mismatch, "tau_scale": 1.0, "train_loss": loss, "fallbacks": fallbacks, "failed": 0,
+            "adam_train_loss": adam, "beats_adam": loss < adam and fallbacks == 0}
+
+
+def test_advantage_limits_read_the_grid_at_the_most_favourable_other_axes() -> None:
+    exact = {**_entry(0, 0.0, 0.5), "design": "exact"}
+    grid = [_entry(b, e, loss) for (b, e, loss) in [
+        (4, 0.01, 2.0), (6, 0.01, 1.5), (8, 0.01, 0.8), (12, 0.01, 0.6),  # 6 bits loses it: from 8 on
+        (4, 0.1, 2.0), (6, 0.1, 0.9), (8, 0.1, 1.2), (12, 0.1, 0.7),  # at the widest: 0.1 kept
+        (4, 0.3, 2.0), (6, 0.3, 0.9), (8, 0.3, 0.9), (12, 0.3, 1.1),  # 0.3 lost at 12 bits
+    ]] + [_entry(12, 0.3, 0.2, mismatch=0.05)]  # a mismatched design is not read
+    limit = designspace.advantage_limits([exact, *grid], "t", "solve")
+    assert (limit["smallest_bits"], limit["largest_error"]) == (8, 0.1)
+    assert (limit["at_error"], limit["at_bits"], limit["mismatch_sigma"]) == (0.01, 12, 0.0)
+    fell_back = [exact, *(_entry(g["bits"], g["target_rel_error"], g["train_loss"],
+                                 fallbacks=int(g["bits"] == 12)) for g in grid[:12])]
+    none = designspace.advantage_limits(fell_back, "t", "solve")  # the widest fell back: no width keeps it
+    assert none["smallest_bits"] is None and none["largest_error"] is None and none["exact_beats_adam"]
+    assert designspace._limit_text(none, "smallest_bits") == "none: even the widest converters lose it"
+    slow = {**exact, "train_loss": 1.5, "beats_adam": False}
+    assert "digital K-FAC itself does not beat Adam" in designspace._limit_text(
+        designspace.advantage_limits([slow, *fell_back[1:]], "t", "solve"), "largest_error")
+
+
+def test_the_full_size_adds_the_vit_and_the_gnn_and_tasks_are_checked() -> None:
+    assert designspace.DesignSpaceConfig().tasks == ("digits-mlp", "digits-cnn")
+    assert designspace.DesignSpaceConfig.full().tasks == ("digits-mlp", "digits-cnn", "digits-vit", "graphs-gnn")
+    with pytest.raises(ValueError, match="tasks"):
+        designspace.DesignSpaceConfig(tasks=())
+
+
 def test_pareto_front_on_hand_built_points() -> None:
     speedups = [1.0, 2.0, 2.0, 0.5, 3.0]
     losses = [0.0, 0.01, 0.02, 0.0, 0.05]
@@ -93,7 +136,7 @@ def test_pareto_front_on_hand_built_points() -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(bits=(1,)), dict(target_rel_error=(1.5,)), dict(mismatch_sigma=(-0.1,)),
-                                 dict(tau_scale=()), dict(workload="resnet"), dict(task="nope"), dict(seeds=0)])
+                                 dict(tau_scale=()), dict(workload="resnet"), dict(tasks=("nope",)), dict(seeds=0)])
 def test_bad_configurations_are_refused(bad) -> None:
     with pytest.raises(ValueError):
         designspace.DesignSpaceConfig(**bad)
@@ -133,27 +176,33 @@ def test_the_figure_keeps_each_marker_in_its_own_panel_and_marks_fallbacks(resul
 
 def test_accuracy_loss_interval_combines_both_in_quadrature() -> None:
     def row(design, acc, seed, bits=8):
-        return {"design": design, "bits": bits, "target_rel_error": 0.1, "mismatch_sigma": 0.0, "seed": seed,
-                "test_accuracy": acc, "train_loss": 0.1, "fallbacks": 0, "status": "ok"}
+        return {"task": "digits-mlp", "design": design, "bits": bits, "target_rel_error": 0.1, "mismatch_sigma": 0.0,
+                "seed": seed, "test_accuracy": acc, "train_loss": 0.1, "fallbacks": 0, "status": "ok"}
 
-    training = [row("exact", 0.9, 0), row("exact", 0.92, 1), row("device", 0.85, 0), row("device", 0.89, 1)]
+    training = [row("exact", 0.9, 0), row("exact", 0.92, 1), row("device", 0.85, 0), row("device", 0.89, 1),
+                {**row("adam", 0.8, 0, bits=0), "method": "-", "train_loss": 0.3}]
     projections = [{"bits": 8, "target_rel_error": 0.1, "tau_scale": 1.0, "speedup_vs_kfac": 2.0, "speedup_vs_adam": 1.5,
                     "kfac_vs_adam": 0.75, "tkfac_bottleneck": "analog", "bound_vs_kfac": 1.2}]
     exact, device = designspace.summarize(training, projections)
     assert device["accuracy_loss"] == pytest.approx(0.91 - 0.87)
     assert device["accuracy_loss_ci"] == pytest.approx(math.hypot(exact["test_accuracy_ci"], device["test_accuracy_ci"]))
     assert device["pareto"] and device["feasible"] and exact["speedup_vs_adam"] == 0.75
+    assert device["adam_train_loss"] == 0.3 and device["beats_adam"] and exact["task"] == "digits-mlp"
+    with pytest.raises(ValueError, match="no Adam reference"):
+        designspace.summarize(training[:-1], projections)
 
 
 def test_each_method_has_its_own_exact_reference_and_pareto_front(tmp_path) -> None:
     def run(method, design, bits, acc, seed):
-        return {"method": method, "design": design, "bits": bits, "target_rel_error": 0.0 if design == "exact" else 0.1,
+        return {"task": "digits-mlp", "method": method, "design": design, "bits": bits,
+                "target_rel_error": 0.0 if design == "exact" else 0.1,
                 "mismatch_sigma": 0.0, "seed": seed, "test_accuracy": acc, "train_loss": 1 - acc, "fallbacks": 0,
                 "status": "ok"}
 
     training = [run(m, "exact", 0, ref, s) for m, ref in (("solve", 0.95), ("inverse", 0.90)) for s in (0, 1)]
     training += [run(m, "device", b, acc, s) for m, b, acc in (("solve", 4, 0.93), ("solve", 8, 0.95),
                                                               ("inverse", 4, 0.90), ("inverse", 8, 0.80)) for s in (0, 1)]
+    training += [run("-", "adam", 0, 0.9, s) for s in (0, 1)]
     projections = [{"method": m, "bits": b, "target_rel_error": 0.1, "tau_scale": 1.0, "speedup_vs_kfac": v,
                     "speedup_vs_adam": v, "kfac_vs_adam": 1.5, "tkfac_bottleneck": "analog", "bound_vs_kfac": 1.1}
                    for m, b, v in (("solve", 4, 0.5), ("solve", 8, 0.4), ("inverse", 4, 0.01), ("inverse", 8, 0.005))]
@@ -165,8 +214,8 @@ def test_each_method_has_its_own_exact_reference_and_pareto_front(tmp_path) -> N
     pareto = {(s["method"], s["bits"]) for s in summary if s["pareto"]}
     # inverse's 8-bit design is dominated within its method; solve's two designs trade speed for accuracy
     assert pareto == {("solve", 4), ("solve", 8), ("inverse", 4)}
-    cfg = designspace.DesignSpaceConfig(kernels="none", bits=(4, 8), target_rel_error=(0.1,), mismatch_sigma=(0.0,),
-                                        tau_scale=(1.0,), workers=1, out_dir=tmp_path)
+    cfg = designspace.DesignSpaceConfig(kernels="none", tasks=("digits-mlp",), bits=(4, 8), target_rel_error=(0.1,),
+                                        mismatch_sigma=(0.0,), tau_scale=(1.0,), workers=1, out_dir=tmp_path)
     fig = designspace.plot(summary, tmp_path / "d.png", cfg)
     assert figure_problems(fig) == [] and [ax.get_title() for ax in fig.axes[:2]] == [
-        "solve method, time constant x1", "inverse method, time constant x1"]
+        "digits-mlp, solve method, time constant x1", "digits-mlp, inverse method, time constant x1"]

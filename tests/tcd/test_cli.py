@@ -228,12 +228,12 @@ def test_study_projections_prints_the_base_system(tmp_path, capsys):
 
 
 def test_study_designspace_prints_the_pareto_front(tmp_path, capsys):
-    args = ["study", "designspace", "--steps", "5", "--seeds", "2", "--bits", "12", "--target-errors", "0.3,0.03",
+    args = ["study", "designspace", "--tasks", "digits-mlp", "--steps", "5", "--seeds", "2", "--bits", "12", "--target-errors", "0.3,0.03",
             "--mismatch", "0", "--tau-scales", "1", "--workload", "gnn-molpcba", "--workers", "1", "--out", str(tmp_path),
             "--no-progress"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "Pareto front" in out and "12 bits" in out
+    assert "Pareto front" in out and "12 bits" in out and "advantage over Adam" in out
     assert (tmp_path / "designspace.csv").exists() and (tmp_path / "designspace.png").exists()
 
 
