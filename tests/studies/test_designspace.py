@@ -123,6 +123,13 @@ def test_the_full_size_adds_the_vit_and_the_gnn_and_tasks_are_checked() -> None:
     assert designspace.DesignSpaceConfig.full().tasks == ("digits-mlp", "digits-cnn", "digits-vit", "graphs-gnn")
     with pytest.raises(ValueError, match="tasks"):
         designspace.DesignSpaceConfig(tasks=())
+    cfg = designspace.DesignSpaceConfig(kernels="none")
+    trained = {(p["task"], p["method"]) for p in designspace.training_points(cfg)}
+    assert trained == {("digits-mlp", "-"), ("digits-mlp", "solve"), ("digits-mlp", "inverse"),
+                       ("digits-cnn", "-"), ("digits-cnn", "solve")}  # the CNN's inversions sample the path: --full
+    full = designspace.DesignSpaceConfig.full(kernels="none")
+    assert {m for t, m in ((p["task"], p["method"]) for p in designspace.training_points(full)) if t == "graphs-gnn"} == {
+        "-", "solve", "inverse"}
 
 
 def test_pareto_front_on_hand_built_points() -> None:
