@@ -22,7 +22,6 @@ Array = Any  # np.ndarray or torch.Tensor, depending on the backend
 _DTYPES = {"float32": (np.float32, torch.float32), "float64": (np.float64, torch.float64)}
 
 
-
 def all_finite(x: torch.Tensor) -> bool:
     """No NaN or infinity in ``x``: a NaN or inf entry makes the sum non-finite, so a finite sum
     settles it in one reduction (an elementwise ``isfinite`` pass costs about ten times more);
