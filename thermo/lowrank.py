@@ -517,7 +517,7 @@ class LowRankOU(_OUBase):
     :meth:`krylov_budget`, per application: Krylov while it is predicted cheaper than one
     ``eigh``, which is then computed and kept for the rest of this upload). ``krylov_tol``: the
     Krylov stopping tolerance, relative to the parameter-space norm of each output column
-    (default ``1e-12`` for a float64 Gram, ``1e-8`` otherwise; the Lanczos runs in float64 either
+    (default ``1e-12`` for a float64 Gram, ``1e-6`` otherwise; the Lanczos runs in float64 either
     way). With the Krylov propagator, a draw applies the noise's matrix functions
     (``sqrt(c_t)(A) z``, the readout's per-mode Cholesky factors) to the Gaussian blocks through
     the same Krylov basis as the mean, so its law is the exact one to ``krylov_tol``.
