@@ -294,15 +294,15 @@ def advantage_limits(summary: list[dict[str, Any]], task: str, method: str) -> d
                            "at_error": math.nan, "at_bits": 0}
     if not devices:
         return out
-    tau = devices[0]["tau_scale"]
+    tau, least = devices[0]["tau_scale"], min(d["mismatch_sigma"] for d in devices)
     grid = {(s["bits"], s["target_rel_error"]): bool(s["beats_adam"]) for s in devices
-            if s["tau_scale"] == tau and s["mismatch_sigma"] == min(d["mismatch_sigma"] for d in devices)}
+            if s["tau_scale"] == tau and s["mismatch_sigma"] == least}
     tightest = min(e for _, e in grid)
     widest = max(b for b, _ in grid)
     bits = kept_from(((b, keeps) for (b, e), keeps in grid.items() if e == tightest), descending=True)
     error = kept_from(((e, keeps) for (b, e), keeps in grid.items() if b == widest), descending=False)
     out.update(smallest_bits=None if bits is None else int(bits), largest_error=error,
-               mismatch_sigma=min(d["mismatch_sigma"] for d in devices), at_error=tightest, at_bits=widest)
+               mismatch_sigma=least, at_error=tightest, at_bits=widest)
     return out
 
 
