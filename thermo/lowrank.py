@@ -687,18 +687,28 @@ class LowRankOU(_OUBase):
         budget = r // (2 * max(k, 1))
         if budget < 2:
             return None
-        if horizon is not None:
-            predicted = math.sqrt(2.0 * horizon * self.spectral_bound()) + 8
-            if predicted > budget:
-                return None
+        predicted = self.predicted_steps(horizon)
+        if predicted is not None and predicted > budget:
+            return None
         return budget
+
+    def predicted_steps(self, horizon: float | None) -> float | None:
+        """``sqrt(2 horizon L) + 8`` block steps (``L``: :meth:`spectral_bound`), the Lanczos
+        rate for ``exp(-2 t x)`` on ``[0, L]``; ``None`` for an unknown horizon. A bound for the
+        worst spectrum: GGN Grams converge sooner (the digits CNN's TNGD step, ``t = 50``, in
+        0.5-0.65 of it)."""
+        return None if horizon is None else math.sqrt(2.0 * horizon * self.spectral_bound()) + 8
 
     def _apply_table(
         self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, horizon: float | None = None
     ) -> list[Tensor]:
         budget = self.krylov_budget(sum(x.shape[1] for x in inputs), horizon)
         if budget is not None:
-            out = self._apply_krylov(inputs, table, terms, budget)
+            predicted = self.predicted_steps(horizon)
+            # the first check a third of the way to the bound: checks before it would find
+            # nothing converged, and each costs a few block steps
+            first = 3 if predicted is None else max(3, math.ceil(predicted / 3))
+            out = self._apply_krylov(inputs, table, terms, budget, first)
             if out is not None:
                 return out
         return self._apply_eigen(inputs, table, terms)
@@ -713,7 +723,7 @@ class LowRankOU(_OUBase):
         return self._gram_np, self._core64
 
     def _apply_krylov(
-        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, max_steps: int
+        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, max_steps: int, first_check: int = 3
     ) -> list[Tensor] | None:
         """The table by block Lanczos on the Gram (:class:`thermo.krylov.GramLanczos`).
 
@@ -729,7 +739,7 @@ class LowRankOU(_OUBase):
         and ``e rho^n <= 1`` stops one check early (Lanczos converges superlinearly, so the rate
         of the last interval over-estimates the error). The next check goes where that rate
         predicts an error ``<= 1`` (at least 1 and at most ``max(2, steps / 2)`` steps on;
-        ``max(2, steps / 8)`` before a rate is known; the first at step 3): the block steps
+        ``max(2, steps / 8)`` before a rate is known; the first at ``first_check``): the block steps
         between checks run in one compiled call, and a check (an ``eigh`` of the projection)
         costs a few steps. Returns ``None`` when ``max_steps`` pass
         without convergence (the caller falls back to ``eigh``)."""
@@ -751,7 +761,7 @@ class LowRankOU(_OUBase):
         prev: list[np.ndarray] | None = None
         prev_steps = 0  # block steps behind prev
         history: tuple[int, float] | None = None  # (steps, estimated error) of the check before prev
-        check_at = 3
+        check_at = first_check
         if lanczos.size == 0:  # every input is in the null space of U (or zero)
             self.last_propagation = "krylov (0 block steps, basis 0)"
             return directs
