@@ -85,6 +85,7 @@ from .errors import (
 )
 from .exact import compose, power
 from .krylov import GramLanczos
+from .validation import asymmetry
 
 Tensor = torch.Tensor
 
@@ -255,22 +256,27 @@ def _check_core(core: object, gram: Tensor) -> Tensor:
 
 def _symmetrized(m: Tensor, name: str, label: str, symbol: str) -> Tensor:
     """``(m + m^T) / 2`` of a square ``m`` checked finite and symmetric to ``1e-8`` (float64)
-    or ``1e-4`` (otherwise) of ``max |m|``. Two ``aminmax`` reductions do the checks (NaN and
-    inf propagate through them: an elementwise ``isfinite`` pass costs ten times more here)."""
+    or ``1e-4`` (otherwise) of ``max |m|`` (a copy of ``m`` when it is exactly symmetric, as
+    the GGN Grams are). An ``aminmax`` reduction checks finiteness (NaN and inf propagate
+    through it: an elementwise ``isfinite`` pass costs ten times more here); the symmetry, on
+    the host, :func:`thermo.validation.asymmetry`, elsewhere ``aminmax(m - m^T)``."""
     if not m.numel():
         return m
     lo, hi = torch.aminmax(m)
     scale = max(-float(lo), float(hi))
     if not math.isfinite(scale):
         raise NonFiniteInputError(f"{name} contains non-finite values (NaN or inf)")
-    dlo, dhi = torch.aminmax(m - m.T)
-    asym = max(-float(dlo), float(dhi))
+    if m.device.type == "cpu" and m.dtype in (torch.float32, torch.float64):
+        asym = asymmetry(m.detach().numpy())
+    else:
+        dlo, dhi = torch.aminmax(m - m.T)
+        asym = max(-float(dlo), float(dhi))
     rtol = 1e-8 if m.dtype == torch.float64 else 1e-4
     if asym > rtol * scale:
         raise NotSymmetricError(
             f"{label} is not symmetric: max |{symbol} - {symbol}^T| = {asym:.3e} exceeds {rtol:g} x max|{symbol}|"
         )
-    return torch.add(m, m.T).mul_(0.5)
+    return m.clone() if asym == 0 else torch.add(m, m.T).mul_(0.5)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -282,8 +282,7 @@ class LowRankDevice:
         spec, hw = self.spec, self.hardware
         check_modelled(hw, MODELS, _WHAT, _ALTERNATIVE, size=curvature.n)
         use_krylov = spec.method == "krylov" or (spec.method == "auto" and curvature.rank > spec.max_eigen_rank)
-        if not all_finite(curvature.gram):
-            raise NonFiniteInputError("the Gram matrix of the curvature contains NaN or infinity")
+        # the Gram is finite and symmetric: LowRankCurvature refused it otherwise at construction
         if use_krylov:
             self.process = KrylovOU.from_curvature(curvature, hw.kT, max_steps=spec.krylov_steps)
         else:
