@@ -212,11 +212,22 @@ class EigenOU:
     # --- basis changes --------------------------------------------------------------------------
     def to_modes(self, x: Array) -> Array:
         """``V^T x`` for ``x`` of shape ``(d, c)`` or ``(m, d, c)``."""
-        return self.backend.matmul(self.eigenvectors.T, x)
+        return self._rotate(self.eigenvectors.T, x)
 
     def from_modes(self, y: Array) -> Array:
         """``V y`` for ``y`` of shape ``(d, c)`` or ``(m, d, c)``."""
-        return self.backend.matmul(self.eigenvectors, y)
+        return self._rotate(self.eigenvectors, y)
+
+    def _rotate(self, m: Array, x: Array) -> Array:
+        """``m x`` for ``x`` ``(d, c)``, or for each of a stack ``(k, d, c)`` as one GEMM: a
+        broadcast product runs as ``k`` matrix-vector products when ``c = 1`` (a chunk of
+        readings), memory-bound at about a tenth of the GEMM's speed (d = 513: 0.22 s against
+        0.02 s per 500 readings)."""
+        if x.ndim == 2:
+            return self.backend.matmul(m, x)
+        k, d, c = x.shape
+        rows = x.swapaxes(1, 2).reshape(k * c, d)  # every column of every matrix, as a row
+        return self.backend.matmul(rows, m.T).reshape(k, c, d).swapaxes(1, 2)
 
     def mode_mean(self, b_hat: Array) -> Array:
         """Fixed point in the eigenbasis, ``V^T b_hat / lam``, shape ``(d, c)``."""
