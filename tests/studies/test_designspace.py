@@ -126,7 +126,9 @@ def test_the_full_size_adds_the_vit_and_the_gnn_and_tasks_are_checked() -> None:
     cfg = designspace.DesignSpaceConfig(kernels="none")
     trained = {(p["task"], p["method"]) for p in designspace.training_points(cfg)}
     assert trained == {("digits-mlp", "-"), ("digits-mlp", "solve"), ("digits-mlp", "inverse"),
-                       ("digits-cnn", "-"), ("digits-cnn", "solve")}  # the CNN's inversions sample the path: --full
+                       ("digits-cnn", "-"), ("digits-cnn", "solve"), ("digits-cnn", "inverse")}
+    only_mlp = designspace.DesignSpaceConfig(kernels="none", inverse_tasks=("digits-mlp",))
+    assert {(p["task"], p["method"]) for p in designspace.training_points(only_mlp)} == trained - {("digits-cnn", "inverse")}
     full = designspace.DesignSpaceConfig.full(kernels="none")
     assert {m for t, m in ((p["task"], p["method"]) for p in designspace.training_points(full)) if t == "graphs-gnn"} == {
         "-", "solve", "inverse"}
