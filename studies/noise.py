@@ -63,7 +63,8 @@ class NoiseConfig:
     their Adam and exact references): the digits CNN's 513-wide factor makes each simulated run
     several times slower than the MLP's. On these tasks the inverse method sweeps the planned
     errors only: a coarse ADC is outside the covariance law's dither condition, so each of its
-    inversions samples the path (about 90 s for a 513 x 513 factor), tens of minutes per run.
+    inversions samples the path (72 s for a 513 x 513 factor at the million-sample cap), tens of
+    minutes per run.
     ``full()`` sweeps every knob on every task and method."""
     steps: int = 100
     seeds: int = 3
