@@ -171,7 +171,8 @@ def asymmetry(a: np.ndarray) -> float:
 
     ``O(d^2)``: negligible beside the ``O(d^3)`` factorization or simulation that follows. On a
     576 x 576 float32 Gram, 0.3 ms against 0.4 ms for torch's ``aminmax(m - m.T)`` (the
-    transposed read costs the most either way) and 0.7 ms for NumPy's row blocks.
+    transposed read costs the most either way) and 0.6 ms for the former NumPy row blocks (at
+    d = 2048 in float64: 14 ms against 243 ms).
     """
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float64)
