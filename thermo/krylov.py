@@ -376,7 +376,7 @@ class GramLanczos:
         w = self.start_rows.copy()
         if k > r:  # more columns than dimensions: start from an orthonormal basis of their span
             w = np.ascontiguousarray(np.linalg.qr(start)[0].T * float(np.linalg.norm(start, axis=0).max()))
-        pw = _rows_dot(np.ascontiguousarray(w), self.gram)
+        pw = _rows_dot(w, self.gram)
         ref = float(np.max(np.sum(w * pw, axis=1))) if w.size else 0.0
         self._reserve(self._width)
         _append_rows(self._q, self._p, self._t, self._state, w, pw, ref, self._capacity, self.rank_floor,

@@ -729,7 +729,7 @@ class LowRankOU(_OUBase):
         return self._gram_np, self._core64
 
     def _apply_krylov(
-        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, max_steps: int, first_check: int = 3
+        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, max_steps: int, first_check: int
     ) -> list[Tensor] | None:
         """The table by block Lanczos on the Gram (:class:`thermo.krylov.GramLanczos`).
 
