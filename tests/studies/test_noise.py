@@ -75,19 +75,33 @@ def test_the_default_sweeps_every_knob_on_the_mlp_and_bit_widths_on_the_cnn() ->
     variants = {(p["task"], p["variant"]) for p in noise.points(cfg)}
     assert {("digits-mlp", k) for k in noise.KNOBS} <= variants
     assert {v for t, v in variants if t == "digits-cnn"} == {"adam", "exact", "bits", "target_rel_error"}
-    # the CNN's coarse-ADC inversions would sample the path: the default leaves them to --full
-    assert not any(p["task"] == "digits-cnn" and p["method"] == "inverse" and p["variant"] == "bits"
-                   for p in noise.points(cfg))
     # both published methods by default, each with its own exact reference; Adam once per task and seed
     assert {(p["method"], p["variant"]) for p in noise.points(cfg) if p["variant"] in ("adam", "exact")} == {
         ("-", "adam"), ("solve", "exact"), ("inverse", "exact")}
     assert set(full_tasks := noise.NoiseConfig.full().tasks) >= {"digits-vit", "graphs-gnn"}, full_tasks
-    cnn_bits = sorted({p["value"] for p in noise.points(cfg) if p["task"] == "digits-cnn" and p["variant"] == "bits"})
-    assert cnn_bits == [float(b) for b in cfg.bits_only["digits-cnn"]]
+    # each method sweeps its own widths on the CNN: the inverse method's bracket the dither condition
+    for method in noise.METHODS:
+        cnn_bits = sorted({p["value"] for p in noise.points(cfg)
+                           if (p["task"], p["method"], p["variant"]) == ("digits-cnn", method, "bits")})
+        assert cnn_bits == [float(b) for b in cfg.bits_only["digits-cnn"][method]], method
+    assert cfg.bits_only["digits-cnn"]["inverse"] != cfg.bits_only["digits-cnn"]["solve"]
     full = noise.NoiseConfig.full()
     assert {v for p in noise.points(full) if p["task"] == "digits-cnn" for v in [p["variant"]]} >= set(noise.KNOBS)
     with pytest.raises(ValueError, match="bit widths"):
         noise.NoiseConfig(bits_only={"digits-cnn": (1,)})
+    with pytest.raises(ValueError, match="among solve, inverse"):
+        noise.NoiseConfig(bits_only={"digits-cnn": {"invert": (8,)}})
+
+
+def test_bits_only_takes_one_tuple_for_every_method_or_widths_per_method() -> None:
+    shared = noise.NoiseConfig(bits_only={"digits-cnn": (6, 10)})
+    assert shared.bits_only == {"digits-cnn": {"solve": (6, 10), "inverse": (6, 10)}}
+    solve_only = noise.NoiseConfig(tasks=("digits-cnn",), seeds=1, bits_only={"digits-cnn": {"solve": (6,)}})
+    inverse_bits = [p for p in noise.points(solve_only) if p["method"] == "inverse" and p["variant"] == "bits"]
+    assert inverse_bits == []
+    assert noise._bits_verdict(solve_only, "digits-cnn", "inverse", None) == "not swept (--full sweeps it)"
+    assert noise._bits_verdict(solve_only, "digits-cnn", "solve", 6) == "6 (of 6)"
+    assert noise._bits_verdict(noise.NoiseConfig(), "digits-mlp", "solve", None) == "none (of 4, 6, 8, 12, 16)"
 
 
 def _summary_entry(task, variant, value, loss, fallbacks=0, ci=0.002):
