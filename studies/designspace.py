@@ -98,10 +98,11 @@ class DesignSpaceConfig:
     seeds: int = 3
     bits: tuple[int, ...] = (4, 6, 8, 12)
     inverse_bits: tuple[int, ...] | None = (16,)
-    """The inverse method's bit widths (None: ``bits``). Below the covariance law's dither
-    condition (about 13 bits on the published device) every inversion samples the readout's
-    path, seconds per factor and minutes per run on two cores, so the default gives the inverse
-    method the widths where the law holds; ``full()`` sweeps ``bits`` for both methods."""
+    """The inverse method's bit widths (None: ``bits``). Outside the covariance law's dither
+    condition (on the published device: 12 bits and below on every digits-CNN factor, 14 bits
+    on its 513 x 513 one) an inversion samples the readout's path, seconds per factor and
+    minutes per run on two cores, so the default gives the inverse method the width where the
+    law holds; ``full()`` sweeps ``bits`` for both methods."""
     target_rel_error: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01)
     mismatch_sigma: tuple[float, ...] = (0.0, 0.05)
     """Relative standard deviations of the static coupling mismatch."""

@@ -64,9 +64,10 @@ class NoiseConfig:
     (:data:`REDUCED_KNOBS`, with their Adam and exact references): the digits CNN's 513-wide
     factor makes each simulated run several times slower than the MLP's. A task may give one
     tuple of widths for every method. The inverse method's widths bracket the covariance law's
-    dither condition: below 14 bits the ADC step exceeds it on the CNN's factors, so each of their
-    inversions samples the path at the million-sample cap (an 8-bit, 100-step run: 316 s on
-    one core here), and 16 bits, the published width, is drawn from the law.
+    dither condition: at 12 bits and below the ADC step exceeds it on every CNN factor (at 14 bits
+    still on the 513 x 513 one), so their inversions sample the path at the million-sample cap
+    (an 8-bit, 100-step run: 316 s on one core here); at 16 bits, the published width, every
+    inversion is drawn from the law.
     ``full()`` sweeps every knob on every task and method."""
     steps: int = 100
     seeds: int = 3
