@@ -140,8 +140,7 @@ def _grids(cfg: NoiseConfig, task: str, method: str) -> dict[str, tuple[float, .
     widths for the method (none when it names none) and the planned errors."""
     if task not in cfg.bits_only:
         return {k: _values(cfg, k) for k in KNOBS}
-    grids = {"bits": cfg.bits_only[task].get(method, ())}
-    return {**grids, **{k: _values(cfg, k) for k in REDUCED_KNOBS if k != "bits"}}
+    return {"bits": cfg.bits_only[task].get(method, ()), **{k: _values(cfg, k) for k in REDUCED_KNOBS if k != "bits"}}
 
 
 def points(cfg: NoiseConfig) -> list[dict[str, Any]]:
