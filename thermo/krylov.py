@@ -297,6 +297,7 @@ def _run_steps(
     p: np.ndarray,
     t: np.ndarray,
     state: np.ndarray,
+    applied_at: np.ndarray,
     n_steps: int,
     capacity: int,
     rank_floor: float,
@@ -306,7 +307,7 @@ def _run_steps(
     """Up to ``n_steps`` block steps: ``B`` on the newest block, orthogonalized (twice) against
     the basis, its new directions appended. Stops early when every basis vector has been
     applied (the space is invariant or the capacity is reached) or at a negative ``K``-norm.
-    ``core``: ``(0, 0)`` for none."""
+    ``core``: ``(0, 0)`` for none; ``applied_at[s]`` receives the vectors applied after step ``s``."""
     for _ in range(n_steps):
         lo, hi = state[_LO], state[_HI]
         if hi == lo or state[_APPLIED] == state[_SIZE] or (state[_STATUS] & _NEGATIVE) != 0:
@@ -326,6 +327,7 @@ def _run_steps(
             t[lo:hi, :lo] = coef[:lo].T
         state[_APPLIED] = hi
         state[_STEPS] += 1
+        applied_at[state[_STEPS]] = hi
         pw = _rows_dot(w, gram)  # gram symmetric: w K
         # K-norm^2 of each B q before orthogonalization: its components on the basis plus what is new
         before = np.sum(coef**2, axis=0) + np.sum(w * pw, axis=1)
@@ -366,6 +368,8 @@ class GramLanczos:
         self.eps = float(np.finfo(np.float64).eps)
         self._capacity = r if capacity is None else max(1, min(r, int(capacity)))
         self._state = np.zeros(6, dtype=np.int64)
+        # vectors applied after each block step (each step applies at least one: at most capacity steps)
+        self._applied_at = np.zeros(self._capacity + 1, dtype=np.int64)
         self._negative = np.zeros(2)
         self._width = min(k, r)  # the most rows a block can have
         rows = min(self._capacity, 4 * self._width)
@@ -449,8 +453,8 @@ class GramLanczos:
             return False
         before = self.steps
         self._reserve(steps * self._width)
-        _run_steps(self.gram, self._core, self._q, self._p, self._t, self._state, int(steps), self._capacity,
-                   self.rank_floor, self.eps, self._negative)
+        _run_steps(self.gram, self._core, self._q, self._p, self._t, self._state, self._applied_at, int(steps),
+                   self._capacity, self.rank_floor, self.eps, self._negative)
         self._raise_if_negative()
         return self.steps > before
 
@@ -459,11 +463,22 @@ class GramLanczos:
         """``Q^T`` on the applied vectors, ``(m, r)``."""
         return self._q[: self.applied]
 
-    def projection(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(ritz, rotation, coords)`` on the ``m = applied`` basis vectors: ``T = rotation
-        diag(ritz) rotation^T`` (``(m,)``, ``(m, m)``) and ``coords = Q^T K W0`` ``(m, k)``, so
-        ``h(B) W0 ~= Q rotation diag(h(ritz)) rotation^T coords``."""
-        m = self.applied
+    def applied_after(self, steps: int) -> int:
+        """Basis vectors ``B`` had been applied to after ``steps`` block steps (``0 <= steps <=``
+        :attr:`steps`): the leading ``applied_after(s)`` rows and columns of ``T`` are the
+        projection on the Krylov space of ``s`` steps, unchanged by the steps after it."""
+        if not 0 <= steps <= self.steps:
+            raise ValueError(f"steps must be in [0, {self.steps}], got {steps}")
+        return int(self._applied_at[steps])
+
+    def projection(self, steps: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ritz, rotation, coords)`` on the ``m`` basis vectors applied after ``steps`` block
+        steps (default: all of them, ``m = applied``): ``T_m = rotation diag(ritz) rotation^T``
+        (``(m,)``, ``(m, m)``) and ``coords = Q_m^T K W0`` ``(m, k)``, so
+        ``h(B) W0 ~= Q_m rotation diag(h(ritz)) rotation^T coords``. An earlier ``steps`` gives
+        the approximation that step count had, without recomputing it (the error estimates of
+        :meth:`thermo.lowrank.LowRankOU` compare successive ones)."""
+        m = self.applied if steps is None else self.applied_after(steps)
         t = self._t[:m, :m]
         ritz, rot = np.linalg.eigh(0.5 * (t + t.T))
         return ritz, rot, _rows_dot(self._p[:m], self.start_rows)

@@ -711,9 +711,10 @@ class LowRankOU(_OUBase):
         budget = self.krylov_budget(sum(x.shape[1] for x in inputs), horizon)
         if budget is not None:
             predicted = self.predicted_steps(horizon)
-            # the first check a third of the way to the bound: checks before it would find
-            # nothing converged, and each costs a few block steps
-            first = 3 if predicted is None else max(3, math.ceil(predicted / 3))
+            # the first check half way to the bound, where GGN Grams converge (0.5-0.65 of it on
+            # the digits CNN): a check costs a few block steps, and one before convergence only
+            # measures the rate
+            first = 3 if predicted is None else max(3, math.ceil(predicted / 2))
             out = self._apply_krylov(inputs, table, terms, budget, first)
             if out is not None:
                 return out
@@ -736,19 +737,23 @@ class LowRankOU(_OUBase):
         Every output column is ``D + U Q z`` with ``D = sum f_c(lam) x_i`` (exact) and ``z`` the
         Krylov coefficients of ``sum h_c(B) W0_i``, ``h_c(x) = (f_c(lam + x) - f_c(lam)) / x``.
         The parameter-space norm of the correction is ``|z|`` (``U Q`` has orthonormal columns),
-        so the stopping rule is in the norm of the result. At each check the change
-        ``e = max |z - z_prev| / (krylov_tol |D + U Q z|)`` over the output columns (``z_prev``
-        from the previous check, zero-padded) estimates, in units of the tolerance, the error of
-        ``z_prev``: ``e <= 1`` stops (the usual heuristic: ``z`` is better than ``z_prev``). Once
-        two successive estimates fall by a factor ``q <= 0.1``, the per-step rate ``rho`` they
-        imply extrapolates the error of ``z`` itself, ``e rho^n`` (``n`` steps since ``z_prev``),
-        and ``e rho^n <= 1`` stops one check early (Lanczos converges superlinearly, so the rate
-        of the last interval over-estimates the error). The next check goes where that rate
-        predicts an error ``<= 1`` (at least 1 and at most ``max(2, steps / 2)`` steps on;
-        ``max(2, steps / 8)`` before a rate is known; the first at ``first_check``): the block steps
-        between checks run in one compiled call, and a check (an ``eigh`` of the projection)
-        costs a few steps. Returns ``None`` when ``max_steps`` pass
-        without convergence (the caller falls back to ``eigh``)."""
+        so the stopping rule is in the norm of the result.
+
+        A check after ``s`` block steps compares the coefficients of the last three step counts,
+        all read from the one projection ``T`` (its leading blocks are the earlier projections):
+        ``e1 = max |z_s - z_(s-1)| / (krylov_tol |D + U Q z_s|)`` over the output columns
+        estimates, in units of the tolerance, the error of ``z_(s-1)``, and ``e2`` (from
+        ``z_(s-1) - z_(s-2)``) that of ``z_(s-2)``. ``e1 <= 1`` stops (the usual heuristic:
+        ``z_s`` is better than ``z_(s-1)``). While the changes fall, ``rho = e1 / e2`` is the
+        error's factor per step, and the geometric tail ``e1 rho / (1 - rho)`` bounds the
+        error of ``z_s`` once ``rho <= 1/2``: ``<= 1`` stops one step earlier (Lanczos converges
+        superlinearly, so the last step's rate over-estimates the next ones'). Otherwise the
+        next check goes where that rate predicts an error ``<= 1`` (at least 1 and at most
+        ``max(2, s / 2)`` steps on; ``max(2, s / 8)`` while the changes do not fall; the first
+        at ``first_check``): the block steps between checks run in one compiled call, and a
+        check (three ``eigh`` of projections) costs a few steps, so it pays to check once, near
+        convergence. Returns ``None`` when ``max_steps`` pass without convergence (the caller
+        falls back to ``eigh``)."""
         curv = self.curvature
         lam = self.damping
         widths = [x.shape[1] for x in inputs]
@@ -763,18 +768,14 @@ class LowRankOU(_OUBase):
         d_norm2 = [_host64(torch.linalg.vector_norm(d.to(torch.float64), dim=0)) ** 2 for d in directs]
         capacity = min(curv.rank, (max_steps + 1) * y.shape[1])
         lanczos = GramLanczos(gram, start, core, capacity=capacity, rank_floor=self.tol * self._gram_bound())
-        floor = 1e3 * float(np.finfo(np.float64).eps)
-        prev: list[np.ndarray] | None = None
-        prev_steps = 0  # block steps behind prev
-        history: tuple[int, float] | None = None  # (steps, estimated error) of the check before prev
-        check_at = first_check
         if lanczos.size == 0:  # every input is in the null space of U (or zero)
             self.last_propagation = "krylov (0 block steps, basis 0)"
             return directs
-        while True:
-            lanczos.extend(max(1, min(check_at, max_steps) - lanczos.steps))
-            done = lanczos.applied == lanczos.size  # invariant, or the capacity is reached
-            ritz, rot, coords = lanczos.projection()
+        floor = 1e3 * float(np.finfo(np.float64).eps)
+
+        def coefficients(steps: int) -> list[np.ndarray]:
+            """``z`` of every output on the projection after ``steps`` block steps, ``(m, w)`` each."""
+            ritz, rot, coords = lanczos.projection(steps)
             if core is not None and ritz.size:
                 _check_realized(float(ritz.min()) + lam)
             # |x| below the floor: the first-order value h(floor) (the divided difference would cancel)
@@ -783,46 +784,58 @@ class LowRankOU(_OUBase):
             values = np.asarray(table(np.concatenate([[lam], lam + step])), dtype=np.float64)
             h = (values[1:] - values[0]) / step[:, None]  # divided differences, (m, p)
             rotated = rot.T @ coords  # (m, k)
-            zs = [
+            return [
                 rot @ sum(h[:, c : c + 1] * rotated[:, offsets[i] : offsets[i + 1]] for i, c in out)
                 for out in terms
             ]
+
+        check_at = first_check
+        while True:
+            lanczos.extend(max(1, min(check_at, max_steps) - lanczos.steps))
+            steps = lanczos.steps
+            done = lanczos.applied == lanczos.size  # invariant, or the capacity is reached
+            zs = coefficients(steps)
             converged = lanczos.invariant
-            change = math.inf
-            if prev is not None and not converged:
+            rate, error_now = None, math.inf  # the error's factor per step; the error of z_s (tolerance units)
+            if not converged and steps >= 1:
                 basis_ud = [lanczos.basis_rows @ u for u in ud]  # Q^T U^T D, (m, w)
-                change = 0.0  # e: the largest change in units of the tolerance
-                for z, z_old, dn2, qud in zip(zs, prev, d_norm2, basis_ud):
-                    z_old = np.vstack([z_old, np.zeros((z.shape[0] - z_old.shape[0], z.shape[1]))])
+                scales = []  # |D + U Q z_s| per output column, floored against cancellation
+                for z, dn2, qud in zip(zs, d_norm2, basis_ud):
                     out_norm2 = dn2 + 2.0 * np.sum(qud * z, axis=0) + np.sum(z**2, axis=0)
                     term_scale = np.sqrt(dn2) + np.linalg.norm(z, axis=0)
                     scale = np.maximum(np.sqrt(np.clip(out_norm2, 0.0, None)), 1e-3 * term_scale)
-                    ratio = np.linalg.norm(z - z_old, axis=0) / (self.krylov_tol * np.maximum(scale, 1e-300))
-                    change = max(change, float(ratio.max(initial=0.0)))
-                converged = change <= 1.0
-            rate, error_now = None, math.inf  # the error's factor per step; the error of z (tolerance units)
-            if math.isfinite(change) and history is not None and 0.0 < change < history[1]:
-                span = prev_steps - history[0]  # change estimates the error at prev_steps, history[1] at history[0]
-                fall = change / history[1]
-                rate = fall ** (1.0 / span)
-                error_now = change * rate ** (lanczos.steps - prev_steps)
-                converged = converged or (fall <= 0.1 and error_now <= 1.0)
+                    scales.append(self.krylov_tol * np.maximum(scale, 1e-300))
+
+                def change(new: list[np.ndarray], old: list[np.ndarray]) -> float:
+                    """The largest ``|new - old|`` over the output columns, in tolerance units."""
+                    worst = 0.0
+                    for zn, zo, sc in zip(new, old, scales):
+                        zo = np.vstack([zo, np.zeros((zn.shape[0] - zo.shape[0], zn.shape[1]))])
+                        worst = max(worst, float((np.linalg.norm(zn - zo, axis=0) / sc).max(initial=0.0)))
+                    return worst
+
+                one_back = coefficients(steps - 1)
+                e1 = change(zs, one_back)
+                converged = e1 <= 1.0
+                if not converged and steps >= 2:
+                    e2 = change(one_back, coefficients(steps - 2))
+                    if 0.0 < e1 < e2:
+                        rate = e1 / e2
+                        error_now = e1 * rate
+                        converged = rate <= 0.5 and error_now / (1.0 - rate) <= 1.0
             if converged:
                 break
             if done and (lanczos.invariant or lanczos.size >= curv.rank):
                 break  # every direction of the space is in the basis: exact up to rounding
-            if done or lanczos.steps >= max_steps:  # the budget (or the capacity it sized) is spent
+            if done or steps >= max_steps:  # the budget (or the capacity it sized) is spent
                 return None
-            most = max(2, lanczos.steps // 2)
+            most = max(2, steps // 2)
             if rate is not None:
                 ahead = math.ceil(math.log(error_now) / -math.log(rate)) if error_now > 1.0 else 1
                 gap = min(max(ahead, 1), most)
             else:
-                gap = max(2, lanczos.steps // 8)
-            if math.isfinite(change):
-                history = (prev_steps, change)
-            prev, prev_steps = zs, lanczos.steps
-            check_at = lanczos.steps + gap
+                gap = max(2, steps // 8)
+            check_at = steps + gap
         self.last_propagation = f"krylov ({lanczos.steps} block steps, basis {lanczos.applied})"
         low = lanczos.basis_rows.T @ np.concatenate(zs, axis=1)  # (r, sum of output widths)
         low = torch.as_tensor(low, dtype=self.dtype, device=self.device)

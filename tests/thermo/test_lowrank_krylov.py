@@ -242,6 +242,23 @@ def test_gram_lanczos_runs_many_steps_in_one_call_as_one_at_a_time_and_grows_its
     assert capped.extend(50) and capped.size == 10 and capped.truncated and not capped.invariant
     assert capped.steps == 4 and capped.applied == 10 and not capped.extend()  # all applied: nothing left
 
+
+def test_gram_lanczos_projection_after_fewer_steps_is_the_one_those_steps_had():
+    u = decaying_u(200, 90, seed=23).numpy()
+    gram = u.T @ u
+    start = np.random.default_rng(2).standard_normal((90, 3))
+    long = GramLanczos(gram, start)
+    long.extend(8)
+    for steps in (0, 1, 5, 8):
+        short = GramLanczos(gram, start)
+        if steps:
+            short.extend(steps)
+        assert long.applied_after(steps) == short.applied == 3 * steps
+        for a, b in zip(long.projection(steps), short.projection()):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * max(1.0, float(np.abs(b).max(initial=0.0))))
+    with pytest.raises(ValueError, match="steps must be in"):
+        long.applied_after(9)
+
 # ------------------------------------------------------------------------------------------------
 # the device setting
 def test_the_device_passes_the_propagator_and_both_agree():
