@@ -115,9 +115,12 @@ def test_thermo_warm_start_state_round_trips() -> None:
 
 
 def test_float32_cholesky_retries_in_float64() -> None:
-    # integer rank-one matrix: exact in float32, definite only through a damping of 2e-9 relative
-    v = torch.randint(1, 9, (64, 1), generator=torch.Generator().manual_seed(0)).float()
+    # integer rank-one matrix: exact in float32, definite only through the damping, which float32
+    # rounds away (1e-5 is below half an ulp of every diagonal entry, >= 4096): its Cholesky meets
+    # an exact zero pivot on any kernel (every product is an integer below 2^24)
+    v = torch.randint(64, 128, (64, 1), generator=torch.Generator().manual_seed(0)).float()
     A, damping = v @ v.mT, 1e-5
+    assert torch.equal(A + damping * torch.eye(64), A)
     assert int(torch.linalg.cholesky_ex(A + damping * torch.eye(64))[1]) > 0  # float32 fails
     out = get_solver("exact").solve(A, torch.ones(64), damping)
     assert out.x.dtype == torch.float32
