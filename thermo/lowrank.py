@@ -805,20 +805,11 @@ class LowRankOU(_OUBase):
                     term_scale = np.sqrt(dn2) + np.linalg.norm(z, axis=0)
                     scale = np.maximum(np.sqrt(np.clip(out_norm2, 0.0, None)), 1e-3 * term_scale)
                     scales.append(self.krylov_tol * np.maximum(scale, 1e-300))
-
-                def change(new: list[np.ndarray], old: list[np.ndarray]) -> float:
-                    """The largest ``|new - old|`` over the output columns, in tolerance units."""
-                    worst = 0.0
-                    for zn, zo, sc in zip(new, old, scales):
-                        zo = np.vstack([zo, np.zeros((zn.shape[0] - zo.shape[0], zn.shape[1]))])
-                        worst = max(worst, float((np.linalg.norm(zn - zo, axis=0) / sc).max(initial=0.0)))
-                    return worst
-
                 one_back = coefficients(steps - 1)
-                e1 = change(zs, one_back)
+                e1 = _largest_change(zs, one_back, scales)
                 converged = e1 <= 1.0
                 if not converged and steps >= 2:
-                    e2 = change(one_back, coefficients(steps - 2))
+                    e2 = _largest_change(one_back, coefficients(steps - 2), scales)
                     if 0.0 < e1 < e2:
                         rate = e1 / e2
                         error_now = e1 * rate
@@ -842,6 +833,16 @@ class LowRankOU(_OUBase):
         lifted = curv.u(low)
         low_widths = [z.shape[1] for z in zs]
         return [d + up for d, up in zip(directs, torch.split(lifted, low_widths, dim=1))]
+
+
+def _largest_change(new: list[np.ndarray], old: list[np.ndarray], scales: list[np.ndarray]) -> float:
+    """The largest ``|new - old| / scale`` over the output columns: per output, Krylov coefficients
+    ``(m, w)`` against those of a shorter basis (zero-padded) and a scale ``(w,)`` per column."""
+    worst = 0.0
+    for zn, zo, sc in zip(new, old, scales):
+        zo = np.vstack([zo, np.zeros((zn.shape[0] - zo.shape[0], zn.shape[1]))])
+        worst = max(worst, float((np.linalg.norm(zn - zo, axis=0) / sc).max(initial=0.0)))
+    return worst
 
 
 def _host64(x: Tensor) -> np.ndarray:
