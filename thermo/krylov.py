@@ -28,10 +28,11 @@ products while ``m k << r``, and the dense ``T`` eigendecomposition, ``O((m k)^3
 
 Numerics: everything runs on the host in float64 (numpy: on these small matrices its per-call
 overhead is a fraction of torch's, and float64 keeps the reorthogonalization and the stopping
-rule far below float32 rounding), whatever the dtype and device of the caller's tensors (the ``K`` product in float32 would halve
-a step's main cost, the memory traffic of ``K``, but its rounding, accumulated over the steps,
-costs a digit: ``1e-5`` instead of ``8e-7`` from the float64 truth at ``t = 1e4``,
-``lam = 1e-3`` in the float32 tests); full
+rule far below float32 rounding), whatever the dtype and device of the caller's tensors. A
+float32 Gram is kept as float32 (its conversion to float64 is exact, so the products are the
+same, accumulated in float64, from half the bytes, and no float64 copy is made); accumulating
+the ``K`` products in float32 instead would cost a digit: ``1e-5`` instead of ``8e-7`` from the
+float64 truth at ``t = 1e4``, ``lam = 1e-3`` in the float32 tests. Full
 reorthogonalization (classical Gram-Schmidt twice, in the ``K`` inner product
 through the stored products ``P = K Q``); a new direction whose ``K``-norm after it is below
 ``100 eps`` of the block's ``K``-norm before it is deflated (the space is then invariant in that
@@ -337,7 +338,8 @@ def _run_steps(
 class GramLanczos:
     """A ``K``-orthonormal block Krylov basis of ``B = S K`` (``K`` without a core) from ``W0``.
 
-    Host float64 arrays (numpy): ``gram`` ``K`` ``(r, r)`` symmetric PSD; ``start`` ``W0``
+    Host arrays (numpy, float64 but for ``gram``, which may be float32): ``gram`` ``K`` ``(r, r)``
+    symmetric PSD; ``start`` ``W0``
     ``(r, k)``; ``core`` ``None`` or the symmetric ``S`` ``(r, r)``; ``capacity`` the most basis
     vectors kept (capped at ``r``); ``rank_floor``: a
     direction whose Rayleigh quotient ``x^T K x / x^T x`` is at most this is treated as part of
@@ -362,7 +364,10 @@ class GramLanczos:
     ) -> None:
         r, k = start.shape
         self.rank_floor = float(rank_floor)
-        self.gram = np.ascontiguousarray(gram, dtype=np.float64)
+        # a float32 Gram stays float32 (exact in float64, and half the bytes each step streams);
+        # the products with it accumulate in float64 either way
+        dtype = np.float32 if np.asarray(gram).dtype == np.float32 else np.float64
+        self.gram = np.ascontiguousarray(gram, dtype=dtype)
         self.core = None if core is None else np.ascontiguousarray(core, dtype=np.float64)
         self._core = np.zeros((0, 0)) if core is None else self.core
         self.eps = float(np.finfo(np.float64).eps)

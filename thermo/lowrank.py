@@ -100,6 +100,15 @@ Propagator = Literal["auto", "eigh", "krylov"]
 PROPAGATORS: tuple[str, ...] = ("auto", "eigh", "krylov")
 #: Below this rank ``auto`` always takes ``eigh`` (microseconds there).
 MIN_KRYLOV_RANK = 64
+#: Block Lanczos steps run before the first check, whose largest Ritz value estimates ``||S K||``
+#: (the top of the digits CNN's Gram spectrum is resolved to 4 digits after 4 steps).
+PROBE_STEPS = 4
+#: Where the first convergence check goes, as a fraction of the predicted steps
+#: (:meth:`LowRankOU._first_check`). Over 150 TNGD steps on the digits CNN: 0.5 took 21.3 block
+#: steps a step and a second check in 37% of them, 0.55 23.0 and 1%, 0.6 25.1 and none; a check
+#: (two ``eigh`` of the projection, about 0.4 ms each at ``m = 66``) costs about 7 block steps
+#: (0.12 ms each at ``r = 576``).
+FIRST_CHECK_FRACTION = 0.55
 
 __all__ = [
     "PROPAGATORS",
@@ -670,6 +679,11 @@ class LowRankOU(_OUBase):
             )
         return self._gram_norm_bound
 
+    def _gram_floor(self) -> float:
+        """``max_i K_ii``, a lower bound of ``||K||_2`` (``K_ii = e_i^T K e_i``)."""
+        gram = self.curvature.gram
+        return float(torch.diagonal(gram).max()) if gram.numel() else 0.0
+
     def krylov_budget(self, k: int, horizon: float | None) -> int | None:
         """The most block Lanczos steps to run for ``k`` vectors, or ``None`` to use ``eigh``.
 
@@ -677,11 +691,12 @@ class LowRankOU(_OUBase):
         no budget short of the full space (``r`` steps). ``auto``: the cost rule. An ``eigh`` costs
         about as much as a Lanczos whose basis fills half of ``r`` (the reorthogonalization and
         the projection grow as ``(m k)^2 r`` and ``(m k)^3``), so the budget is ``r / (2 k)``
-        steps; Krylov is tried when the predicted steps, ``sqrt(2 horizon L) + 8`` (the
-        Lanczos rate for ``exp(-2 t x)`` on ``[0, L]``, :meth:`spectral_bound`; ``horizon``
-        unknown: tried), fit in it, and falls back to ``eigh`` if it has not converged by then.
-        So large ``k`` (many chains) or a stiff ``t L`` (e.g. ``t = 1e4`` on a Gram of norm 1)
-        take the ``eigh``.
+        steps. Krylov is tried unless the steps predicted from a lower bound of ``||K||_2``
+        (:meth:`predicted_steps` with ``max_i K_ii``) already exceed it; the Lanczos run falls
+        back to ``eigh`` when the prediction from its own estimate of ``||K||_2`` (the largest
+        Ritz value after :data:`PROBE_STEPS` steps) exceeds it, or when it has not converged
+        within it. So large ``k`` (many chains) or a stiff ``t L`` (e.g. ``t = 1e4`` on a Gram
+        of norm 1) take the ``eigh``.
         """
         r = self.curvature.rank
         if self._decomposed or self.propagator == "eigh" or r == 0:
@@ -693,44 +708,70 @@ class LowRankOU(_OUBase):
         budget = r // (2 * max(k, 1))
         if budget < 2:
             return None
-        predicted = self.predicted_steps(horizon)
+        predicted = self.predicted_steps(horizon, self._gram_floor())
         if predicted is not None and predicted > budget:
             return None
         return budget
 
-    def predicted_steps(self, horizon: float | None) -> float | None:
-        """``sqrt(2 horizon L) + 8`` block steps (``L``: :meth:`spectral_bound`), the Lanczos
-        rate for ``exp(-2 t x)`` on ``[0, L]``; ``None`` for an unknown horizon. A bound for the
-        worst spectrum: GGN Grams converge sooner (the digits CNN's TNGD step, ``t = 50``, in
-        0.5-0.65 of it)."""
-        return None if horizon is None else math.sqrt(2.0 * horizon * self.spectral_bound()) + 8
+    def predicted_steps(self, horizon: float | None, radius: float | None = None) -> float | None:
+        """``sqrt(2 horizon L) + 8`` block steps, the Lanczos rate for ``exp(-2 t x)`` on
+        ``[0, L]``; ``L`` is ``radius`` (an estimate of ``||S K||``) or else
+        :meth:`spectral_bound`; ``None`` for an unknown horizon. A bound for the worst spectrum:
+        GGN Grams converge sooner (the digits CNN's TNGD step, ``t = 50``, in 0.50-0.67 of it
+        with ``L = ||K||_2``, over 300 training steps)."""
+        if horizon is None:
+            return None
+        radius = self.spectral_bound() if radius is None else max(float(radius), 0.0)
+        return math.sqrt(2.0 * horizon * radius) + 8
 
     def _apply_table(
         self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, horizon: float | None = None
     ) -> list[Tensor]:
         budget = self.krylov_budget(sum(x.shape[1] for x in inputs), horizon)
         if budget is not None:
-            predicted = self.predicted_steps(horizon)
-            # the first check half way to the bound, where GGN Grams converge (0.5-0.65 of it on
-            # the digits CNN): a check costs a few block steps, and one before convergence only
-            # measures the rate
-            first = 3 if predicted is None else max(3, math.ceil(predicted / 2))
-            out = self._apply_krylov(inputs, table, terms, budget, first)
+            out = self._apply_krylov(inputs, table, terms, budget, horizon)
             if out is not None:
                 return out
         return self._apply_eigen(inputs, table, terms)
 
     # --- Krylov path on the Gram --------------------------------------------------------------------
-    def _gram_float64(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """The Gram (and core) as host float64 arrays, once per upload."""
+    def _gram_host(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The Gram and the core as host arrays, once per upload: a host float32 Gram as it is
+        (a view; :class:`~thermo.krylov.GramLanczos` accumulates its products in float64),
+        anything else, and the core, in float64."""
         if self._gram_np is None:
-            self._gram_np = _host64(self.curvature.gram)
+            gram = self.curvature.gram.detach()
+            self._gram_np = gram.numpy() if gram.device.type == "cpu" and gram.dtype == torch.float32 else _host64(gram)
             core = self.curvature.core
             self._core64 = None if core is None else _host64(core)
         return self._gram_np, self._core64
 
+    def _first_check(self, lanczos: GramLanczos, horizon: float | None, max_steps: int) -> int | None:
+        """The block steps of the first convergence check, or ``None``: ``auto``'s prediction
+        exceeds the budget ``max_steps`` (the caller falls back to ``eigh``).
+
+        :data:`FIRST_CHECK_FRACTION` (0.55) of :meth:`predicted_steps` with ``L`` the largest
+        Ritz value after :data:`PROBE_STEPS` steps (run here), where GGN Grams converge (0.50-0.67
+        of it on the digits CNN): a check (two or three ``eigh`` of the projection) costs a few
+        block steps, and one before convergence only measures the rate. A Ritz value is at most
+        ``||S K||`` and reaches it within a few steps when the top of the spectrum stands apart,
+        as in GGN spectra; the ``O(r^2)`` :meth:`spectral_bound` over-estimates the digits CNN's
+        ``||K||_2`` 2-3x as it trains, which put the check 8-15 steps (a third of the run) past
+        convergence. An unknown horizon checks after 3 steps."""
+        if horizon is None:
+            return 3
+        lanczos.extend(min(PROBE_STEPS, max_steps))
+        if lanczos.applied == lanczos.size:  # invariant, or the capacity is reached: check now
+            return lanczos.steps
+        theta = float(lanczos.projection()[0].max(initial=0.0))
+        predicted = self.predicted_steps(horizon, theta)
+        assert predicted is not None
+        if self.propagator == "auto" and predicted > max_steps:
+            return None
+        return max(3, lanczos.steps, math.ceil(FIRST_CHECK_FRACTION * predicted))
+
     def _apply_krylov(
-        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, max_steps: int, first_check: int
+        self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, max_steps: int, horizon: float | None
     ) -> list[Tensor] | None:
         """The table by block Lanczos on the Gram (:class:`thermo.krylov.GramLanczos`).
 
@@ -750,17 +791,18 @@ class LowRankOU(_OUBase):
         superlinearly, so the last step's rate over-estimates the next ones'). Otherwise the
         next check goes where that rate predicts an error ``<= 1`` (at least 1 and at most
         ``max(2, s / 2)`` steps on; ``max(2, s / 8)`` while the changes do not fall; the first
-        at ``first_check``): the block steps between checks run in one compiled call, and a
-        check (three ``eigh`` of projections) costs a few steps, so it pays to check once, near
-        convergence. Returns ``None`` when ``max_steps`` pass without convergence (the caller
-        falls back to ``eigh``)."""
+        at :meth:`_first_check`, from ``horizon``): the block steps between checks run in one
+        compiled call, and a check (three ``eigh`` of projections) costs a few steps, so it
+        pays to check once, near convergence. Returns ``None`` when ``max_steps`` pass without
+        convergence, or when the first check's prediction exceeds them (the caller falls back
+        to ``eigh``)."""
         curv = self.curvature
         lam = self.damping
         widths = [x.shape[1] for x in inputs]
         offsets = np.concatenate([[0], np.cumsum(widths)])
         base = np.asarray(table(np.array([lam])), dtype=np.float64)[0]
         directs = [sum(float(base[c]) * inputs[i] for i, c in out) for out in terms]
-        gram, core = self._gram_float64()
+        gram, core = self._gram_host()
         y = _host64(curv.ut(torch.cat(inputs, dim=1)))  # (r, k)
         start = y if core is None else core @ y
         # the direct parts in r-space (U^T D) and their norms, for the norm of each output
@@ -789,9 +831,11 @@ class LowRankOU(_OUBase):
                 for out in terms
             ]
 
-        check_at = first_check
+        check_at = self._first_check(lanczos, horizon, max_steps)
+        if check_at is None:
+            return None
         while True:
-            lanczos.extend(max(1, min(check_at, max_steps) - lanczos.steps))
+            lanczos.extend(max(0, min(check_at, max_steps) - lanczos.steps))
             steps = lanczos.steps
             done = lanczos.applied == lanczos.size  # invariant, or the capacity is reached
             zs = coefficients(steps)

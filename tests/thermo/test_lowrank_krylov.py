@@ -20,7 +20,7 @@ import torch
 from thermo.errors import HardwareSpecError, InputError, NotPositiveDefiniteError
 from thermo.hardware import HardwareSpec
 from thermo.krylov import GramLanczos
-from thermo.lowrank import MIN_KRYLOV_RANK, LowRankCurvature, LowRankOU
+from thermo.lowrank import FIRST_CHECK_FRACTION, MIN_KRYLOV_RANK, PROBE_STEPS, LowRankCurvature, LowRankOU
 from thermo.lowrank_device import LowRankDevice, LowRankDeviceSpec
 
 from .test_lowrank import assert_cov_close, assert_mean_close, dense_a, dense_cov, dense_mean, readout_law
@@ -190,6 +190,70 @@ def test_the_auto_rule_takes_krylov_where_cheaper_and_eigh_elsewhere():
     assert ou.krylov_budget(3, 50.0) is None
 
 
+def clustered_u(n: int, r: int, cluster: int, seed: int) -> torch.Tensor:
+    """``U`` ``(n, r)`` whose Gram has ``cluster`` eigenvalues in ``[0.9, 1]`` (norm 1) over a
+    geometric bulk below ``0.02``, in a random basis: its row sums, hence
+    :meth:`LowRankOU.spectral_bound`, exceed the norm about ``0.8 sqrt(cluster)`` times."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, r)))
+    w, _ = np.linalg.qr(rng.standard_normal((r, r)))
+    s = np.concatenate([np.linspace(0.9, 1.0, cluster), 0.02 * 0.97 ** np.arange(r - cluster)])
+    return torch.as_tensor(q * np.sqrt(s) @ w.T)
+
+
+def count_block_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The block steps each GramLanczos.extend call is asked for, from now on."""
+    asked: list[int] = []
+    extend = GramLanczos.extend
+
+    def spy(self: GramLanczos, steps: int = 1) -> bool:
+        asked.append(steps)
+        return extend(self, steps)
+
+    monkeypatch.setattr(GramLanczos, "extend", spy)
+    return asked
+
+
+def test_auto_predicts_the_steps_from_the_ritz_value_not_the_gram_bound(monkeypatch: pytest.MonkeyPatch):
+    c = LowRankCurvature.from_matrix(clustered_u(600, 400, 100, seed=12), 0.01)
+    rng = np.random.default_rng(13)
+    x0, g = torch.as_tensor(rng.standard_normal(600)), torch.as_tensor(rng.standard_normal(600))
+    ou = LowRankOU(c, 1e-4)
+    budget = ou.krylov_budget(3, 300.0)
+    assert budget == 400 // 6
+    # the O(r^2) bound (7.5 here) predicts more steps than the budget (the old rule took the
+    # eigh), the norm (1) half of it
+    assert ou.predicted_steps(300.0) > budget > ou.predicted_steps(300.0, 1.0)
+    asked = count_block_steps(monkeypatch)
+    out = ou.sample(x0, g, 300.0, torch.Generator().manual_seed(0))
+    assert ou.last_propagation.startswith("krylov") and not ou.decomposed
+    assert asked[0] == PROBE_STEPS
+    # the first check goes FIRST_CHECK_FRACTION of the way to sqrt(2 t theta) + 8, theta ~ ||K|| = 1
+    assert asked[1] + PROBE_STEPS == math.ceil(FIRST_CHECK_FRACTION * ou.predicted_steps(300.0, 1.0))
+    ref = LowRankOU(c, 1e-4, propagator="eigh").sample(x0, g, 300.0, torch.Generator().manual_seed(0))
+    assert rel(out, ref) <= 1e-10
+
+
+def test_auto_takes_eigh_after_the_probe_when_the_ritz_value_predicts_beyond_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    c = LowRankCurvature.from_matrix(clustered_u(600, 400, 100, seed=12), 0.01)
+    rng = np.random.default_rng(14)
+    x0, g = torch.as_tensor(rng.standard_normal(600)), torch.as_tensor(rng.standard_normal(600))
+    ou = LowRankOU(c, 1e-4)
+    t = 3000.0  # sqrt(2 t ||K||) + 8 = 85 > 66 steps, while the diagonal's lower bound predicts 52
+    budget = ou.krylov_budget(3, t)
+    assert budget == 66 and ou.predicted_steps(t, 1.0) > budget
+    asked = count_block_steps(monkeypatch)
+    out = ou.sample(x0, g, t, torch.Generator().manual_seed(0))
+    assert asked == [PROBE_STEPS]  # the probe, then the eigh: no run to the budget
+    assert ou.decomposed and ou.last_propagation == "eigh"
+    ref = LowRankOU(c, 1e-4, propagator="eigh").sample(x0, g, t, torch.Generator().manual_seed(0))
+    assert rel(out, ref) <= 1e-12
+    forced = LowRankOU(c, 1e-4, propagator="krylov")  # no budget: the prediction does not stop it
+    assert rel(forced.sample(x0, g, t, torch.Generator().manual_seed(0)), ref) <= 1e-10
+
+
 def test_auto_falls_back_to_eigh_when_the_budget_runs_out():
     # an oscillating function on a spread spectrum: no polynomial of degree r / (2 k) = 48 fits it
     rng = np.random.default_rng(10)
@@ -204,6 +268,19 @@ def test_auto_falls_back_to_eigh_when_the_budget_runs_out():
     assert rel(out, ref) <= 1e-12
     forced = LowRankOU(c, 0.0, propagator="krylov")  # no budget: it runs to the whole space
     assert rel(forced.apply_function(f, v), ref) <= 1e-9 and not forced.decomposed
+
+
+def test_gram_lanczos_reads_a_float32_gram_as_its_exact_float64_value():
+    u = decaying_u(80, 40, seed=23).numpy()
+    g32 = (u.T @ u).astype(np.float32)
+    start = np.random.default_rng(1).standard_normal((40, 3))
+    kept, widened = GramLanczos(g32, start), GramLanczos(g32.astype(np.float64), start)
+    for lan in (kept, widened):
+        lan.extend(8)
+    assert kept.gram.dtype == np.float32 and kept.applied == widened.applied == 24
+    ritz32, ritz64 = kept.projection()[0], widened.projection()[0]
+    # the same products (float32 -> float64 is exact), summed in another order at most
+    np.testing.assert_allclose(ritz32, ritz64, rtol=0, atol=1e-13 * ritz64.max())
 
 
 def test_gram_lanczos_basis_is_k_orthonormal_and_deflates_dependent_columns():
