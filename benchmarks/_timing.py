@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any, Callable
 
 TOLERANCE = 0.1
@@ -62,6 +63,30 @@ def record(what: str, times: list[float], tolerance: float = TOLERANCE) -> Any:
     timing = timing_of(times, what, tolerance=tolerance, stacklevel=3)
     _TIMINGS[what] = timing
     return timing
+
+
+def interleaved_times(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, pause_s: float = 0.2,
+    after: Callable[[str], None] | None = None,
+) -> dict[str, list[float]]:
+    """Every wall time (s) of each ``fn``, the contenders alternating in every round (the order
+    rotating), so that slow drift of a shared machine cancels in their ratios, and round ``i``'s
+    times can be paired. Sleeps ``pause_s`` before each timed call (see :func:`time_it`: idle
+    pool threads spin); ``after(name)`` runs after each call, untimed."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            time.sleep(pause_s)
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+            if after is not None:
+                after(name)
+    return times
 
 
 def sample_times(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, pause_s: float = 0.3,

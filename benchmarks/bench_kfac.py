@@ -44,7 +44,6 @@ import argparse
 import copy
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,7 +54,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _timing import print_spreads, record  # noqa: E402
+from _timing import interleaved_times, print_spreads, record  # noqa: E402
 from digital.kfac import KFAC  # noqa: E402
 
 
@@ -63,22 +62,9 @@ def interleaved_medians(
     fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, pause_s: float = 0.2,
     after: Callable[[str], None] | None = None, label: str = "",
 ) -> dict[str, float]:
-    """Median wall time of each ``fn`` with the contenders alternating in every round (and the
-    order rotating), so that slow drift of a shared machine cancels in the ratios. Sleeps
-    ``pause_s`` before each timed call (see ``_timing.median_time``: idle pool threads spin)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    names = list(fns)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            time.sleep(pause_s)
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - start)
-            if after is not None:
-                after(name)
+    """Median wall time of each ``fn`` from :func:`_timing.interleaved_times` (the contenders
+    alternating in every round, so that slow drift of a shared machine cancels in the ratios)."""
+    times = interleaved_times(fns, repeats, warmup, pause_s, after)
     # each contender's times and spread are kept for print_spreads (a MeasurementWarning if they disagree)
     return {name: record(f"{label} {name}".strip(), ts).median_s for name, ts in times.items()}
 
