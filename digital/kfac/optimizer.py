@@ -49,7 +49,8 @@ _CONFIG_FIELDS = {f.name for f in fields(KFACConfig)}
 
 
 class KFACWarning(UserWarning):
-    """Parameters that K-FAC cannot precondition, or layers whose hooks never fired."""
+    """Parameters that K-FAC cannot precondition, layers whose hooks never fired, or a kind of
+    solver failure that fell back to the exact backend (once per layer, operation and error type)."""
 
 
 @dataclass
@@ -140,6 +141,8 @@ class KFAC(torch.optim.Optimizer):
         self._checked_hooks = False
         self.last_stats: dict[str, Any] = {}
         self.last_diagnostics: dict[str, list[SolverDiagnostics]] = {}
+        self._fallback_reasons: list[str] = []
+        self._warned_fallbacks: set[tuple[str, str, str]] = set()
         if first_order:
             warnings.warn(
                 f"K-FAC cannot precondition {len(first_order)} parameter tensor(s); they get first-order updates "
@@ -229,6 +232,7 @@ class KFAC(torch.optim.Optimizer):
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         t0 = time.perf_counter()
         self._fallbacks_this_step = 0
+        self._fallback_reasons = []
         factor_step = self._is_factor_step()
         if factor_step and self.config.fisher_type != "empirical":
             self._curvature_pass()
@@ -263,6 +267,7 @@ class KFAC(torch.optim.Optimizer):
             "solver_calls": len(diagnostics),
             "solver_max_rel_error": max(errors) if errors else 0.0,
             "fallbacks": self._fallbacks_this_step,
+            "fallback_reasons": tuple(self._fallback_reasons),
             "kl_scale": self._kl_scale,
         }
         return loss
@@ -399,10 +404,22 @@ class KFAC(torch.optim.Optimizer):
             value = out.x if op == "solve" else out.inverse
             if not bool(torch.isfinite(value).all()):
                 raise NonFiniteGradientError(f"the {self.solver.name!r} backend returned a non-finite {op} for {layer.name!r}")
-        except (ThermoError, NonFiniteGradientError, torch.linalg.LinAlgError):
+        except (ThermoError, NonFiniteGradientError, torch.linalg.LinAlgError) as err:
             if self._fallback is None or self.solver is self._fallback:
                 raise
             self._fallbacks_this_step += 1
+            reason = f"{layer.name} {op}: {type(err).__name__}: {err}"
+            self._fallback_reasons.append(reason)
+            kind = (layer.name, op, type(err).__name__)
+            if kind not in self._warned_fallbacks:
+                self._warned_fallbacks.add(kind)
+                warnings.warn(
+                    f"the {self.solver.name!r} backend failed ({reason}); that {op} fell back to the exact "
+                    "backend (solver_fallback='none' raises instead). Later failures of this kind are only "
+                    "counted, in last_stats['fallbacks'] and ['fallback_reasons']",
+                    KFACWarning,
+                    stacklevel=2,
+                )
             kwargs.pop("x0", None)
             out = getattr(self._fallback, op)(*args, **kwargs)
         self.last_diagnostics.setdefault(layer.name, []).append(out.diagnostics)

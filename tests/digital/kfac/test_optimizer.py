@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -243,11 +244,26 @@ class Failing(LinearSolver):
 def test_solver_failures_fall_back_to_exact_or_raise() -> None:
     model, X, y = problem()
     reference_model = copy.deepcopy(model)
-    opt = KFAC(model, lr=0.1, fisher_type="type-2", solver=Failing())
-    take_step(opt, model, X, y)
+    opt = KFAC(model, lr=0.1, fisher_type="type-2", solver=Failing(), inv_update_steps=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        take_step(opt, model, X, y)
     assert opt.last_stats["fallbacks"] == 4
-    ref_opt = KFAC(reference_model, lr=0.1, fisher_type="type-2")
+    # A and G of both layers, each with its reason; one warning per (layer, operation, error type)
+    assert opt.last_stats["fallback_reasons"] == ("0 inverse: DivergenceError: simulated divergence",) * 2 + (
+        "2 inverse: DivergenceError: simulated divergence",) * 2
+    messages = [str(w.message) for w in caught if issubclass(w.category, KFACWarning)]
+    assert [m.split(";")[0] for m in messages] == [
+        f"the 'test-failing' backend failed ({layer} inverse: DivergenceError: simulated divergence)" for layer in "02"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KFACWarning)  # the same kinds again: counted, not warned
+        take_step(opt, model, X, y)
+    assert opt.last_stats["fallbacks"] == 4 and len(opt.last_stats["fallback_reasons"]) == 4
+    ref_opt = KFAC(reference_model, lr=0.1, fisher_type="type-2", inv_update_steps=1)
     take_step(ref_opt, reference_model, X, y)
+    take_step(ref_opt, reference_model, X, y)
+    assert ref_opt.last_stats["fallbacks"] == 0 and ref_opt.last_stats["fallback_reasons"] == ()
     for p, q in zip(model.parameters(), reference_model.parameters()):
         torch.testing.assert_close(p, q)
     strict = KFAC(problem()[0], fisher_type="type-2", solver=Failing(), solver_fallback="none")
