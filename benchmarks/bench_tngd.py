@@ -15,9 +15,10 @@ baseline timed in the same process:
    device state after 50 tau by the default ``auto`` propagator, block Lanczos on the Gram here,
    the update), against the Adam step and against an
    ``NGD(method="woodbury", damping=0.01)`` step (the same Gram, a Cholesky solve instead). The
-   headline's TNGD / NGD ratio is the median of ``3 x --repeats`` pair ratios, the two steps
+   headline's TNGD / NGD ratio is the median of ``--pairs`` (60) pair ratios, the two steps
    alternating (``_timing.interleaved_times``), so the drifting load of a shared machine cancels
-   (timed apart, the two medians moved 1.08-1.38x between runs here).
+   (timed apart, the two medians moved 1.08-1.38x between runs here; with 21 pairs the median
+   still moved 1.13-1.22x).
 3. The device alone, on one fixed batch: ``A = U U^T + lam I`` (``U`` from the ``GGNOperator``,
    its Gram computed once, ``lam = 0.01``), ``x0 = g``, ``kappa = 1e-6``, one path of 50 tau:
    ``LowRankOU(...).sample`` (the ``auto`` propagator, and the ``eigh`` reference) against
@@ -34,7 +35,7 @@ baseline timed in the same process:
 Then where the time of a TNGD step goes (a replica of ``TNGD._step_lowrank`` with timers around
 its pieces, and the optimizer's own ``last_stats``).
 
-Run: python benchmarks/bench_tngd.py [--threads 1] [--repeats 7] [--task digits-cnn]
+Run: python benchmarks/bench_tngd.py [--threads 1] [--repeats 7] [--pairs 60] [--task digits-cnn]
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=THREADS, help="threads of every pool (default 1 for stable numbers; pinned by _timing.pin_threads)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--task", default="digits-cnn")
+    parser.add_argument("--pairs", type=int, default=60, help="interleaved TNGD / NGD pairs of the headline ratio")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start_all = time.perf_counter()
@@ -235,7 +237,7 @@ def main() -> None:
     del tngd_stats[:2], ngd_stats[:2]  # the warm-up steps (the first one runs the hook check)
     # the headline ratio from interleaved pairs: each TNGD step against the NGD step beside it,
     # so that the load of a shared machine, which drifts over seconds, cancels in the ratio
-    pairs = 3 * args.repeats
+    pairs = max(args.pairs, 2)
     paired = interleaved_times({"tngd": tngd_step, "ngd": ngd_step}, pairs, warmup=0, pause_s=0.1)
     tngd_pair_t = record("TNGD step, interleaved with NGD", paired["tngd"]).median_s
     ngd_pair_t = record("NGD-woodbury step, interleaved with TNGD", paired["ngd"]).median_s

@@ -756,8 +756,8 @@ class LowRankOU(_OUBase):
         block steps, and one before convergence only measures the rate. A Ritz value is at most
         ``||S K||`` and reaches it within a few steps when the top of the spectrum stands apart,
         as in GGN spectra; the ``O(r^2)`` :meth:`spectral_bound` over-estimates the digits CNN's
-        ``||K||_2`` 2-3x as it trains, which put the check 8-15 steps (a third of the run) past
-        convergence. An unknown horizon checks after 3 steps."""
+        ``||K||_2`` 2-3x as it trains, which put the check up to 11 steps (a third of the run)
+        past convergence within 60 training steps. An unknown horizon checks after 3 steps."""
         if horizon is None:
             return 3
         lanczos.extend(min(PROBE_STEPS, max_steps))
@@ -792,8 +792,8 @@ class LowRankOU(_OUBase):
         next check goes where that rate predicts an error ``<= 1`` (at least 1 and at most
         ``max(2, s / 2)`` steps on; ``max(2, s / 8)`` while the changes do not fall; the first
         at :meth:`_first_check`, from ``horizon``): the block steps between checks run in one
-        compiled call, and a check (three ``eigh`` of projections) costs a few steps, so it
-        pays to check once, near convergence. Returns ``None`` when ``max_steps`` pass without
+        compiled call, and a check (two or three ``eigh`` of projections) costs several steps,
+        so it pays to check once, near convergence. Returns ``None`` when ``max_steps`` pass without
         convergence, or when the first check's prediction exceeds them (the caller falls back
         to ``eigh``)."""
         curv = self.curvature
