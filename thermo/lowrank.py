@@ -565,7 +565,6 @@ class LowRankOU(_OUBase):
         self._decomposed = False
         self._gram_np: np.ndarray | None = None
         self._core64: np.ndarray | None = None
-        self._bound: float | None = None
         self._gram_norm_bound: float | None = None
         #: how the last application was propagated: ``eigh`` or ``krylov (m block steps, basis b)``
         self.last_propagation = ""
@@ -660,16 +659,6 @@ class LowRankOU(_OUBase):
         whose step is dominated by forming ``J_f``, keeps the reference ``eigh``)."""
         return self.curvature.rank >= MIN_KRYLOV_RANK and self.curvature.core is None
 
-    def spectral_bound(self) -> float:
-        """An upper bound ``L`` of ``||S K||_2`` (``||K||_2`` without a core): ``min(trace K,
-        max row sum |K|)`` times ``max row sum |S|``; ``O(r^2)``, cached."""
-        if self._bound is None:
-            bound = self._gram_bound()
-            if self.curvature.core is not None and self.curvature.core.numel():
-                bound *= float(self.curvature.core.abs().sum(1).max())
-            self._bound = bound
-        return self._bound
-
     def _gram_bound(self) -> float:
         """``min(trace K, max row sum |K|)``, an upper bound of ``||K||_2``; cached."""
         if self._gram_norm_bound is None:
@@ -713,16 +702,15 @@ class LowRankOU(_OUBase):
             return None
         return budget
 
-    def predicted_steps(self, horizon: float | None, radius: float | None = None) -> float | None:
+    def predicted_steps(self, horizon: float | None, radius: float) -> float | None:
         """``sqrt(2 horizon L) + 8`` block steps, the Lanczos rate for ``exp(-2 t x)`` on
-        ``[0, L]``; ``L`` is ``radius`` (an estimate of ``||S K||``) or else
-        :meth:`spectral_bound`; ``None`` for an unknown horizon. A bound for the worst spectrum:
-        GGN Grams converge sooner (the digits CNN's TNGD step, ``t = 50``, in 0.50-0.67 of it
-        with ``L = ||K||_2``, over 300 training steps)."""
+        ``[0, L]``, ``L = radius`` (an estimate of ``||S K||``); ``None`` for an unknown
+        horizon. A bound for the worst spectrum: GGN Grams converge sooner (the digits CNN's
+        TNGD step, ``t = 50``, in 0.50-0.67 of it with ``L = ||K||_2``, over 300 training
+        steps)."""
         if horizon is None:
             return None
-        radius = self.spectral_bound() if radius is None else max(float(radius), 0.0)
-        return math.sqrt(2.0 * horizon * radius) + 8
+        return math.sqrt(2.0 * horizon * max(float(radius), 0.0)) + 8
 
     def _apply_table(
         self, inputs: list[Tensor], table: CoefficientTable, terms: Terms, horizon: float | None = None
@@ -755,7 +743,7 @@ class LowRankOU(_OUBase):
         of it on the digits CNN): a check (two or three ``eigh`` of the projection) costs a few
         block steps, and one before convergence only measures the rate. A Ritz value is at most
         ``||S K||`` and reaches it within a few steps when the top of the spectrum stands apart,
-        as in GGN spectra; the ``O(r^2)`` :meth:`spectral_bound` over-estimates the digits CNN's
+        as in GGN spectra; the ``O(r^2)`` bound :meth:`_gram_bound` over-estimates the digits CNN's
         ``||K||_2`` 2-3x as it trains, which put the check up to 11 steps (a third of the run)
         past convergence within 60 training steps. An unknown horizon checks after 3 steps."""
         if horizon is None:

@@ -231,7 +231,6 @@ class KFAC(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         t0 = time.perf_counter()
-        self._fallbacks_this_step = 0
         self._fallback_reasons = []
         factor_step = self._is_factor_step()
         if factor_step and self.config.fisher_type != "empirical":
@@ -266,7 +265,7 @@ class KFAC(torch.optim.Optimizer):
             "analog_time_s": analog,
             "solver_calls": len(diagnostics),
             "solver_max_rel_error": max(errors) if errors else 0.0,
-            "fallbacks": self._fallbacks_this_step,
+            "fallbacks": len(self._fallback_reasons),
             "fallback_reasons": tuple(self._fallback_reasons),
             "kl_scale": self._kl_scale,
         }
@@ -407,7 +406,6 @@ class KFAC(torch.optim.Optimizer):
         except (ThermoError, NonFiniteGradientError, torch.linalg.LinAlgError) as err:
             if self._fallback is None or self.solver is self._fallback:
                 raise
-            self._fallbacks_this_step += 1
             reason = f"{layer.name} {op}: {type(err).__name__}: {err}"
             self._fallback_reasons.append(reason)
             kind = (layer.name, op, type(err).__name__)

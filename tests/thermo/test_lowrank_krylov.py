@@ -193,7 +193,7 @@ def test_the_auto_rule_takes_krylov_where_cheaper_and_eigh_elsewhere():
 def clustered_u(n: int, r: int, cluster: int, seed: int) -> torch.Tensor:
     """``U`` ``(n, r)`` whose Gram has ``cluster`` eigenvalues in ``[0.9, 1]`` (norm 1) over a
     geometric bulk below ``0.02``, in a random basis: its row sums, hence
-    :meth:`LowRankOU.spectral_bound`, exceed the norm about ``0.8 sqrt(cluster)`` times."""
+    ``LowRankOU._gram_bound``, exceed the norm about ``0.8 sqrt(cluster)`` times."""
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((n, r)))
     w, _ = np.linalg.qr(rng.standard_normal((r, r)))
@@ -223,7 +223,7 @@ def test_auto_predicts_the_steps_from_the_ritz_value_not_the_gram_bound(monkeypa
     assert budget == 400 // 6
     # the O(r^2) bound (7.5 here) predicts more steps than the budget (the old rule took the
     # eigh), the norm (1) half of it
-    assert ou.predicted_steps(300.0) > budget > ou.predicted_steps(300.0, 1.0)
+    assert ou.predicted_steps(300.0, ou._gram_bound()) > budget > ou.predicted_steps(300.0, 1.0)
     asked = count_block_steps(monkeypatch)
     out = ou.sample(x0, g, 300.0, torch.Generator().manual_seed(0))
     assert ou.last_propagation.startswith("krylov") and not ou.decomposed
