@@ -20,7 +20,7 @@ import torch
 from thermo.errors import HardwareSpecError, InputError, NotPositiveDefiniteError
 from thermo.hardware import HardwareSpec
 from thermo.krylov import GramLanczos
-from thermo.lowrank import FIRST_CHECK_FRACTION, MIN_KRYLOV_RANK, PROBE_STEPS, LowRankCurvature, LowRankOU
+from thermo.lowrank import CHANGE_MARGIN, FIRST_CHECK_FRACTION, MIN_KRYLOV_RANK, PROBE_STEPS, LowRankCurvature, LowRankOU
 from thermo.lowrank_device import LowRankDevice, LowRankDeviceSpec
 
 from .test_lowrank import assert_cov_close, assert_mean_close, dense_a, dense_cov, dense_mean, readout_law
@@ -335,6 +335,37 @@ def test_gram_lanczos_projection_after_fewer_steps_is_the_one_those_steps_had():
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-12 * max(1.0, float(np.abs(b).max(initial=0.0))))
     with pytest.raises(ValueError, match="steps must be in"):
         long.applied_after(9)
+
+@pytest.mark.parametrize("spectrum", ["decaying", "clustered"])
+@pytest.mark.parametrize("lam,t", [(1e-3, 50.0), (0.1, 1e3), (0.01, 5.0)])
+def test_the_newest_rows_of_the_coefficients_measure_the_last_change_within_the_margin(spectrum, lam, t):
+    """A check reads ``|z_s - z_(s-1)|`` as ``CHANGE_MARGIN`` times the norm of ``z_s``'s rows on
+    the newest block: those rows are a lower bound (``z_(s-1)`` has none), and the change is within
+    the margin of them wherever it is between rounding and 1e-3 of the result."""
+    n, r = 300, 130
+    u = (decaying_u(n, r, seed=24, top=3.0) if spectrum == "decaying" else clustered_u(n, r, 12, seed=24)).numpy()
+    gram = u.T @ u
+    lan = GramLanczos(gram, u.T @ np.random.default_rng(3).standard_normal((n, 3)),
+                      rank_floor=1e-12 * float(np.trace(gram)))
+    lan.extend(r // 3)
+    h = lambda x: np.expm1(-t * x) * math.exp(-t * lam) / np.where(x > 0, x, 1.0)  # the mean's exp(-t A) part
+
+    def z(steps: int) -> np.ndarray:
+        ritz, rot, coords = lan.projection(steps)
+        return rot @ (h(ritz)[:, None] * (rot.T @ coords))
+
+    decided = 0
+    for s in range(2, lan.steps + 1):
+        new, old = z(s), z(s - 1)
+        size = float(np.linalg.norm(new, axis=0).max())
+        change = float(np.linalg.norm(new - np.vstack([old, np.zeros((new.shape[0] - old.shape[0], 3))]), axis=0).max())
+        rows = float(np.linalg.norm(new[lan.applied_after(s - 1):], axis=0).max())
+        assert rows <= change * (1 + 1e-9) + 1e-15 * size
+        if 1e-11 * size < change < 1e-3 * size:
+            decided += 1
+            assert change <= CHANGE_MARGIN * rows
+    assert decided >= 3
+
 
 # ------------------------------------------------------------------------------------------------
 # the device setting
