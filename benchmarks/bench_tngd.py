@@ -361,7 +361,8 @@ def main() -> None:
     print(
         f"headline: TNGD step / Adam step = {tngd_t / unit:.1f}x (target <= 20x); "
         f"TNGD step / NGD-Woodbury step = {pair_ratio:.2f}x (target <= 1.2x; median of {pairs} interleaved pairs); "
-        f"EM dt={DT_TAU:g} / exact propagation = {em_ratio:.0f}x (target >= 100x; median of {em_rounds} interleaved rounds); "
+        f"EM dt={DT_TAU:g} / exact propagation = {em_ratio:.0f}x "
+        f"(target >= 100x; median of {em_rounds} interleaved rounds); "
         f"propagator {tngd_how}"
     )
 

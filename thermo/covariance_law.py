@@ -135,7 +135,6 @@ def _pair_sum(c: float, e: float, n: float) -> float:
                           _geo0(abs(e - c), n - 1.0))
 
 
-
 @numba.njit(cache=True)
 def _variance_matrix(s: np.ndarray, a: np.ndarray, n_burn: int, n: float) -> np.ndarray:
     """``D_jk = (s_j s_k / N^2) sum_{t,t'} C_j C_k / (s_j s_k)`` over the window (module

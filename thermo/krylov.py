@@ -36,10 +36,10 @@ float64 truth at ``t = 1e4``, ``lam = 1e-3`` in the float32 tests. Full
 reorthogonalization (classical Gram-Schmidt twice, in the ``K`` inner product through the stored
 products ``P = K Q``: first against the last two blocks, where ``B q`` has its components in exact
 arithmetic, then against the whole basis, which removes what rounding and deflation left; the
-basis stays as orthonormal as with two full passes, and a step costs 10% less); a new direction whose ``K``-norm after it is below
-``100 eps`` of the block's ``K``-norm before it is deflated (the space is then invariant in that
-direction, up to rounding), so the block can shrink and the basis never exceeds the numerical
-rank of ``K``. Blocks are stored as rows (``(k, r)``), so every product is a row-major GEMM.
+basis stays as orthonormal as with two full passes, and a step costs 10% less); a new direction
+whose ``K``-norm after it is below ``100 eps`` of the block's ``K``-norm before it is deflated
+(the space is then invariant in that direction, up to rounding), so the block can shrink and the
+basis never exceeds the numerical rank of ``K``. Blocks are stored as rows (``(k, r)``), so every product is a row-major GEMM.
 
 Speed: a block step is a few dozen operations on ``k x r`` and ``k x k`` arrays, microseconds of
 arithmetic each, so the step runs in one compiled kernel (numba, :func:`_run_steps`) that takes

@@ -781,8 +781,8 @@ class LowRankOU(_OUBase):
         z_(s-1)| / (krylov_tol |D + U Q z_s|)`` over the output columns, taken as
         :data:`CHANGE_MARGIN` times the norm of ``z_s``'s rows on the newest block, estimates,
         in units of the tolerance, the error of ``z_(s-1)``, and ``e2`` (``z_(s-1) - z_(s-2)``,
-        from the rows on the block before it) that of ``z_(s-2)``. ``e1 <= 1`` stops (the usual heuristic:
-        ``z_s`` is better than ``z_(s-1)``). While the changes fall, ``rho = e1 / e2`` is the
+        from the rows on the block before it) that of ``z_(s-2)``. ``e1 <= 1`` stops (the usual
+        heuristic: ``z_s`` is better than ``z_(s-1)``). While the changes fall, ``rho = e1 / e2`` is the
         error's factor per step, and the geometric tail ``e1 rho / (1 - rho)`` bounds the
         error of ``z_s`` once ``rho <= 1/2``: ``<= 1`` stops one step earlier (Lanczos converges
         superlinearly, so the last step's rate over-estimates the next ones'). Otherwise the

@@ -20,7 +20,14 @@ import torch
 from thermo.errors import HardwareSpecError, InputError, NotPositiveDefiniteError
 from thermo.hardware import HardwareSpec
 from thermo.krylov import GramLanczos
-from thermo.lowrank import CHANGE_MARGIN, FIRST_CHECK_FRACTION, MIN_KRYLOV_RANK, PROBE_STEPS, LowRankCurvature, LowRankOU
+from thermo.lowrank import (
+    CHANGE_MARGIN,
+    FIRST_CHECK_FRACTION,
+    MIN_KRYLOV_RANK,
+    PROBE_STEPS,
+    LowRankCurvature,
+    LowRankOU,
+)
 from thermo.lowrank_device import LowRankDevice, LowRankDeviceSpec
 
 from .test_lowrank import assert_cov_close, assert_mean_close, dense_a, dense_cov, dense_mean, readout_law
@@ -348,7 +355,8 @@ def test_the_newest_rows_of_the_coefficients_measure_the_last_change_within_the_
     lan = GramLanczos(gram, u.T @ np.random.default_rng(3).standard_normal((n, 3)),
                       rank_floor=1e-12 * float(np.trace(gram)))
     lan.extend(r // 3)
-    h = lambda x: np.expm1(-t * x) * math.exp(-t * lam) / np.where(x > 0, x, 1.0)  # the mean's exp(-t A) part
+    def h(x: np.ndarray) -> np.ndarray:  # the divided difference of the mean's exp(-t A) part
+        return np.expm1(-t * x) * math.exp(-t * lam) / np.where(x > 0, x, 1.0)
 
     def z(steps: int) -> np.ndarray:
         ritz, rot, coords = lan.projection(steps)
