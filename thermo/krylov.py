@@ -200,6 +200,7 @@ def _append_rows(
     rank_floor: float,
     eps: float,
     negative: np.ndarray,
+    k_scale: float,
 ) -> None:
     """K-orthonormalize the rows ``w`` (``pw = w K``) and append their new directions.
 
@@ -209,9 +210,10 @@ def _append_rows(
     eigendecomposition of the rows' ``K``-Gram resolves directions down to ``sqrt(1e3 eps)`` of
     the largest, so up to three passes run, each on the remainder of the last (orthogonalized
     against the whole basis again), and each pass's rows are orthonormalized twice (as
-    Cholesky-QR2 does). A negative ``K``-norm^2 beyond rounding sets ``_NEGATIVE`` and stores
-    ``(value, reference)`` in ``negative``; nothing is appended then. ``w`` and ``pw`` are
-    overwritten."""
+    Cholesky-QR2 does). A negative ``K``-norm^2 beyond rounding (``1e3 eps`` of the larger of
+    ``ref``, ``|w|_2 |w K|_2`` and ``k_scale |w|_2^2``, ``k_scale >= ||K||_2``) sets ``_NEGATIVE``
+    and stores ``(value, reference)`` in ``negative``; nothing is appended then. ``w`` and ``pw``
+    are overwritten."""
     floor = (100.0 * eps) ** 2 * max(ref, 0.0)
     pw_in = pw.copy()  # the K-products of the rows as given: their couplings to the new directions
     lo = state[_SIZE]
@@ -228,10 +230,13 @@ def _append_rows(
         if d.size == 0:
             break
         if attempt == 0:
-            # rounding of a K-norm^2 is bounded by eps |w|_2 |w K|_2 (Cauchy-Schwarz): beyond it, K is not PSD
+            # the rounding of a K-norm^2 w K w^T: of order eps |w|_2 |w K|_2 (Cauchy-Schwarz), and
+            # eps ||K|| |w|_2^2 from the product w K itself (which dominates for rows near the null
+            # space of K, whose |w K| is small): beyond it, K is not PSD
             bound = 0.0
             for i in range(w.shape[0]):
-                bound = max(bound, np.sqrt(np.sum(w[i] ** 2) * np.sum(pw[i] ** 2)))
+                w2 = np.sum(w[i] ** 2)
+                bound = max(bound, np.sqrt(w2 * np.sum(pw[i] ** 2)), k_scale * w2)
             if d.min() < -1e3 * eps * max(bound, ref):
                 negative[0], negative[1] = d.min(), ref
                 state[_STATUS] |= _NEGATIVE
@@ -306,12 +311,14 @@ def _run_steps(
     rank_floor: float,
     eps: float,
     negative: np.ndarray,
+    k_scale: float,
 ) -> None:
     """Up to ``n_steps`` block steps: ``B`` on the newest block, orthogonalized against the last
     two blocks and then against the whole basis, its new directions appended. Stops early when
     every basis vector has been applied (the space is invariant or the capacity is reached) or at
     a negative ``K``-norm.
-    ``core``: ``(0, 0)`` for none; ``applied_at[s]`` receives the vectors applied after step ``s``."""
+    ``core``: ``(0, 0)`` for none; ``applied_at[s]`` receives the vectors applied after step ``s``;
+    ``k_scale``: an upper bound of ``||K||_2`` (:func:`_append_rows`)."""
     for _ in range(n_steps):
         lo, hi = state[_LO], state[_HI]
         if hi == lo or state[_APPLIED] == state[_SIZE] or (state[_STATUS] & _NEGATIVE) != 0:
@@ -339,7 +346,7 @@ def _run_steps(
         pw = _rows_dot(w, gram)  # gram symmetric: w K
         # K-norm^2 of each B q before orthogonalization: its components on the basis plus what is new
         before = np.sum(coef**2, axis=0) + np.sum(w * pw, axis=1)
-        _append_rows(q, p, t, state, w, pw, before.max(), capacity, rank_floor, eps, negative)
+        _append_rows(q, p, t, state, w, pw, before.max(), capacity, rank_floor, eps, negative, k_scale)
 
 
 class GramLanczos:
@@ -378,6 +385,9 @@ class GramLanczos:
         self.core = None if core is None else np.ascontiguousarray(core, dtype=np.float64)
         self._core = np.zeros((0, 0)) if core is None else self.core
         self.eps = float(np.finfo(np.float64).eps)
+        # trace K >= ||K||_2 for a PSD K: the scale of the rounding in K-norms (a negative trace
+        # gives none, so every negative K-norm^2 of such a K is refused)
+        self._k_scale = max(float(np.trace(self.gram, dtype=np.float64)), 0.0)
         self._capacity = r if capacity is None else max(1, min(r, int(capacity)))
         self._state = np.zeros(6, dtype=np.int64)
         # vectors applied after each block step (each step applies at least one: at most capacity steps)
@@ -396,7 +406,7 @@ class GramLanczos:
         ref = float(np.max(np.sum(w * pw, axis=1))) if w.size else 0.0
         self._reserve(self._width)
         _append_rows(self._q, self._p, self._t, self._state, w, pw, ref, self._capacity, self.rank_floor,
-                     self.eps, self._negative)
+                     self.eps, self._negative, self._k_scale)
         self._raise_if_negative()
 
     # -- state ---------------------------------------------------------------------------------------
@@ -466,7 +476,7 @@ class GramLanczos:
         before = self.steps
         self._reserve(steps * self._width)
         _run_steps(self.gram, self._core, self._q, self._p, self._t, self._state, self._applied_at, int(steps),
-                   self._capacity, self.rank_floor, self.eps, self._negative)
+                   self._capacity, self.rank_floor, self.eps, self._negative, self._k_scale)
         self._raise_if_negative()
         return self.steps > before
 

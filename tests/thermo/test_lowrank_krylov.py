@@ -307,6 +307,21 @@ def test_gram_lanczos_basis_is_k_orthonormal_and_deflates_dependent_columns():
 
 
 
+def test_gram_lanczos_accepts_a_gram_whose_spectrum_falls_to_rounding_without_a_rank_floor():
+    """Eigenvalues from 9 down to 1e-25 (``0.8^r``): the rows that reach the null space have tiny
+    ``|w K|``, and the rounding of their ``K``-norms is set by ``||K||`` instead (3 of these 6
+    Grams were refused as "not a Gram matrix" when its scale was ``|w| |w K|``). Without a rank
+    floor the basis goes on into the null space (where its ``K``-orthonormal vectors are huge
+    and carry ``K``'s rounding: what ``rank_floor`` is for), but the top of the spectrum is exact."""
+    for seed in range(6):
+        u = decaying_u(300, 130, seed=seed, top=3.0).numpy()
+        gram = u.T @ u
+        lan = GramLanczos(gram, u.T @ np.random.default_rng(seed).standard_normal((300, 3)))
+        lan.extend(130)
+        ritz = np.sort(lan.projection()[0])[-3:]
+        np.testing.assert_allclose(ritz, np.linalg.eigvalsh(gram)[-3:], rtol=1e-10)
+
+
 def test_gram_lanczos_runs_many_steps_in_one_call_as_one_at_a_time_and_grows_its_buffers():
     u = decaying_u(300, 150, seed=22).numpy()
     gram = u.T @ u
