@@ -104,10 +104,12 @@ MIN_KRYLOV_RANK = 64
 #: (the top of the digits CNN's Gram spectrum is resolved to 4 digits after 4 steps).
 PROBE_STEPS = 4
 #: Where the first convergence check goes, as a fraction of the predicted steps
-#: (:meth:`LowRankOU._first_check`). Over 150 TNGD steps on the digits CNN: 0.5 took 21.3 block
-#: steps a step and a second check in 37% of them, 0.55 23.0 and 1%, 0.6 25.1 and none; a check
-#: (one ``eigh`` of the projection, 0.24 ms at ``m = 69``) costs about 5 block steps (50 us each
-#: at ``r = 576``, ``k = 3``), so 0.5 and 0.55 cost the same and 0.55 varies less.
+#: (:meth:`LowRankOU._first_check`). Over TNGD steps 10-150 on the digits CNN: 0.5 took 23.4
+#: block steps a step and a second check in 91% of them, 0.55 23.7 and 60%, 0.6 24.8 and 10%,
+#: 0.65 26.8 and none; a check (one ``eigh`` of the projection, about 0.38 ms within the step at
+#: ``m = 75``) costs about 7 block steps (50 us each at ``r = 576``, ``k = 3``). With the two
+#: alternated step by step over 220 TNGD steps, 0.55 and 0.6 took the same device time (5.84 and
+#: 5.80 ms a step on moving batches, 6.62 and 6.74 ms on one repeated batch).
 FIRST_CHECK_FRACTION = 0.55
 #: A check reads the change ``|z_s - z_(s-1)|`` of the Krylov coefficients from ``z_s`` alone, as
 #: the norm of its rows on the newest block times this margin (one ``eigh`` of the projection
