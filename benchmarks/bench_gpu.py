@@ -30,7 +30,8 @@ planning and programming in float64 numpy, host round trips of ``A`` and the res
 solve within 50x of ``torch.linalg.solve``; device inverse within 2000x of ``torch.linalg.inv``
 (it draws thousands of samples, each a few kernel launches); the exact window average within 3x
 of one ``eigh``; an Euler-Maruyama step within 5x of one GEMM; a TNGD exact step within 4x of an
-NGD-Woodbury step (2.5x on the CPU today, issue 15 asks 1.2x).
+NGD-Woodbury step (1.14-1.19x on one CPU core, where issue 15 asks 1.2x; 1.34x and 1.49x on an
+H200, whose block Lanczos runs on the host).
 
 Without CUDA (and ``--device cuda``) the script prints one line saying so and exits 0.
 ``--device cpu`` runs the same comparisons on the CPU (a check of the script; the targets are the
