@@ -28,7 +28,7 @@ baseline timed in the same process:
    mean at a large ``t`` against the closed form ``(G + lam I)^-1 g`` (``woodbury_solve``).
    The headline's EM / exact ratio is the median over ``max(5, --repeats)`` interleaved rounds,
    each one EM path against one exact draw, each after the same 0.3 s pause (timed apart, it
-   moved 94-130x between runs here).
+   moved 94-133x between runs here).
 4. For context, the cost model of the published simulation: 500 GGN-vector products per
    iteration (the measured product time x 500) against our whole exact step.
 5. ``TNGD step, published hardware``: the same step with ``hardware="published"`` (16-bit
@@ -248,7 +248,7 @@ def main() -> None:
     pair_ratio = statistics.median(pair_ratios)
     deciles = statistics.quantiles(pair_ratios, n=10)
     # the EM headline the same way: each EM path (0.6 s) against the exact draw beside it, each after
-    # the same pause (timed apart, the 5 ms draw drifted 4.9-6.6 ms between runs: 94-130x). Back to
+    # the same pause (timed apart, the 5 ms draw drifted 4.9-6.6 ms between runs: 94-133x). Back to
     # back, with warm caches, a draw takes about 3.2 ms; the paused one is what a training step sees.
     em_rounds = max(5, args.repeats)
     paired_em = interleaved_times({"em": em_path, "exact": exact_path}, em_rounds, warmup=0, pause_s=0.3)
