@@ -76,18 +76,20 @@ LAW_EFFECTIVE_SAMPLES_PER_UNIT = 20.0
 # ------------------------------------------------------------------------------------------------
 # finite geometric sums (rates >= 0; every exponent kept <= 0, so nothing overflows). Scalar
 # kernels compiled as ufuncs: elementwise on arrays, and callable per pair from the compiled
-# loop of :func:`_variance_matrix` (the d (d + 1) / 2 pairs in one pass, no temporaries).
+# loop of :func:`_variance_matrix` (the d (d + 1) / 2 pairs in one pass, no temporaries). No
+# signatures: each compiles (or loads from the cache) at its first call, not at import, where
+# the eager float64 loops added 0.14 s to every ``import thermo``.
 _NEGLIGIBLE = 1e-18  # a start-up weight rho^(2B) below this leaves no trace in float64
 _UFUNC = dict(cache=True, nopython=True)
 
 
-@numba.vectorize(["float64(float64, float64)"], **_UFUNC)
+@numba.vectorize(**_UFUNC)
 def _geo(rate: float, count: float) -> float:
     """``sum_{m=1}^{count} exp(-rate m)`` for ``rate > 0`` (``count`` may be 0)."""
     return math.exp(-rate) * math.expm1(-rate * count) / math.expm1(-rate)
 
 
-@numba.vectorize(["float64(float64, float64)"], **_UFUNC)
+@numba.vectorize(**_UFUNC)
 def _geo0(rate: float, count: float) -> float:
     """:func:`_geo` for ``rate >= 0`` (``count`` where the rate is 0)."""
     return _geo(rate, count) if rate > 0 else count
@@ -108,7 +110,7 @@ def _expm1_sum(x: float, y: float) -> float:
     return x + y + x * y
 
 
-@numba.vectorize(["float64(float64, float64)"], **_UFUNC)
+@numba.vectorize(**_UFUNC)
 def _stationary_pair_sum(c: float, n: float) -> float:
     """``F(c, 0) = sum_{i,l=1}^n exp(-c |i - l|) = n + 2 / expm1(c) (n - 1 - geo(c, n - 1))``."""
     return _stationary_from(math.exp(-c), math.expm1(-c), math.expm1(-c * (n - 1.0)), n)
@@ -121,7 +123,7 @@ def _pair_sum_from(geo_n: float, geo_n1: float, two_over: float, tail: float, ge
     return geo_n + two_over * (geo_n1 - tail * geo0_diff)
 
 
-@numba.vectorize(["float64(float64, float64, float64)"], **_UFUNC)
+@numba.vectorize(**_UFUNC)
 def _pair_sum(c: float, e: float, n: float) -> float:
     """``F(c, e) = sum_{i,l=1}^n exp(-c |i - l|) exp(-e min(i, l))`` for ``c, e > 0``.
 
