@@ -814,9 +814,9 @@ class LowRankOU(_OUBase):
             return directs
         floor = 1e3 * float(np.finfo(np.float64).eps)
 
-        def coefficients(steps: int) -> list[np.ndarray]:
-            """``z`` of every output on the projection after ``steps`` block steps, ``(m, w)`` each."""
-            ritz, rot, coords = lanczos.projection(steps)
+        def coefficients() -> list[np.ndarray]:
+            """``z`` of every output on the projection of the basis so far, ``(m, w)`` each."""
+            ritz, rot, coords = lanczos.projection()
             if core is not None and ritz.size:
                 _check_realized(float(ritz.min()) + lam)
             # |x| below the floor: the first-order value h(floor) (the divided difference would cancel)
@@ -837,7 +837,7 @@ class LowRankOU(_OUBase):
             lanczos.extend(max(0, min(check_at, max_steps) - lanczos.steps))
             steps = lanczos.steps
             done = lanczos.applied == lanczos.size  # invariant, or the capacity is reached
-            zs = coefficients(steps)
+            zs = coefficients()
             converged = lanczos.invariant
             rate, error_now = None, math.inf  # the error's factor per step; the error of z_s (tolerance units)
             if not converged and steps >= 1:

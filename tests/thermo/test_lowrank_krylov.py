@@ -358,6 +358,7 @@ def test_gram_lanczos_projection_after_fewer_steps_is_the_one_those_steps_had():
     with pytest.raises(ValueError, match="steps must be in"):
         long.applied_after(9)
 
+
 @pytest.mark.parametrize("spectrum", ["decaying", "clustered"])
 @pytest.mark.parametrize("lam,t", [(1e-3, 50.0), (0.1, 1e3), (0.01, 5.0)])
 def test_the_newest_rows_of_the_coefficients_measure_the_last_change_within_the_margin(spectrum, lam, t):
@@ -370,6 +371,7 @@ def test_the_newest_rows_of_the_coefficients_measure_the_last_change_within_the_
     lan = GramLanczos(gram, u.T @ np.random.default_rng(3).standard_normal((n, 3)),
                       rank_floor=1e-12 * float(np.trace(gram)))
     lan.extend(r // 3)
+
     def h(x: np.ndarray) -> np.ndarray:  # the divided difference of the mean's exp(-t A) part
         return np.expm1(-t * x) * math.exp(-t * lam) / np.where(x > 0, x, 1.0)
 
